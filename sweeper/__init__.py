@@ -1,0 +1,1 @@
+"""The sweep orchestrator and the `sweep` command line."""

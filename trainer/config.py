@@ -1,0 +1,277 @@
+"""One job's configuration: a frozen dataclass, built and checked in one place.
+
+Every key has the users' protocol as its default. `load_job` / `build_job` reject unknown
+keys (naming the nearest valid one), wrong types, out-of-range values and cross-field
+mistakes, so that a bad job fails before any model or data is touched. The sweeper validates
+grid points with the same `build_job`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODEL_ALIASES: dict[str, str] = {
+    "bert": "bert-base-uncased",
+    "modernbert": "answerdotai/ModernBERT-base",
+    "roberta": "roberta-base",
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+}
+POOLINGS = ("cls", "mean", "pooler")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("constant", "linear", "cosine")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Absolute bounds for max_len; the model's own maximum is checked once its config is read.
+MIN_MAX_LEN = 8
+MAX_MAX_LEN = 8192
+
+
+class ConfigError(ValueError):
+    """A job configuration that cannot run. The message names the key, value and fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "stanfordnlp/imdb"
+    # Fractions of train+test merged; the shuffle uses a fixed data seed (DATA_SEED), not the
+    # job's seed, so every job of every sweep is tested on the same rows (paired comparisons).
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    limit: int | None = None  # cap on training rows, for quick runs
+    eval_limit: int | None = None  # cap on validation and test rows
+    text: str = "text"
+    label: str = "label"
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    model: str = "bert"
+    pooling: str = "cls"
+    dropout: float = 0.1  # on the pooled vector, before the linear head
+    max_len: int = 128
+    batch_size: int = 16  # micro-batch; the effective batch is batch_size * grad_accum
+    grad_accum: int = 1
+    lr: float = 5e-5
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    epochs: int = 5
+    seed: int = 42
+    precision: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def model_path(self) -> str:
+        """What `from_pretrained` is given: the alias resolved, or the id/directory as is."""
+        return MODEL_ALIASES.get(self.model, self.model)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["data"]["split"] = list(self.data.split)
+        return d
+
+    def job_id(self) -> str:
+        """Stable short id of the resolved configuration: same configuration, same id."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+DATA_SEED = 42
+
+_JOB_KEYS = [f.name for f in dataclasses.fields(JobConfig)]
+_DATA_KEYS = [f.name for f in dataclasses.fields(DataConfig)]
+ALL_KEYS = [k for k in _JOB_KEYS if k != "data"] + [f"data.{k}" for k in _DATA_KEYS]
+
+
+def _nearest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"{hint}valid keys: {', '.join(choices)}"
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _where(source: str, key: str) -> str:
+    return f"{source}: {key}" if source else key
+
+
+def _int(source: str, key: str, value: Any, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not an integer")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{_where(source, key)}: {value} is out of range; expected {key} >= {minimum}")
+    return value
+
+
+def _float(source: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not a number")
+    return float(value)
+
+
+def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{_where(source, key)}: {value!r} is not allowed{hint}; expected one of: {', '.join(allowed)}")
+    return str(value)
+
+
+def _str(source: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not a non-empty string")
+    return value
+
+
+def _model(source: str, value: Any) -> str:
+    value = _str(source, "model", value)
+    if value in MODEL_ALIASES or Path(value).is_dir() or "/" in value:
+        # Anything with a '/' that is not a directory is taken as a Hub id (owner/name);
+        # a wrong one fails when it is fetched, with the Hub's own message.
+        return value
+    close = difflib.get_close_matches(value, list(MODEL_ALIASES), n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(
+        f"{_where(source, 'model')}: {value!r} is not an alias, Hub id or directory{hint}; expected one of "
+        f"the aliases {', '.join(MODEL_ALIASES)}, a Hub id such as 'google-bert/bert-base-uncased', "
+        "or an existing local directory"
+    )
+
+
+def _check_keys(source: str, raw: Mapping[str, Any], valid: list[str], prefix: str = "") -> None:
+    for key in raw:
+        if not isinstance(key, str) or key not in valid:
+            shown = [f"{prefix}{k}" for k in valid]
+            raise ConfigError(f"{_where(source, prefix + str(key))}: unknown key; {_nearest(prefix + str(key), shown)}")
+
+
+def _build_data(source: str, raw: Any) -> DataConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{_where(source, 'data')}: {raw!r} is not a mapping of {', '.join(_DATA_KEYS)}")
+    _check_keys(source, raw, _DATA_KEYS, "data.")
+    d = DataConfig()
+    name = _str(source, "data.name", raw.get("name", d.name))
+    split = raw.get("split", list(d.split))
+    if not isinstance(split, (list, tuple)) or len(split) != 3:
+        raise ConfigError(f"{_where(source, 'data.split')}: {split!r} is not three fractions [train, val, test]")
+    fractions = tuple(_float(source, "data.split", x) for x in split)
+    if any(not 0 < x < 1 for x in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"{_where(source, 'data.split')}: {list(split)!r} is not allowed; expected three fractions, "
+            f"each between 0 and 1, summing to 1 (these sum to {sum(fractions):g})"
+        )
+    limits = {}
+    for key in ("limit", "eval_limit"):
+        value = raw.get(key)
+        limits[key] = None if value is None else _int(source, f"data.{key}", value, minimum=1)
+    text = _str(source, "data.text", raw.get("text", d.text))
+    label = _str(source, "data.label", raw.get("label", d.label))
+    return DataConfig(name=name, split=fractions, text=text, label=label, **limits)  # type: ignore[arg-type]
+
+
+def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
+    """Check a mapping of job keys (YAML/JSON shape) and return the frozen configuration.
+
+    `source` (a file name) prefixes every message. Raises ConfigError on the first problem.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source or 'job'}: expected a mapping of job keys, got {_type_name(raw)}")
+    _check_keys(source, raw, _JOB_KEYS)
+    d = JobConfig()
+    get = raw.get
+    dropout = _float(source, "dropout", get("dropout", d.dropout))
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"{_where(source, 'dropout')}: {dropout:g} is out of range; expected 0 <= dropout < 1")
+    max_len = _int(source, "max_len", get("max_len", d.max_len))
+    if not MIN_MAX_LEN <= max_len <= MAX_MAX_LEN:
+        raise ConfigError(
+            f"{_where(source, 'max_len')}: {max_len} is out of range; expected {MIN_MAX_LEN} <= max_len <= "
+            "the model's maximum"
+        )
+    lr = _float(source, "lr", get("lr", d.lr))
+    if not lr > 0:
+        raise ConfigError(f"{_where(source, 'lr')}: {lr:g} is out of range; expected lr > 0")
+    nonneg = {}
+    for key in ("weight_decay", "clip"):
+        nonneg[key] = _float(source, key, get(key, getattr(d, key)))
+        if nonneg[key] < 0:
+            raise ConfigError(f"{_where(source, key)}: {nonneg[key]:g} is out of range; expected {key} >= 0")
+    warmup = _float(source, "warmup_ratio", get("warmup_ratio", d.warmup_ratio))
+    if not 0 <= warmup < 1:
+        raise ConfigError(f"{_where(source, 'warmup_ratio')}: {warmup:g} is out of range; expected 0 <= warmup_ratio < 1")
+    return JobConfig(
+        model=_model(source, get("model", d.model)),
+        pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
+        dropout=dropout,
+        max_len=max_len,
+        batch_size=_int(source, "batch_size", get("batch_size", d.batch_size), minimum=1),
+        grad_accum=_int(source, "grad_accum", get("grad_accum", d.grad_accum), minimum=1),
+        lr=lr,
+        optimizer=_choice(source, "optimizer", get("optimizer", d.optimizer), OPTIMIZERS),
+        scheduler=_choice(source, "scheduler", get("scheduler", d.scheduler), SCHEDULERS),
+        warmup_ratio=warmup,
+        epochs=_int(source, "epochs", get("epochs", d.epochs), minimum=1),
+        seed=_int(source, "seed", get("seed", d.seed)),
+        precision=_choice(source, "precision", get("precision", d.precision), PRECISIONS),
+        data=_build_data(source, get("data", {})),
+        **nonneg,
+    )
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[str], *, source: str = "--set") -> dict[str, Any]:
+    """Apply `key=value` strings (dotted keys for nested ones; values parsed as YAML)."""
+    merged: dict[str, Any] = json.loads(json.dumps(raw))  # deep copy of plain data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{source} {item!r}: expected key=value, e.g. --set lr=3e-5 or --set data.limit=2000")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source} {item!r}: the value is not valid YAML ({exc})") from None
+        if key not in ALL_KEYS:
+            raise ConfigError(f"{source} {key}: unknown key; {_nearest(key, ALL_KEYS)}")
+        target = merged
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return merged
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON file into a mapping; ConfigError names the file (and line) if not."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{line} not valid YAML: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of job keys, got {_type_name(raw)}")
+    return raw
+
+
+def load_job(path: Path, overrides: list[str] | None = None) -> JobConfig:
+    """Read a job file (YAML or JSON), apply `--set` overrides, and validate."""
+    raw = read_mapping(path)
+    raw = apply_overrides(raw, overrides or [])
+    return build_job(raw, source=str(path))

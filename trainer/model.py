@@ -1,0 +1,116 @@
+"""Encoder + pooling + dropout + linear head, for any Hugging Face encoder.
+
+What the encoder accepts (`token_type_ids`), whether it has a pooler and how long its inputs
+may be are read from the model itself, never from its name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.config import ConfigError, JobConfig
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_FILE = "classifier.json"
+WEIGHTS_FILE = "best.safetensors"
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens only: padded positions contribute nothing, whatever they hold."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    summed = (hidden * weights).sum(dim=1)
+    return summed / weights.sum(dim=1).clamp(min=1.0)
+
+
+class Classifier(nn.Module):
+    def __init__(self, encoder: nn.Module, *, num_labels: int, pooling: str, dropout: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        self.accepts_token_type_ids = "token_type_ids" in inspect.signature(encoder.forward).parameters
+
+    def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.accepts_token_type_ids:
+            # Single-text classification: every token is segment 0.
+            inputs["token_type_ids"] = torch.zeros_like(input_ids)
+        return inputs
+
+    def pool(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "cls":
+            return out.last_hidden_state[:, 0]
+        if self.pooling == "mean":
+            return masked_mean(out.last_hidden_state, attention_mask)
+        return out.pooler_output
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask))
+        return self.head(self.dropout(self.pool(out, attention_mask)))
+
+
+def load_encoder(path: str, *, pretrained: bool = True) -> nn.Module:
+    """The encoder with SDPA attention where the architecture supports it."""
+    from transformers import AutoConfig, AutoModel
+
+    load = AutoModel.from_pretrained if pretrained else AutoModel.from_config
+    source: Any = path if pretrained else AutoConfig.from_pretrained(path)
+    try:
+        return load(source, attn_implementation="sdpa")
+    except (ValueError, ImportError) as exc:  # the architecture has no SDPA path
+        log.info("SDPA attention not available for %s (%s); using the default", path, exc)
+        return load(source)
+
+
+def model_max_len(encoder: nn.Module, tokenizer: Any) -> int:
+    """Longest input the model takes: the tokenizer's limit where it gives a real one, else
+    the position table (RoBERTa's 514 positions hold 512 tokens; its tokenizer says so)."""
+    positions = getattr(encoder.config, "max_position_embeddings", None) or 10**9
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 10**6:
+        return min(limit, positions)
+    return positions
+
+
+def check_encoder(cfg: JobConfig, encoder: nn.Module, tokenizer: Any) -> None:
+    """Checks that need the model: its maximum length, and whether it has a pooler."""
+    limit = model_max_len(encoder, tokenizer)
+    if cfg.max_len > limit:
+        raise ConfigError(
+            f"max_len: {cfg.max_len} is out of range; expected 8 <= max_len <= {limit} for model {cfg.model!r}"
+        )
+    if cfg.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
+        raise ConfigError(
+            f"pooling: 'pooler' is not available for model {cfg.model!r} ({type(encoder).__name__} has no "
+            "pooler); expected 'cls' or 'mean'"
+        )
+
+
+def save_model_files(directory: Path, model: Classifier, tokenizer: Any) -> None:
+    """Encoder config, tokenizer and head description: what loading the weights needs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.encoder.config.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    spec = {"num_labels": model.head.out_features, "pooling": model.pooling, "dropout": model.dropout.p}
+    (directory / CLASSIFIER_FILE).write_text(json.dumps(spec, indent=2))
+
+
+def load_classifier(directory: Path, weights: Path, device: str = "cpu") -> tuple[Classifier, Any]:
+    """A saved classifier and its tokenizer, ready for inference (no training code involved)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    spec = json.loads((directory / CLASSIFIER_FILE).read_text())
+    encoder = load_encoder(str(directory), pretrained=False)
+    model = Classifier(encoder, num_labels=spec["num_labels"], pooling=spec["pooling"], dropout=spec["dropout"])
+    model.load_state_dict(load_file(str(weights), device=device))
+    return model.to(device).eval(), AutoTokenizer.from_pretrained(directory)
