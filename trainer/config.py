@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,21 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Absolute bounds for max_len; the model's own maximum is checked once its config is read.
 MIN_MAX_LEN = 8
 MAX_MAX_LEN = 8192
+
+
+class YamlLoader(yaml.SafeLoader):
+    """Safe YAML that also reads `3e-5` as a number (YAML 1.2); PyYAML alone reads a string."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 class ConfigError(ValueError):
@@ -92,8 +108,21 @@ _DATA_KEYS = [f.name for f in dataclasses.fields(DataConfig)]
 ALL_KEYS = [k for k in _JOB_KEYS if k != "data"] + [f"data.{k}" for k in _DATA_KEYS]
 
 
+# Names users bring from the HF Trainer and their own scripts.
+SYNONYMS = {
+    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "max_length": "max_len",
+    "max_seq_length": "max_len", "per_device_train_batch_size": "batch_size", "bs": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "max_grad_norm": "clip", "grad_clip": "clip",
+    "wd": "weight_decay", "lr_scheduler_type": "scheduler", "lr_scheduler": "scheduler", "warmup": "warmup_ratio",
+    "model_name": "model", "model_name_or_path": "model", "pool": "pooling", "dataset": "data.name",
+}
+
+
 def _nearest(key: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    prefix, _, leaf = key.rpartition(".")
+    synonym = SYNONYMS.get(leaf)
+    synonym = synonym if synonym is None or synonym.startswith("data.") or not prefix else f"{prefix}.{synonym}"
+    close = [synonym] if synonym in choices else difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return f"{hint}valid keys: {', '.join(choices)}"
 
@@ -122,7 +151,7 @@ def _float(source: str, key: str, value: Any) -> float:
 
 def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.5)
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{_where(source, key)}: {value!r} is not allowed{hint}; expected one of: {', '.join(allowed)}")
     return str(value)
@@ -237,7 +266,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str], *, source: str
         if not sep or not key:
             raise ConfigError(f"{source} {item!r}: expected key=value, e.g. --set lr=3e-5 or --set data.limit=2000")
         try:
-            value = yaml.safe_load(text)
+            value = yaml_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source} {item!r}: the value is not valid YAML ({exc})") from None
         if key not in ALL_KEYS:
@@ -257,7 +286,7 @@ def read_mapping(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
-        raw = yaml.safe_load(text)  # JSON is YAML
+        raw = yaml_load(text)  # JSON is YAML
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark is not None else ""

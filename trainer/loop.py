@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 FINISHED = ("completed", "collapsed", "diverged")
 LOG_EVERY = 10  # optimizer steps between `step` events (one host sync each)
 CHANCE_MARGIN = 0.02  # "collapsed": validation accuracy within 2 points of the majority class
+# "diverged": a non-finite loss, or a logged mean loss this many times the untrained loss
+# ln(classes) (a run with lr 1e4 can sit at a finite 1e9 without ever producing a NaN).
+DIVERGED_FACTOR = 100.0
 
 
 def resolve_device_and_dtype(precision: str) -> tuple[torch.device, torch.dtype]:
@@ -143,6 +146,7 @@ def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, pro
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eval_batch = max(64, 2 * cfg.batch_size)
+    loss_limit = DIVERGED_FACTOR * math.log(max(data.num_labels, 2))
     majority = majority_fraction(np.asarray(data.val.labels))
     save_model_files(out_dir / "model", model, tokenizer)
 
@@ -195,7 +199,7 @@ def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, pro
                     state["global_step"] += 1
                     if state["global_step"] % LOG_EVERY == 0 or i + 1 == len(batches):
                         mean_loss = window_loss.item() / window_n  # the one host sync per window
-                        if not math.isfinite(mean_loss):
+                        if not mean_loss <= loss_limit:  # also true for NaN
                             status = "diverged"
                             break
                         tracker.step(step=state["global_step"], epoch=epoch - 1 + (i + 1) / len(batches),
@@ -207,7 +211,7 @@ def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, pro
             if bar is not None:
                 bar.close()
             if status == "diverged":
-                log.error("epoch %d: the training loss is not finite; stopping (status diverged)", epoch)
+                log.error("epoch %d: the training loss is not finite or exploded; stopping (status diverged)", epoch)
                 tracker.event("warning", kind="diverged", epoch=epoch, step=state["global_step"])
                 break
             state["train_tokens"] += int(data.train.lengths.sum())  # real tokens, padding excluded
@@ -262,7 +266,7 @@ def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, pro
             result["status"] = "collapsed"
             log.error("validation accuracy stayed at chance (majority class %.4f): status collapsed", majority)
     state["sessions_seconds"] += time.perf_counter() - started
-    train_s = state["train_seconds"] or float("nan")
+    train_s = state["train_seconds"]
     result.update(
         majority_class_acc=majority,
         num_labels=data.num_labels,
@@ -271,8 +275,8 @@ def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, pro
         global_steps=state["global_step"],
         runtime_s=round(state["sessions_seconds"], 3),
         train_seconds=round(state["train_seconds"], 3),
-        train_samples_per_s=state["train_samples"] / train_s,
-        train_tokens_per_s=state["train_tokens"] / train_s,
+        train_samples_per_s=state["train_samples"] / train_s if train_s else None,
+        train_tokens_per_s=state["train_tokens"] / train_s if train_s else None,
         peak_memory_mb=round(_peak_memory_mb(device), 1),
         device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         precision=str(dtype).removeprefix("torch."),

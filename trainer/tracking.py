@@ -65,8 +65,8 @@ class Tracker:
             self.run.define_metric(f"{prefix}/*", step_metric="epoch")
         self.run.define_metric("val/acc", step_metric="epoch", summary="max")
 
-    def event(self, kind: str, **fields: Any) -> None:
-        append_jsonl(self.events, {"event": kind, "time": round(time.time(), 3), **fields})
+    def event(self, name: str, /, **fields: Any) -> None:
+        append_jsonl(self.events, {"event": name, "time": round(time.time(), 3), **fields})
 
     def step(self, *, step: int, epoch: float, loss: float, lr: float) -> None:
         self.event("step", step=step, epoch=round(epoch, 4), loss=loss, lr=lr)

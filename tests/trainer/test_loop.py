@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+from tests.conftest import REPO, tiny_job, write_dataset
+from trainer import checkpoint
+from trainer.config import build_job
+from trainer.loop import run_job
+from trainer.model import WEIGHTS_FILE, load_classifier
+
+
+def _comparable(result: dict) -> dict:
+    keep = ("status", "best_epoch", "val_acc", "test_acc", "test_loss", "test_ece", "global_steps")
+    rows = [{k: v for k, v in row.items() if k != "seconds"} for row in result["epochs"]]
+    return {**{k: result[k] for k in keep}, "epochs": rows}
+
+
+def _assert_same_result(a: dict, b: dict) -> None:
+    ca, cb = _comparable(a), _comparable(b)
+    assert ca.keys() == cb.keys()
+    for key in ca:
+        if key == "status":
+            assert ca[key] == cb[key]
+        elif key == "epochs":
+            for ra, rb in zip(ca[key], cb[key], strict=True):
+                assert ra == pytest.approx(rb, rel=1e-5, abs=1e-6)
+        else:
+            assert ca[key] == pytest.approx(cb[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
+def test_a_job_trains_tests_and_writes_its_result(tiny_models: dict, tiny_data: Path, tmp_path: Path, arch: str) -> None:
+    cfg = build_job(tiny_job(tiny_models[arch], tiny_data, pooling="mean", epochs=3))
+    result = run_job(cfg, tmp_path / "job")
+    assert result["status"] == "completed"
+    stored = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert stored == json.loads(json.dumps(result))
+    assert [row["epoch"] for row in result["epochs"]] == [1, 2, 3]
+    assert result["best_epoch"] == max(result["epochs"], key=lambda r: r["val_acc"])["epoch"]
+    assert result["val_acc"] == result["epochs"][result["best_epoch"] - 1]["val_acc"]
+    assert result["rows"] == {"train": 192, "val": 24, "test": 24}
+    for key in ("test_acc", "test_loss", "test_ece", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb"):
+        assert isinstance(result[key], float) and result[key] >= 0, key
+    assert result["config"] == cfg.to_dict() and result["job_id"] == cfg.job_id()
+    assert set(result["versions"]) >= {"torch", "transformers", "datasets"}
+    # per-example test probabilities, for paired tests in the report
+    preds = np.load(tmp_path / "job" / checkpoint.PREDICTIONS_FILE)
+    assert preds["probs"].shape == (24, 2) and np.allclose(preds["probs"].sum(1), 1, atol=1e-5)
+    assert (preds["probs"].argmax(1) == preds["labels"]).mean() == pytest.approx(result["test_acc"])
+    # the event stream: start, steps, one line per epoch, end
+    events = [json.loads(line) for line in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 3 and "step" in kinds
+    assert not (tmp_path / "job" / checkpoint.STATE_FILE).exists()  # final: resume state removed
+
+
+def test_the_saved_model_loads_again_for_inference(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1))
+    run_job(cfg, tmp_path / "job")
+    model, tokenizer = load_classifier(tmp_path / "job" / "model", tmp_path / "job" / WEIGHTS_FILE)
+    enc = tokenizer(["a good and wonderful film"], return_tensors="pt")
+    with torch.no_grad():
+        probs = model(enc["input_ids"], enc["attention_mask"]).softmax(-1)
+    assert probs.shape == (1, 2)
+    # and with plain torch + transformers, as the README shows
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModel
+
+    weights = load_file(str(tmp_path / "job" / WEIGHTS_FILE))
+    encoder = AutoModel.from_config(AutoConfig.from_pretrained(tmp_path / "job" / "model"))
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")})
+    encoder.eval()
+    with torch.no_grad():
+        hidden = encoder(**enc).last_hidden_state[:, 0]
+        plain = (hidden @ weights["head.weight"].T + weights["head.bias"]).softmax(-1)
+    torch.testing.assert_close(plain, probs)
+
+
+def test_a_finished_job_started_again_does_no_work(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1))
+    first = run_job(cfg, tmp_path / "job")
+    mtime = (tmp_path / "job" / "result.json").stat().st_mtime_ns
+    import trainer.loop
+
+    monkeypatch.setattr(trainer.loop, "prepare", lambda *a, **k: pytest.fail("did work again"))
+    assert run_job(cfg, tmp_path / "job") == json.loads(json.dumps(first))
+    assert (tmp_path / "job" / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_a_directory_holding_another_job_is_refused(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    from trainer.config import ConfigError
+
+    run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1)), tmp_path / "job")
+    with pytest.raises(ConfigError, match="holds a job with another configuration .*lr"):
+        run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1, lr=1e-4)), tmp_path / "job")
+
+
+def test_resume_after_an_interruption_ends_with_the_same_result(
+    tiny_models: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=3, dropout=0.3))
+    straight = run_job(cfg, tmp_path / "straight")
+
+    real_save = checkpoint.save_state
+
+    def save_then_die(*args: object, **kwargs: object) -> None:
+        real_save(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt  # "killed" right after the first epoch's state is on disk
+
+    monkeypatch.setattr(checkpoint, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(cfg, tmp_path / "resumed")
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    monkeypatch.setattr(checkpoint, "save_state", real_save)
+    resumed = run_job(cfg, tmp_path / "resumed")
+    assert resumed["resumed"] is True
+    _assert_same_result(resumed, straight)
+    a = np.load(tmp_path / "straight" / checkpoint.PREDICTIONS_FILE)["probs"]
+    b = np.load(tmp_path / "resumed" / checkpoint.PREDICTIONS_FILE)["probs"]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_kill_9_mid_run_then_the_same_command_resumes(tiny_models: dict, tmp_path: Path) -> None:
+    """The real thing: `sweep run` in a subprocess, SIGKILLed after its first epoch."""
+    data = write_dataset(tmp_path / "data", n_train=1200, n_test=100, seed=3)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(tiny_job(tiny_models["bert"], data, epochs=3, batch_size=8)))
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "sweeper.cli", "run", str(job), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = out / "events.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if events.exists() and '"event":"epoch"' in events.read_text():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "result.json").exists(), "the job finished before it could be killed"
+    assert (out / checkpoint.STATE_FILE).exists()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads((out / "result.json").read_text())
+    straight = run_job(build_job(yaml.safe_load(job.read_text())), tmp_path / "straight")
+    assert resumed["resumed"] is True
+    _assert_same_result(resumed, straight)
+
+
+@pytest.mark.parametrize("target", ["best", "state", "json"])
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(
+    tiny_models: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1))
+    out = tmp_path / "job"
+    run_job(cfg, out)
+    import safetensors.torch
+
+    from trainer.io import write_json
+    from trainer.model import Classifier, load_encoder
+
+    model = Classifier(load_encoder(str(tiny_models["bert"])), num_labels=2, pooling="cls", dropout=0.1)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    checkpoint.save_state(out, model, optimizer, scheduler, scaler, {"epoch": 1})
+    files = {"best": out / WEIGHTS_FILE, "state": out / checkpoint.STATE_FILE, "json": out / "result.json"}
+    before = files[target].read_bytes()
+
+    def torn(obj: object, path: object, *args: object, **kwargs: object) -> None:
+        Path(str(path)).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", torn)
+    monkeypatch.setattr(torch, "save", torn)
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: torn(None, self))
+    with pytest.raises(OSError, match="disk full"):
+        {"best": lambda: checkpoint.save_best(out, model),
+         "state": lambda: checkpoint.save_state(out, model, optimizer, scheduler, scaler, {"epoch": 2}),
+         "json": lambda: write_json(out / "result.json", {"status": "failed"})}[target]()
+    monkeypatch.undo()
+    assert files[target].read_bytes() == before
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+    if target == "best":
+        checkpoint.load_best(out, model, torch.device("cpu"))
+    elif target == "state":
+        assert checkpoint.load_state(out, model, optimizer, scheduler, scaler) == {"epoch": 1}
+
+
+def test_divergence_is_detected(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    result = run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, lr=1e4)), tmp_path / "job")
+    assert result["status"] == "diverged"
+    assert result["test_acc"] is None and result["epochs"] == []
+    events = (tmp_path / "job" / "events.jsonl").read_text()
+    assert '"kind":"diverged"' in events
+
+
+def test_a_run_stuck_at_chance_is_marked_collapsed(tiny_models: dict, tmp_path: Path) -> None:
+    # 90% of the labels are 0 and the text carries no signal for the rest: the classifier
+    # learns to answer 0 everywhere, i.e. the majority class, like the users' 0.5000 BERT runs.
+    data = write_dataset(tmp_path / "skewed", labels=[0] * 9 + [1], n_train=300, n_test=100, seed=5,
+                         signal=False)
+    result = run_job(build_job(tiny_job(tiny_models["bert"], data, lr=1e-2, epochs=2)), tmp_path / "job")
+    assert result["status"] == "collapsed", result["epochs"]
+    assert result["epochs"][0]["val_acc"] <= result["majority_class_acc"] + 0.02
+    assert '"kind":"at_chance"' in (tmp_path / "job" / "events.jsonl").read_text()
+
+
+def test_grad_accum_and_schedulers_run(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    cfg = build_job(tiny_job(tiny_models["roberta"], tiny_data, batch_size=8, grad_accum=3, scheduler="linear",
+                             warmup_ratio=0.2, optimizer="adamw", weight_decay=0.01, clip=1.0, epochs=1))
+    result = run_job(cfg, tmp_path / "job")
+    assert result["status"] in ("completed", "collapsed")
+    assert result["effective_batch_size"] == 24 and result["global_steps"] == 8  # 24 batches / 3
+
+
+def test_second_job_hits_the_tokenization_cache(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    first = run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1, seed=1)), tmp_path / "a")
+    second = run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1, seed=2)), tmp_path / "b")
+    assert (first["tokenization_cache_hit"], second["tokenization_cache_hit"]) == (False, True)
+
+
+def test_cli_run_prints_the_result_and_reports_a_config_error_from_the_model(
+    tiny_models: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(tiny_job(tiny_models["bert"], tiny_data, epochs=1)))
+    ok = CliRunner().invoke(app, ["run", str(job), "--out", str(tmp_path / "ok"), "--set", "pooling=mean"])
+    assert ok.exit_code == 0, ok.output
+    stored = json.loads((tmp_path / "ok" / "result.json").read_text())
+    assert f"job {stored['job_id']}: {stored['status']}" in ok.output and "test_acc" in ok.output
+    bad = CliRunner().invoke(app, ["run", str(job), "--out", str(tmp_path / "bad"), "--set", "max_len=100"])
+    assert bad.exit_code == 2
+    assert "max_len: 100 is out of range; expected 8 <= max_len <= 64" in " ".join(bad.output.split())
+    pooler = CliRunner().invoke(app, ["run", str(job), "--out", str(tmp_path / "p"), "--set",
+                                      f"model={tiny_models['modernbert']}", "--set", "pooling=pooler"])
+    assert pooler.exit_code == 2 and "'pooler' is not available" in pooler.output
