@@ -1,0 +1,172 @@
+"""Training core vs the Hugging Face Trainer (and the users' own loop), in one run.
+
+Same rows (the core's fixed split: first N training rows, first M validation rows), same
+model, same hyperparameters (Adam-style, lr 5e-5 constant, batch 16, max_len 128, 1 epoch,
+seed 42), same device, same process. Prints a markdown table and writes JSON.
+
+    python bench/trainer_vs_hf.py --model ../shared/models/all-MiniLM-L6-v2 --data ../shared/data/imdb
+
+What is compared:
+- `hf-trainer`: AutoModelForSequenceClassification + DataCollatorWithPadding + Trainer
+  (its classifier head is BERT's pooler -> dropout -> linear, i.e. our `pooling: pooler`);
+- `users-loop`: the users' recipe: tokenize with padding='max_length', a plain PyTorch loop
+  over a shuffled DataLoader, no length grouping, same head as the Trainer;
+- `sweep-core (pooler)` and `sweep-core (cls)`: `trainer.loop.run_job`.
+Throughput is training samples (and real, unpadded tokens) per second of training time;
+accuracy is on the validation rows, after the epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from trainer.config import build_job  # noqa: E402
+from trainer.data import load_rows, split_indices  # noqa: E402
+
+
+def rows_for(args: argparse.Namespace) -> tuple[dict, dict]:
+    cfg = build_job({"data": {"name": args.data}})
+    merged, _ = load_rows(cfg.data)
+    train_idx, val_idx, _ = split_indices(len(merged), cfg.data.split)
+    train, val = merged.select(train_idx[: args.rows]), merged.select(val_idx[: args.eval_rows])
+    return ({"text": list(train["text"]), "label": list(train["label"])},
+            {"text": list(val["text"]), "label": list(val["label"])})
+
+
+def bench_hf_trainer(args: argparse.Namespace, train: dict, val: dict) -> dict:
+    import datasets
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments, set_seed)
+
+    set_seed(args.seed)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    def enc(batch: dict) -> dict:
+        return tok(batch["text"], truncation=True, max_length=args.max_len)
+
+    train_ds = datasets.Dataset.from_dict(train).map(enc, batched=True, remove_columns=["text"])
+    val_ds = datasets.Dataset.from_dict(val).map(enc, batched=True, remove_columns=["text"])
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
+            learning_rate=args.lr, lr_scheduler_type="constant", num_train_epochs=1, seed=args.seed,
+            weight_decay=0.0, report_to=[], save_strategy="no", eval_strategy="no", logging_steps=50,
+            dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        )
+        trainer = Trainer(model=model, args=targs, train_dataset=train_ds,
+                          data_collator=DataCollatorWithPadding(tok))
+        t0 = time.perf_counter()
+        metrics = trainer.train().metrics
+        seconds = time.perf_counter() - t0
+        pred = trainer.predict(val_ds)
+    tokens = sum(len(x) for x in train_ds["input_ids"])
+    return {"name": "hf-trainer", "seconds": seconds, "samples_per_s": len(train_ds) / seconds,
+            "trainer_reported_samples_per_s": metrics["train_samples_per_second"],
+            "tokens_per_s": tokens / seconds,
+            "val_acc": float((pred.predictions.argmax(-1) == np.asarray(val["label"])).mean())}
+
+
+def bench_users_loop(args: argparse.Namespace, train: dict, val: dict) -> dict:
+    from torch.utils.data import DataLoader, TensorDataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
+
+    set_seed(args.seed)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    def tensors(split: dict) -> TensorDataset:
+        enc = tok(split["text"], truncation=True, max_length=args.max_len, padding="max_length", return_tensors="pt")
+        return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(split["label"]))
+
+    train_ds, val_ds = tensors(train), tensors(val)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    loader = DataLoader(train_ds, batch_size=args.batch, shuffle=True)
+    model.train()
+    t0 = time.perf_counter()
+    for ids, mask, labels in loader:
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        print(f"loss {loss.item():.4f}", end="\r", file=sys.stderr)  # what the users' loop logs each step
+    seconds = time.perf_counter() - t0
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for ids, mask, labels in DataLoader(val_ds, batch_size=64):
+            correct += int((model(input_ids=ids, attention_mask=mask).logits.argmax(-1) == labels).sum())
+    tokens = int(train_ds.tensors[1].sum())
+    return {"name": "users-loop", "seconds": seconds, "samples_per_s": len(train_ds) / seconds,
+            "tokens_per_s": tokens / seconds, "val_acc": correct / len(val_ds)}
+
+
+def bench_core(args: argparse.Namespace, pooling: str, cache: Path) -> dict:
+    from trainer.loop import run_job
+
+    cfg = build_job({"model": args.model, "pooling": pooling, "max_len": args.max_len, "batch_size": args.batch,
+                     "lr": args.lr, "epochs": 1, "seed": args.seed,
+                     "data": {"name": args.data, "limit": args.rows, "eval_limit": args.eval_rows}})
+    with tempfile.TemporaryDirectory() as out:
+        result = run_job(cfg, Path(out), cache_dir=cache)
+    return {"name": f"sweep-core ({pooling})", "seconds": result["train_seconds"],
+            "samples_per_s": result["train_samples_per_s"], "tokens_per_s": result["train_tokens_per_s"],
+            "val_acc": result["val_acc"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="../shared/models/all-MiniLM-L6-v2")
+    parser.add_argument("--data", default="../shared/data/imdb")
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--eval-rows", type=int, default=500)
+    parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", nargs="*", default=["hf-trainer", "users-loop", "pooler", "cls"])
+    parser.add_argument("--json", type=Path, default=Path("bench/results/trainer_vs_hf.json"))
+    args = parser.parse_args()
+
+    train, val = rows_for(args)
+    results = []
+    with tempfile.TemporaryDirectory() as cache:
+        for name in args.only:
+            print(f"== {name}", file=sys.stderr, flush=True)
+            if name == "hf-trainer":
+                results.append(bench_hf_trainer(args, train, val))
+            elif name == "users-loop":
+                results.append(bench_users_loop(args, train, val))
+            else:
+                results.append(bench_core(args, name, Path(cache)))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    base = next((r for r in results if r["name"] == "hf-trainer"), results[0])
+    import transformers
+
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join(["python"] + sys.argv), "args": vars(args) | {"json": str(args.json)}}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"| run | train samples/s | real tokens/s | vs Trainer | val acc ({args.eval_rows} rows) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for r in results:
+        print(f"| {r['name']} | {r['samples_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
+              f"{r['samples_per_s'] / base['samples_per_s']:.2f}x | {r['val_acc']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
