@@ -49,8 +49,14 @@ def rows_for(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def bench_hf_trainer(args: argparse.Namespace, train: dict, val: dict) -> dict:
     import datasets
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(args.seed)
     tok = AutoTokenizer.from_pretrained(args.model)

@@ -6,7 +6,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from trainer.config import ConfigError, load_job
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hyperparameter sweeps for encoder classifiers.")
 err = Console(stderr=True)
+EXIT_BUSY = 75  # EX_TEMPFAIL: the job directory is being run by another live process
 
 
 @app.callback()
@@ -49,7 +50,7 @@ def run(
     ] = None,
     cache_dir: Annotated[
         Path | None,
-        typer.Option(help="Tokenization cache shared by jobs [env SWEEP_CACHE_DIR; default ~/.cache/sweep/tokenized]."),
+        typer.Option(help="Tokenization cache shared by jobs (env SWEEP_CACHE_DIR; default ~/.cache/sweep/tokenized)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar per epoch (on a terminal).")] = True,
 ) -> None:
@@ -60,6 +61,7 @@ def run(
         raise _fail_config(exc) from None
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "train.log")
+    from trainer.checkpoint import JobBusy
     from trainer.io import write_json
     from trainer.loop import FINISHED, run_job
 
@@ -67,6 +69,9 @@ def run(
         result = run_job(cfg, out, cache_dir=cache_dir, progress=progress and err.is_terminal)
     except ConfigError as exc:
         raise _fail_config(exc) from None
+    except JobBusy as exc:
+        err.print(f"[yellow]busy:[/] {exc}", highlight=False)
+        raise typer.Exit(code=EXIT_BUSY) from None
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to resume from the last finished epoch")
         raise typer.Exit(code=130) from None
@@ -81,6 +86,105 @@ def run(
     _print_result(result)
     if result["status"] not in FINISHED:
         raise typer.Exit(code=1)
+
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="SWEEP_RUNS_DIR", help="Where job directories live.")]
+Storage = Annotated[
+    str | None,
+    typer.Option("--storage", envvar="SWEEP_STORAGE",
+                 help="Optuna storage URL (postgresql://…, sqlite:///…) or journal file (default: RUNS_DIR/sweeps.journal)."),
+]
+
+
+@app.command()
+def grid(
+    grid_file: Annotated[Path, typer.Argument(help="Grid file (grids/NAME.yaml).")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set model=/models/x.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU ids, e.g. 0,1 (default: every visible GPU; none: the CPU).")] = None,
+    jobs_per_gpu: Annotated[int, typer.Option(min=1, help="Jobs sharing one GPU.")] = 1,
+    parallel: Annotated[int, typer.Option(min=1, help="Jobs at once on the CPU (no GPU).")] = 1,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed job.")] = 1,
+    cache_dir: Annotated[Path | None, typer.Option(help="Tokenization cache (env SWEEP_CACHE_DIR).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded jobs; run nothing.")] = False,
+    live: Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")] = True,
+) -> None:
+    """Run every point of a grid as its own job; the same command again resumes the sweep."""
+    from sweeper.spec import load_grid
+
+    try:
+        spec = load_grid(grid_file, set_ or [])
+    except ConfigError as exc:
+        raise _fail_config(exc) from None
+    from sweeper import view
+
+    if dry_run:
+        Console().print(view.jobs_table(spec))
+        return
+    from rich.live import Live
+
+    from sweeper.runner import Orchestrator, make_slots, visible_gpus
+    from sweeper.store import SweepStore, default_storage, open_storage
+
+    gpu_ids = [int(g) for g in gpus.split(",") if g.strip()] if gpus else visible_gpus()
+    slots = make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
+    store = SweepStore(open_storage(storage or default_storage(runs_dir)), spec.name, lock_dir=runs_dir)
+    orchestrator = Orchestrator(spec, store, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir)
+    keys = spec.varied
+
+    def table() -> Any:
+        return view.progress_table(spec.name, keys, list(orchestrator.progress.values()), slots=len(slots))
+
+    err.print(f"{spec.name}: {len(spec.jobs)} jobs on {len(slots)} slot(s) ({', '.join(s.name for s in slots)}); "
+              f"runs in {runs_dir / spec.name}", highlight=False)
+    try:
+        if live and err.is_terminal:
+            with Live(table(), console=err, refresh_per_second=2) as screen:
+                orchestrator.run(on_tick=lambda _: screen.update(table()))
+        else:
+            orchestrator.run()
+    except KeyboardInterrupt:
+        err.print("interrupted: jobs stopped; run the same command again to continue the sweep")
+        raise typer.Exit(code=130) from None
+    Console().print(table())
+    failed = [p for p in orchestrator.progress.values() if p.state == "failed"]
+    for p in failed:
+        err.print(f"[red]failed[/] {p.job.id} {p.job.point}: {p.note} (log: {runs_dir / spec.name / p.job.id / 'job.log'})")
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def status(
+    sweep: Annotated[str | None, typer.Argument(help="Sweep name (default: every sweep in the storage).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Print each sweep's jobs and states from the storage, from any shell, at any time."""
+    from sweeper import view
+    from sweeper.store import SweepStore, default_storage, open_storage, sweep_names
+
+    url = storage or default_storage(runs_dir)
+    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
+        err.print(f"[bold red]error:[/] no sweep storage at {url}; run `sweep grid` first or pass --storage")
+        raise typer.Exit(code=2)
+    backend = open_storage(url)
+    names = sweep_names(backend)
+    if sweep is not None and sweep not in names:
+        err.print(f"[bold red]error:[/] no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}")
+        raise typer.Exit(code=2)
+    for name in [sweep] if sweep else names:
+        store = SweepStore(backend, name)
+        keys, rows = view.status_rows(store, runs_dir)
+        Console().print(view.progress_table(name, keys, rows))
+
+
+def _rich_handler() -> logging.Handler:
+    from rich.logging import RichHandler
+
+    return RichHandler(console=err, show_path=False, show_time=False)
 
 
 def _print_result(result: dict) -> None:

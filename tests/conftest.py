@@ -25,9 +25,9 @@ import pytest  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SWEEP_SHARED", REPO.parent / "shared"))
 
-POSITIVE = "good great wonderful superb enjoyable brilliant moving fun delightful charming".split()
-NEGATIVE = "bad awful boring terrible dull poor weak tedious clumsy annoying".split()
-NEUTRAL = "the movie film plot actor scene story it was and with a of this director script".split()
+POSITIVE = "good great wonderful superb enjoyable brilliant moving fun delightful charming".split()  # noqa: SIM905
+NEGATIVE = "bad awful boring terrible dull poor weak tedious clumsy annoying".split()  # noqa: SIM905
+NEUTRAL = "the movie film plot actor scene story it was and with a of this director script".split()  # noqa: SIM905
 
 
 def review(rng: random.Random, label: int, length: int) -> str:
@@ -48,7 +48,8 @@ def write_dataset(directory: Path, *, n_train: int = 160, n_test: int = 80, seed
     directory.mkdir(parents=True, exist_ok=True)
     for name, n in (("train", n_train), ("test", n_test)):
         ys = [rng.randrange(2) if labels is None else labels[rng.randrange(len(labels))] for _ in range(n)]
-        frame = pd.DataFrame({"text": [review(rng, y if signal else rng.randrange(2), rng.randrange(4, 30)) for y in ys], "label": ys})
+        texts = [review(rng, y if signal else rng.randrange(2), rng.randrange(4, 30)) for y in ys]
+        frame = pd.DataFrame({"text": texts, "label": ys})
         if fmt == "parquet":
             frame.to_parquet(directory / f"{name}.parquet")
         elif fmt == "csv":

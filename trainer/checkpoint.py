@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import random
 from pathlib import Path
@@ -24,6 +25,37 @@ from trainer.model import WEIGHTS_FILE, Classifier
 
 STATE_FILE = "last.pt"
 PREDICTIONS_FILE = "test_predictions.npz"
+
+
+class JobBusy(RuntimeError):
+    """Another live process is running this job directory."""
+
+
+_held_locks: dict[Path, Any] = {}
+
+
+def lock(out_dir: Path) -> None:
+    """Hold an exclusive lock on the job directory for the life of this process.
+
+    The kernel drops it when the process dies (even by kill -9), so a second runner of the
+    same directory is refused only while the first one is alive.
+    """
+    path = (out_dir / ".lock").resolve()
+    if path in _held_locks:
+        return
+    f = open(path, "w")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise JobBusy(f"{out_dir}: another process is running this job; not starting it twice") from None
+    _held_locks[path] = f
+
+
+def unlock(out_dir: Path) -> None:
+    f = _held_locks.pop((out_dir / ".lock").resolve(), None)
+    if f is not None:
+        f.close()
 
 
 def claim(out_dir: Path, cfg: JobConfig) -> None:

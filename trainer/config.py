@@ -153,7 +153,9 @@ def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"{_where(source, key)}: {value!r} is not allowed{hint}; expected one of: {', '.join(allowed)}")
+        raise ConfigError(
+            f"{_where(source, key)}: {value!r} is not allowed{hint}; expected one of: {', '.join(allowed)}"
+        )
     return str(value)
 
 
@@ -238,7 +240,9 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
             raise ConfigError(f"{_where(source, key)}: {nonneg[key]:g} is out of range; expected {key} >= 0")
     warmup = _float(source, "warmup_ratio", get("warmup_ratio", d.warmup_ratio))
     if not 0 <= warmup < 1:
-        raise ConfigError(f"{_where(source, 'warmup_ratio')}: {warmup:g} is out of range; expected 0 <= warmup_ratio < 1")
+        raise ConfigError(
+            f"{_where(source, 'warmup_ratio')}: {warmup:g} is out of range; expected 0 <= warmup_ratio < 1"
+        )
     return JobConfig(
         model=_model(source, get("model", d.model)),
         pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),

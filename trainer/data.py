@@ -256,7 +256,7 @@ def collate(split: Split, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tens
     width = int((ends - starts).max())
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, (s, e) in enumerate(zip(starts, ends)):
+    for i, (s, e) in enumerate(zip(starts, ends, strict=False)):
         ids[i, : e - s] = split.ids[s:e]
         mask[i, : e - s] = 1
     return {

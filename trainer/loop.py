@@ -75,7 +75,7 @@ def evaluate(
     probs = np.zeros((len(split), model.head.out_features), dtype=np.float32)
     losses = torch.zeros((), device=device)
     batches = eval_batches(split, batch_size)
-    for rows, batch in zip(batches, iterate(split, batches, pad_id)):
+    for rows, batch in zip(batches, iterate(split, batches, pad_id), strict=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
             logits = model(batch["input_ids"], batch["attention_mask"]).float()
@@ -115,12 +115,23 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run (or resume, or just report) one job in `out_dir`; returns the result dict."""
+    """Run (or resume, or just report) one job in `out_dir`; returns the result dict.
+
+    Raises ConfigError if the directory holds another job, JobBusy if a live process runs it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.lock(out_dir)
+    try:
+        checkpoint.claim(out_dir, cfg)
+        return _run(cfg, out_dir, cache_dir=cache_dir, progress=progress)
+    finally:
+        checkpoint.unlock(out_dir)
+
+
+def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: bool) -> dict[str, Any]:
     from transformers import AutoTokenizer, set_seed
     from transformers.utils import logging as hf_logging
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.claim(out_dir, cfg)
     stored = _finished_result(out_dir)
     if stored is not None:
         log.info("%s already finished (%s); nothing to do", out_dir, stored["status"])
@@ -160,8 +171,8 @@ def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, pro
     tracker.event("start", job_id=cfg.job_id(), resumed_from_epoch=state["epoch"], device=str(device),
                   train_rows=len(data.train), val_rows=len(data.val), test_rows=len(data.test),
                   cache_hit=data.cache_hit)
-    log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), device, dtype,
-             len(data.train), len(data.val), len(data.test), f"resuming after epoch {state['epoch']}" if resumed else "new")
+    log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), device, dtype, len(data.train),
+             len(data.val), len(data.test), f"resuming after epoch {state['epoch']}" if resumed else "new")
 
     # -- train ------------------------------------------------------------------------------
     status = "completed"

@@ -20,7 +20,7 @@ def test_split_is_fixed_disjoint_and_matches_datasets_shuffle() -> None:
     assert (len(train), len(val), len(test)) == (800, 100, 100)
     assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(1000))
     again = split_indices(1000, (0.8, 0.1, 0.1))
-    assert all((a == b).all() for a, b in zip((train, val, test), again))
+    assert all((a == b).all() for a, b in zip((train, val, test), again, strict=False))
     shuffled = datasets.Dataset.from_dict({"i": list(range(1000))}).shuffle(seed=DATA_SEED)
     assert shuffled["i"][:800] == train.tolist()
 

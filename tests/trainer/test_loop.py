@@ -42,7 +42,8 @@ def _assert_same_result(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta", "modernbert"])
-def test_a_job_trains_tests_and_writes_its_result(tiny_models: dict, tiny_data: Path, tmp_path: Path, arch: str) -> None:
+def test_a_job_trains_tests_and_writes_its_result(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                  arch: str) -> None:
     cfg = build_job(tiny_job(tiny_models[arch], tiny_data, pooling="mean", epochs=3))
     result = run_job(cfg, tmp_path / "job")
     assert result["status"] == "completed"

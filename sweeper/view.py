@@ -1,0 +1,100 @@
+"""Rich tables for a sweep: the live view while it runs, `sweep status`, and `--dry-run`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from sweeper.runner import Progress, read_events
+from sweeper.spec import Grid, Job
+from sweeper.store import FINISHED, SweepStore
+
+COLOURS = {"completed": "green", "running": "cyan", "waiting": "white", "failed": "red", "collapsed": "red",
+           "diverged": "red"}
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def jobs_table(grid: Grid) -> Table:
+    keys = grid.varied or ["seed"]
+    table = Table(title=f"{grid.name}: {len(grid.jobs)} jobs", caption=grid.description or None)
+    table.add_column("job")
+    for key in keys:
+        table.add_column(key)
+    for job in grid.jobs:
+        table.add_row(job.id, *(_value(job.point.get(key, _config_value(job, key))) for key in keys))
+    return table
+
+
+def _config_value(job: Job, key: str) -> Any:
+    d = job.config.to_dict()
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def progress_table(title: str, keys: list[str], rows: list[Progress], *, slots: int = 1) -> Table:
+    now = time.time()
+    counts: dict[str, int] = {}
+    for p in rows:
+        counts[p.state] = counts.get(p.state, 0) + 1
+    done = [p for p in rows if p.state in FINISHED and p.seconds]
+    left = len([p for p in rows if p.state in ("waiting", "running")])
+    eta = ""
+    if done and left:
+        mean = sum(p.seconds or 0 for p in done) / len(done)
+        eta = f", ETA ~{_duration(mean * left / max(slots, 1))}"
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    table = Table(title=f"{title}: {summary}{eta}")
+    for column in ("job", *keys, "state", "epoch", "val_acc", "time", "note"):
+        table.add_column(column, justify="right" if column in ("epoch", "val_acc", "time") else "left")
+    for p in rows:
+        elapsed = p.seconds if p.seconds is not None else (now - p.started if p.started else None)
+        colour = COLOURS.get(p.state, "yellow")
+        table.add_row(
+            p.job.id, *(_value(p.job.point.get(k, _config_value(p.job, k))) for k in keys),
+            f"[{colour}]{p.state}[/]", str(p.epoch or ""), f"{p.val_acc:.4f}" if p.val_acc is not None else "",
+            _duration(elapsed) if elapsed is not None else "", p.note,
+        )
+    return table
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Progress]]:
+    """Progress rows of a sweep from its storage alone (plus live epochs from the runs directory)."""
+    from sweeper.spec import Job as _Job
+    from trainer.config import build_job
+
+    rows: list[Progress] = []
+    points: list[dict[str, Any]] = []
+    for job_id, trials in store.trials_by_job().items():
+        first = trials[0].user_attrs
+        job = _Job(config=build_job(first["config"]), point=first.get("point", {}))
+        state = store.state(trials)
+        p = Progress(job, state=state.status)
+        if state.result is not None:
+            p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
+            p.epoch = len(state.result.get("epochs") or [])
+        elif state.status == "running":
+            p.epoch, p.val_acc = read_events(runs_dir / store.sweep / job_id / "events.jsonl")
+            p.note = f"on {state.owner}"
+            if state.trial is not None and state.trial.datetime_start is not None:
+                p.started = state.trial.datetime_start.timestamp()
+        if state.status == "failed" and state.trial is not None:
+            p.note = str(state.trial.user_attrs.get("reason", ""))
+        rows.append(p)
+        points.append(p.job.point)
+    keys = [k for k in dict.fromkeys(k for pt in points for k in pt)
+            if len({json.dumps(pt.get(k)) for pt in points}) > 1]
+    return keys, rows

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+from sweeper.runner import Orchestrator, Running, make_slots
+from sweeper.spec import load_grid
+from sweeper.store import SweepStore, open_storage
+from tests.conftest import REPO, write_dataset
+
+
+def grid_file(tmp_path: Path, model: Path, data: Path, *, name: str = "g", seeds: tuple = (1, 2),
+              models: list[str] | None = None, epochs: int = 2) -> Path:
+    grid = {
+        "name": name,
+        "base": {"model": str(model), "max_len": 32, "batch_size": 16, "lr": 3e-3, "epochs": epochs,
+                 "data": {"name": str(data)}},
+        "axes": {"pooling": ["cls", "mean"]} if models is None else {"model": models},
+        "seeds": list(seeds),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def sweep_cmd(path: Path, runs: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sweeper.cli", "grid", str(path), "--runs-dir", str(runs), "--no-live", *extra]
+
+
+def trials(runs: Path, name: str) -> dict[str, list]:
+    return SweepStore(open_storage(str(runs / "sweeps.journal")), name).trials_by_job()
+
+
+def events(job_dir: Path, kind: str) -> int:
+    return sum(json.loads(line)["event"] == kind for line in (job_dir / "events.jsonl").read_text().splitlines())
+
+
+def test_a_four_job_grid_with_parallel_2_completes(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    path = grid_file(tmp_path, tiny_models["bert"], tiny_data)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["grid", str(path), "--runs-dir", str(runs), "--parallel", "2", "--no-live"])
+    assert result.exit_code == 0, result.output
+    grid = load_grid(path)
+    by_job = trials(runs, "g")
+    assert set(by_job) == {j.id for j in grid.jobs}
+    for job in grid.jobs:
+        (trial,) = by_job[job.id]
+        stored = json.loads((runs / "g" / job.id / "result.json").read_text())
+        assert trial.state == TrialState.COMPLETE and trial.value == stored["val_acc"]
+        assert trial.user_attrs["result"]["test_acc"] == stored["test_acc"]  # results live in the storage
+        assert trial.user_attrs["point"] == job.point
+    # `sweep status` reads the same from the storage
+    status = CliRunner().invoke(app, ["status", "g", "--runs-dir", str(runs)])
+    assert status.exit_code == 0 and "4 completed" in status.output
+    # and the same command again does nothing new
+    again = CliRunner().invoke(app, ["grid", str(path), "--runs-dir", str(runs), "--no-live"])
+    assert again.exit_code == 0 and all(len(t) == 1 for t in trials(runs, "g").values())
+
+
+def test_kill_9_of_the_orchestrator_then_the_same_command_finishes_every_job_once(
+    tiny_models: dict, tmp_path: Path
+) -> None:
+    data = write_dataset(tmp_path / "data", n_train=800, n_test=100, seed=4)
+    path = grid_file(tmp_path, tiny_models["bert"], data, epochs=3)
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(sweep_cmd(path, runs, "--parallel", "2"), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    grid = load_grid(path)
+    while time.monotonic() < deadline:  # kill once some job has finished an epoch
+        if any((runs / "g" / j.id / "events.jsonl").exists() and events(runs / "g" / j.id, "epoch") >= 1
+               for j in grid.jobs):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    unfinished = [j for j in grid.jobs if not (runs / "g" / j.id / "result.json").exists()]
+    assert unfinished, "the sweep finished before it could be killed"
+    time.sleep(0.5)  # the children die with their parent (PDEATHSIG)
+    done = subprocess.run(sweep_cmd(path, runs, "--parallel", "2"), cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    straight = tmp_path / "straight"
+    ok = subprocess.run(sweep_cmd(path, straight, "--parallel", "2"), cwd=REPO, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    for job in grid.jobs:
+        a = json.loads((runs / "g" / job.id / "result.json").read_text())
+        b = json.loads((straight / "g" / job.id / "result.json").read_text())
+        assert events(runs / "g" / job.id, "end") == 1  # finished exactly once
+        assert [t.state for t in trials(runs, "g")[job.id]].count(TrialState.COMPLETE) == 1
+        assert a["status"] == b["status"]
+        for key in ("best_epoch", "val_acc", "test_acc", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (job.id, key)
+
+
+def test_a_failing_job_is_recorded_with_its_log_tail_retried_and_does_not_stop_the_sweep(
+    tiny_models: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_models["bert"], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    path = grid_file(tmp_path, tiny_models["bert"], tiny_data, models=[str(tiny_models["bert"]), str(broken)],
+                     seeds=(1,))
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["grid", str(path), "--runs-dir", str(runs), "--retries", "1", "--no-live"])
+    assert result.exit_code == 1
+    grid = load_grid(path)
+    good, bad = grid.jobs
+    by_job = trials(runs, "g")
+    assert by_job[good.id][0].state == TrialState.COMPLETE
+    (trial,) = by_job[bad.id]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["status"] == "failed"
+    assert trial.user_attrs["reason"].startswith("exit code 1")
+    assert any("safetensors" in line.lower() or "error" in line.lower() for line in trial.user_attrs["log_tail"])
+    assert "attempt_1_failure" in trial.user_attrs  # the first failure, then its retry
+    log = (runs / "g" / bad.id / "job.log").read_text()
+    assert "== attempt 1" in log and "== attempt 2" in log and "== attempt 3" not in log
+    status = CliRunner().invoke(app, ["status", "--runs-dir", str(runs)])
+    assert "1 completed" in status.output and "1 failed" in status.output
+
+
+def test_two_orchestrators_at_once_never_run_the_same_job(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    path = grid_file(tmp_path, tiny_models["bert"], tiny_data, seeds=(1, 2, 3))
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two orchestrators on two cores: one thread each
+    procs = [subprocess.Popen(sweep_cmd(path, runs), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read() if p.stderr else ""
+    grid = load_grid(path)
+    by_job = trials(runs, "g")
+    workers = set()
+    for job in grid.jobs:
+        assert events(runs / "g" / job.id, "start") == 1, job.id  # started once, by one worker
+        states = [t.state for t in by_job[job.id]]
+        assert states.count(TrialState.COMPLETE) == 1 and TrialState.FAIL not in states
+        workers.add(next(t for t in by_job[job.id] if t.state == TrialState.COMPLETE).user_attrs["pid"])
+    assert len(workers) == 2  # both shared the work
+
+
+def test_out_of_memory_retries_with_half_the_micro_batch(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    grid = load_grid(grid_file(tmp_path, tiny_models["bert"], tiny_data, seeds=(1,)))
+    store = SweepStore(open_storage(str(tmp_path / "s.journal")), "g")
+    orch = Orchestrator(grid, store, runs_dir=tmp_path / "runs", slots=make_slots(gpus=[0], jobs_per_gpu=1,
+                        parallel=1), retries=0)
+    job = grid.jobs[0]
+    job_dir = tmp_path / "runs" / "g" / job.id
+    job_dir.mkdir(parents=True)
+    (job_dir / "job.log").write_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
+    launched: list[dict] = []
+    monkeypatch.setattr(orch, "_launch", lambda job, trial_id, slot, *, attempt, config=None: launched.append(config))
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    dead.wait()
+    orch.running[job.id] = Running(job, 0, orch.slots[0], dead, time.time(), 1, job.config.to_dict())
+    orch._poll_children()
+    assert launched and (launched[0]["batch_size"], launched[0]["grad_accum"]) == (8, 2)  # same effective batch
+
+
+def test_gpu_slots_share_devices_and_cpu_lanes() -> None:
+    slots = make_slots(gpus=[0, 1], jobs_per_gpu=2, parallel=1)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "1", "1"]
+    assert [s.name for s in make_slots(gpus=[], jobs_per_gpu=2, parallel=3)] == ["cpu:0", "cpu:1", "cpu:2"]
+
+
+def test_status_without_a_storage_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["status", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "no sweep storage" in result.output
