@@ -4,7 +4,7 @@ VENV ?= .venv
 SHARED ?= ../shared
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo quick test lint bench
 
 setup: $(VENV)/.installed
 
@@ -17,8 +17,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# The main job: fine-tune all-MiniLM-L6-v2 on 2,000 IMDB rows from $(SHARED), on the CPU.
+# The main job: the smoke grid (4 tiny all-MiniLM-L6-v2 jobs on IMDB rows from $(SHARED),
+# two at a time on the CPU, about a minute), then the sweep's status from its storage.
 demo: setup
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sweep grid grids/smoke.yaml --parallel 2 \
+		--set model=$(SHARED)/models/all-MiniLM-L6-v2 --set data.name=$(SHARED)/data/imdb
+	$(BIN)/sweep status smoke
+
+# One real job in the foreground: 2,000 IMDB rows, 1 epoch (about 4 minutes on 2 cores).
+quick: setup
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sweep run jobs/minilm_imdb_quick.yaml --out runs/minilm_imdb_quick \
 		--set model=$(SHARED)/models/all-MiniLM-L6-v2 --set data.name=$(SHARED)/data/imdb
 

@@ -8,6 +8,7 @@ each job directory is locked by the job process itself, so a job never runs twic
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -69,10 +70,8 @@ def visible_gpus() -> list[int]:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 @dataclass

@@ -161,7 +161,7 @@ def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
     located: list[tuple[dict[str, Any], tuple[str, ...]]] = [({}, ("base",))]
     if axes:
         located = [
-            ({k: axes[k][i] for k, i in zip(axes, combo)}, ("axes", list(axes)[-1], str(combo[-1])))
+            ({k: axes[k][i] for k, i in zip(axes, combo, strict=False)}, ("axes", list(axes)[-1], str(combo[-1])))
             for combo in itertools.product(*(range(len(v)) for v in axes.values()))
         ]
     for section in ("include", "exclude"):

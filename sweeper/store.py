@@ -20,12 +20,13 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.storages.journal
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.spec import Job
@@ -185,10 +186,8 @@ class SweepStore:
         self.storage.set_trial_user_attr(trial_id, "reason", reason)
         if log_tail is not None:
             self.storage.set_trial_user_attr(trial_id, "log_tail", log_tail)
-        try:
+        with suppress(optuna.exceptions.UpdateFinishedTrialError):
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            pass
 
 
 def sweep_names(storage: optuna.storages.BaseStorage) -> list[str]:

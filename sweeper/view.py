@@ -33,10 +33,10 @@ def jobs_table(grid: Grid) -> Table:
 
 
 def _config_value(job: Job, key: str) -> Any:
-    d = job.config.to_dict()
+    value: Any = job.config.to_dict()
     for part in key.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def progress_table(title: str, keys: list[str], rows: list[Progress], *, slots: int = 1) -> Table:

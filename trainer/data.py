@@ -141,7 +141,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    lengths, chunks = [], []
+    lengths: list[int] = []
+    chunks: list[list[int]] = []
     for start in range(0, len(texts), 1000):
         enc = tokenizer(texts[start : start + 1000], truncation=True, max_length=max_len)["input_ids"]
         lengths.extend(len(x) for x in enc)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from trainer.config import ConfigError, JobConfig
+from trainer.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, *, num_labels: int, pooling: str, dropout: float) -> None:
+    def __init__(self, encoder: Any, *, num_labels: int, pooling: str, dropout: float) -> None:
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
@@ -98,10 +99,11 @@ def check_encoder(cfg: JobConfig, encoder: nn.Module, tokenizer: Any) -> None:
 def save_model_files(directory: Path, model: Classifier, tokenizer: Any) -> None:
     """Encoder config, tokenizer and head description: what loading the weights needs."""
     directory.mkdir(parents=True, exist_ok=True)
-    model.encoder.config.save_pretrained(directory)
+    config: Any = model.encoder.config
+    config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     spec = {"num_labels": model.head.out_features, "pooling": model.pooling, "dropout": model.dropout.p}
-    (directory / CLASSIFIER_FILE).write_text(json.dumps(spec, indent=2))
+    write_json(directory / CLASSIFIER_FILE, spec)
 
 
 def load_classifier(directory: Path, weights: Path, device: str = "cpu") -> tuple[Classifier, Any]:

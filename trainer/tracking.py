@@ -54,7 +54,7 @@ class Tracker:
             name=os.environ.get("WANDB_NAME", out_dir.name),
             dir=str(out_dir),
             config=config,
-            mode=mode,
+            mode=mode,  # type: ignore[arg-type]
             resume="allow",
             settings=wandb.Settings(console="off", silent=True),
         )
