@@ -179,3 +179,33 @@ def test_gpu_slots_share_devices_and_cpu_lanes() -> None:
 def test_status_without_a_storage_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["status", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 2 and "no sweep storage" in result.output
+
+
+def test_ctrl_c_stops_the_jobs_writes_their_state_and_the_next_run_continues(tiny_models: dict, tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", n_train=800, n_test=100, seed=6)
+    path = grid_file(tmp_path, tiny_models["bert"], data, epochs=3, seeds=(1,))
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen(sweep_cmd(path, runs, "--parallel", "2"), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    grid = load_grid(path)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not any(
+            (runs / "g" / j.id / "events.jsonl").exists() and events(runs / "g" / j.id, "epoch") >= 1
+            for j in grid.jobs):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "run the same command again" in stderr
+    interrupted = [j for j in grid.jobs if not (runs / "g" / j.id / "result.json").exists()]
+    assert interrupted, "the sweep finished before Ctrl-C"
+    by_job = trials(runs, "g")
+    for job in interrupted:
+        assert by_job[job.id][-1].state == TrialState.FAIL and by_job[job.id][-1].user_attrs["reason"] == "interrupted"
+    done = subprocess.run(sweep_cmd(path, runs, "--parallel", "2"), cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    for job in grid.jobs:
+        result = json.loads((runs / "g" / job.id / "result.json").read_text())
+        assert result["status"] in ("completed", "collapsed") and events(runs / "g" / job.id, "end") == 1
+    assert any(json.loads((runs / "g" / j.id / "result.json").read_text())["resumed"] for j in interrupted)

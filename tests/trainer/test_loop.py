@@ -195,7 +195,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(
          "json": lambda: write_json(out / "result.json", {"status": "failed"})}[target]()
     monkeypatch.undo()
     assert files[target].read_bytes() == before
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary left
     if target == "best":
         checkpoint.load_best(out, model, torch.device("cpu"))
     elif target == "state":
