@@ -92,16 +92,18 @@ class Progress:
 
     job: Job
     state: str = "waiting"
-    epoch: int = 0
+    epoch: float = 0
     val_acc: float | None = None
     started: float | None = None
     seconds: float | None = None
     note: str = ""
 
 
-def read_events(path: Path) -> tuple[int, float | None]:
-    """Last finished epoch and its validation accuracy, from a job's events.jsonl."""
-    epoch, val_acc = 0, None
+def read_events(path: Path) -> tuple[float, float | None]:
+    """How far a job is (in epochs, fractional within one) and its last validation accuracy,
+    from its events.jsonl."""
+    epoch: float = 0
+    val_acc = None
     try:
         lines = path.read_text().splitlines()
     except OSError:
@@ -113,6 +115,8 @@ def read_events(path: Path) -> tuple[int, float | None]:
             continue  # a line being written
         if event.get("event") == "epoch":
             epoch, val_acc = event["epoch"], event["val_acc"]
+        elif event.get("event") == "step":
+            epoch = max(epoch, event["epoch"])
     return epoch, val_acc
 
 

@@ -59,7 +59,8 @@ def progress_table(title: str, keys: list[str], rows: list[Progress], *, slots: 
         colour = COLOURS.get(p.state, "yellow")
         table.add_row(
             p.job.id, *(_value(p.job.point.get(k, _config_value(p.job, k))) for k in keys),
-            f"[{colour}]{p.state}[/]", str(p.epoch or ""), f"{p.val_acc:.4f}" if p.val_acc is not None else "",
+            f"[{colour}]{p.state}[/]", f"{p.epoch:.3g}/{p.job.config.epochs}" if p.epoch else "",
+            f"{p.val_acc:.4f}" if p.val_acc is not None else "",
             _duration(elapsed) if elapsed is not None else "", p.note,
         )
     return table
