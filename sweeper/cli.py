@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -179,6 +180,53 @@ def status(
         store = SweepStore(backend, name)
         keys, rows = view.status_rows(store, runs_dir)
         Console().print(view.progress_table(name, keys, rows))
+
+
+class ReportFormat(str, Enum):
+    md = "md"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def report(
+    sweeps: Annotated[list[str] | None, typer.Argument(help="Sweep names (default: every sweep in the storage).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Baseline row, e.g. model=bert,pooling=cls (default: the first row).")
+    ] = None,
+    format_: Annotated[
+        ReportFormat, typer.Option("--format", help="Also write and print report.csv or report.json.")
+    ] = ReportFormat.md,
+    plots: Annotated[bool, typer.Option(help="Write the PNG plots.")] = True,
+) -> None:
+    """Result tables, paired comparisons and plots: runs/<sweep>/report.md and runs/REPORT.md."""
+    from reports import tables
+    from reports.build import generate
+    from sweeper.store import default_storage
+
+    url = storage or default_storage(runs_dir)
+    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
+        err.print(f"[bold red]error:[/] no sweep storage at {url}; run `sweep grid` first or pass --storage")
+        raise typer.Exit(code=2)
+    try:
+        reports = generate(storage=url, runs_dir=runs_dir, sweeps=sweeps or None, baseline=baseline,
+                           fmt=format_.value, plots=plots)
+    except ValueError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    if format_ == ReportFormat.csv:
+        typer.echo(tables.to_csv(reports), nl=False)
+    elif format_ == ReportFormat.json:
+        typer.echo(tables.to_json(reports), nl=False)
+    else:
+        from rich.markdown import Markdown
+
+        for r in reports:
+            Console().print(Markdown(tables.to_markdown(r)))
+    err.print(f"wrote {runs_dir / 'REPORT.md'} and " + ", ".join(str(runs_dir / r.name / "report.md") for r in reports),
+              highlight=False)
 
 
 def _rich_handler() -> logging.Handler:

@@ -1,0 +1,54 @@
+"""Build and write the reports of every (or the named) sweep in a storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reports.collect import Predictions, load_predictions, load_records, trial_states
+from reports.plots import write_plots
+from reports.tables import SweepReport, build_report, to_csv, to_json, to_markdown
+from sweeper.store import SweepStore, open_storage, sweep_names
+from trainer.io import atomic_write
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: Path) -> None:
+        tmp.write_text(text)
+
+    atomic_write(path, write)
+
+
+def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, baseline: str | None = None,
+             fmt: str = "md", plots: bool = True) -> list[SweepReport]:
+    """Write runs/<sweep>/report.md (and .csv/.json with that format), its plots, and
+    runs/REPORT.md; return the reports."""
+    backend = open_storage(storage)
+    names = sweep_names(backend)
+    unknown = [s for s in sweeps or [] if s not in names]
+    if unknown:
+        raise ValueError(f"no sweep named {', '.join(map(repr, unknown))} in {storage}; sweeps: {', '.join(names) or 'none'}")
+    reports = []
+    for name in sweeps or names:
+        store = SweepStore(backend, name)
+        records = load_records(store)
+        sweep_dir = runs_dir / name
+
+        def predictions(job_id: str, sweep_dir: Path = sweep_dir) -> Predictions | None:
+            return load_predictions(sweep_dir / job_id)
+
+        report = build_report(name, records, states=trial_states(store), predictions=predictions,
+                              baseline=baseline)
+        if plots:
+            report.plots = write_plots(report, records, sweep_dir / "report", predictions)
+        description = str(store.study.user_attrs.get("description", ""))
+        _write_text(sweep_dir / "report.md", to_markdown(report, description=description))
+        if fmt == "csv":
+            _write_text(sweep_dir / "report.csv", to_csv([report]))
+        elif fmt == "json":
+            _write_text(sweep_dir / "report.json", to_json([report]))
+        reports.append(report)
+    index = ["# Sweep reports", ""] + [
+        f"- [{r.name}]({r.name}/report.md): {sum(row.n for row in r.rows)} completed job(s) in {len(r.rows)} "
+        f"configuration(s), {len(r.excluded)} not averaged, {len(r.pending)} still to finish" for r in reports]
+    _write_text(runs_dir / "REPORT.md", "\n".join(index) + "\n")
+    return reports
