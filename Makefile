@@ -23,6 +23,7 @@ demo: setup
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/sweep grid grids/smoke.yaml --parallel 2 \
 		--set model=$(SHARED)/models/all-MiniLM-L6-v2 --set data.name=$(SHARED)/data/imdb
 	$(BIN)/sweep status smoke
+	$(BIN)/sweep report smoke
 
 # One real job in the foreground: 2,000 IMDB rows, 1 epoch (about 4 minutes on 2 cores).
 quick: setup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reports.collect import Predictions, load_predictions, load_records, trial_states
+from reports.collect import Predictions, load_predictions, load_records, study_summary, trial_states
 from reports.plots import write_plots
 from reports.tables import SweepReport, build_report, to_csv, to_json, to_markdown
 from sweeper.store import SweepStore, open_storage, sweep_names
@@ -38,6 +38,7 @@ def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, b
 
         report = build_report(name, records, states=trial_states(store), predictions=predictions,
                               baseline=baseline)
+        report.study = study_summary(store)
         if plots:
             report.plots = write_plots(report, records, sweep_dir / "report", predictions)
         description = str(store.study.user_attrs.get("description", ""))

@@ -49,6 +49,27 @@ def trial_states(store: SweepStore) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def study_summary(store: SweepStore) -> dict[str, Any]:
+    """Best trial, and parameter importances (`optuna.importance`) where trials were sampled
+    with parameters (Optuna studies) and at least two of them completed."""
+    import optuna
+
+    complete = [t for t in store.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                if t.value is not None]
+    summary: dict[str, Any] = {}
+    if complete:
+        best = max(complete, key=lambda t: (t.value, -t.number))
+        summary["best"] = {"number": best.number, "value": best.value, "job_id": best.user_attrs.get("job_id"),
+                           "params": best.params or best.user_attrs.get("point", {})}
+    if len([t for t in complete if t.params]) >= 2:
+        try:
+            importances = optuna.importance.get_param_importances(store.study)
+        except (RuntimeError, ValueError):  # e.g. a single distinct value per parameter
+            importances = {}
+        summary["importances"] = {k: round(float(v), 4) for k, v in importances.items()}
+    return summary
+
+
 def load_predictions(job_dir: Path) -> Predictions | None:
     path = job_dir / "test_predictions.npz"
     if not path.exists():

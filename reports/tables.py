@@ -53,6 +53,7 @@ class SweepReport:
     pending: list[Record]  # waiting or running
     states: dict[str, int]
     several_seeds: bool
+    study: dict[str, Any] = field(default_factory=dict)  # best trial, parameter importances
     plots: list[tuple[str, str]] = field(default_factory=list)  # (title, relative path)
 
 
@@ -219,6 +220,14 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
         out += [f"Still to finish: {len(report.pending)} job(s) "
                 f"({', '.join(sorted({r.status for r in report.pending}))}).", ""]
     out += ["Trials per state: " + ", ".join(f"{state} {n}" for state, n in report.states.items()), ""]
+    best = report.study.get("best")
+    if best:
+        params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
+        out += [f"Best trial: #{best['number']} (job {best['job_id']}), validation accuracy {best['value']:.4f}: "
+                f"{params}.", ""]
+    if report.study.get("importances"):
+        out += ["Parameter importances (optuna.importance, fANOVA): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in report.study["importances"].items()), ""]
     for title, path in report.plots:
         out += [f"![{title}]({path})", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -290,5 +299,5 @@ def to_json(reports: list[SweepReport]) -> str:
     payload = [{"sweep": r.name, "rows": to_rows(r),
                 "excluded": [{"job": x.job_id, "point": x.point, "status": x.status, "reason": x.reason}
                              for x in r.excluded],
-                "states": r.states} for r in reports]
+                "states": r.states, "study": r.study} for r in reports]
     return json.dumps(payload, indent=2) + "\n"

@@ -168,3 +168,28 @@ def test_multinomial_bootstrap_equals_index_resampling_in_distribution() -> None
     lo, hi = np.quantile(diff[idx].mean(1), [0.025, 0.975])  # the textbook resampling, by hand
     _, low, high = paired_bootstrap(a, b)
     assert low == pytest.approx(lo, abs=0.006) and high == pytest.approx(hi, abs=0.006)
+
+
+def test_best_trial_and_parameter_importances_of_a_study(tmp_path: Path) -> None:
+    import optuna
+
+    runs = tmp_path / "runs"
+    storage = open_storage(str(runs / "sweeps.journal"))
+    study = optuna.create_study(study_name="search", storage=storage, direction="maximize")
+    dists = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
+             "dropout": optuna.distributions.FloatDistribution(0.0, 0.3)}
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        lr, dropout = float(10 ** rng.uniform(-5, -3)), float(rng.uniform(0, 0.3))
+        value = 0.9 - abs(np.log10(lr) + 4) * 0.1  # only lr matters
+        cfg = build_job({"lr": lr, "dropout": dropout})
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr, "dropout": dropout}, distributions=dists, value=value,
+            user_attrs={"job_id": cfg.job_id(), "config": cfg.to_dict(), "point": {"lr": lr, "dropout": dropout},
+                        "status": "completed", "result": {"status": "completed", "val_acc": value}}))
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False)
+    best = max(study.trials, key=lambda t: t.value)
+    assert report.study["best"]["number"] == best.number and report.study["best"]["params"] == best.params
+    assert list(report.study["importances"])[0] == "lr"
+    md = (runs / "search" / "report.md").read_text()
+    assert f"Best trial: #{best.number}" in md and "Parameter importances" in md
