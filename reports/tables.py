@@ -220,10 +220,10 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
         out += [f"Still to finish: {len(report.pending)} job(s) "
                 f"({', '.join(sorted({r.status for r in report.pending}))}).", ""]
     out += ["Trials per state: " + ", ".join(f"{state} {n}" for state, n in report.states.items()), ""]
-    best = report.study.get("best")
-    if best:
-        params = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        out += [f"Best trial: #{best['number']} (job {best['job_id']}), validation accuracy {best['value']:.4f}: "
+    top = report.study.get("best")
+    if top:
+        params = ", ".join(f"{k}={v}" for k, v in top["params"].items())
+        out += [f"Best trial: #{top['number']} (job {top['job_id']}), validation accuracy {top['value']:.4f}: "
                 f"{params}.", ""]
     if report.study.get("importances"):
         out += ["Parameter importances (optuna.importance, fANOVA): " + ", ".join(

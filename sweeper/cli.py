@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.live import Live
 
 from trainer.config import ConfigError, load_job
 
@@ -123,8 +124,6 @@ def grid(
     if dry_run:
         Console().print(view.jobs_table(spec))
         return
-    from rich.live import Live
-
     from sweeper.runner import Orchestrator, make_slots, visible_gpus
     from sweeper.store import SweepStore, default_storage, open_storage
 
@@ -180,6 +179,65 @@ def status(
         store = SweepStore(backend, name)
         keys, rows = view.status_rows(store, runs_dir)
         Console().print(view.progress_table(name, keys, rows))
+
+
+@app.command()
+def optuna(
+    trials: Annotated[int, typer.Option(min=1, help="The study's total of finished (complete or pruned) trials.")],
+    space_file: Annotated[Path, typer.Option("--space", help="Search space file.")] = Path("grids/optuna.yaml"),
+    study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set data.limit=2000.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+    gpus: Annotated[str | None, typer.Option(help="GPU ids, e.g. 0,1 (default: every visible GPU; none: the CPU).")] = None,
+    jobs_per_gpu: Annotated[int, typer.Option(min=1, help="Trials sharing one GPU.")] = 1,
+    parallel: Annotated[int, typer.Option(min=1, help="Trials at once on the CPU (no GPU).")] = 1,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed trial.")] = 1,
+    cache_dir: Annotated[Path | None, typer.Option(help="Tokenization cache (env SWEEP_CACHE_DIR).")] = None,
+    live: Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")] = True,
+) -> None:
+    """Search a space with an Optuna study; the same command on other machines shares the study."""
+    import optuna as _optuna
+
+    from reports.collect import study_summary
+    from sweeper import view
+    from sweeper.runner import make_slots, visible_gpus
+    from sweeper.search import load_space
+    from sweeper.store import SweepStore, default_storage
+    from sweeper.study import StudyRunner, open_study_storage
+
+    try:
+        space = load_space(space_file, set_ or [])
+    except ConfigError as exc:
+        raise _fail_config(exc) from None
+    name = study or space.name
+    gpu_ids = [int(g) for g in gpus.split(",") if g.strip()] if gpus else visible_gpus()
+    slots = make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
+    backend = open_study_storage(storage or default_storage(runs_dir), retries=retries)
+    the_study = _optuna.create_study(study_name=name, storage=backend, sampler=space.make_sampler(),
+                                     pruner=space.make_pruner(), direction="maximize", load_if_exists=True)
+    the_study.set_user_attr("description", space.description)
+    runner = StudyRunner(space, the_study, runs_dir=runs_dir, slots=slots, trials=trials, retries=retries,
+                         cache_dir=cache_dir)
+    keys = [p.name for p in space.params]
+
+    def table() -> Any:
+        rows = [runner.progress[n] for n in sorted(runner.progress)]
+        return view.progress_table(f"{name} ({runner.finished()}/{trials} finished)", keys, rows, slots=len(slots))
+
+    err.print(f"{name}: {runner.finished()} of {trials} trials finished; {len(slots)} slot(s); runs in {runs_dir / name}",
+              highlight=False)
+    try:
+        if live and err.is_terminal:
+            with Live(table(), console=err, refresh_per_second=2) as screen:
+                runner.run(on_tick=lambda _: screen.update(table()))
+        else:
+            runner.run()
+    except KeyboardInterrupt:
+        err.print("interrupted: trials stopped and queued again; run the same command to continue the study")
+        raise typer.Exit(code=130) from None
+    Console().print(view.study_summary_table(name, study_summary(SweepStore(backend, name)), the_study))
 
 
 class ReportFormat(str, Enum):

@@ -74,6 +74,23 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def launch_job(job_dir: Path, config: dict[str, Any], slot: Slot, *, attempt: int, cache_dir: Path | None,
+               env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start `sweep run` on a job directory in a child that dies with this process."""
+    from trainer.io import write_json
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_json(job_dir / "job.json", config)
+    cmd = [sys.executable, "-m", "sweeper.cli", "run", str(job_dir / "job.json"), "--out", str(job_dir), "--no-progress"]
+    if cache_dir is not None:
+        cmd += ["--cache-dir", str(cache_dir)]
+    with open(job_dir / "job.log", "ab") as out:
+        out.write(f"\n== attempt {attempt} on {slot.name} at {time.strftime('%F %T')}\n".encode())
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1", **env},
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - only a prctl call
+
+
 @dataclass
 class Running:
     job: Job
@@ -220,22 +237,9 @@ class Orchestrator:
         return job.config.to_dict()
 
     def _launch(self, job: Job, trial_id: int, slot: Slot, *, attempt: int, config: dict | None = None) -> None:
-        job_dir = self.sweep_dir / job.id
-        job_dir.mkdir(parents=True, exist_ok=True)
         config = config or self._job_config(job)
-        from trainer.io import write_json
-
-        write_json(job_dir / "job.json", config)
-        cmd = [sys.executable, "-m", "sweeper.cli", "run", str(job_dir / "job.json"), "--out", str(job_dir),
-               "--no-progress"]
-        if self.cache_dir is not None:
-            cmd += ["--cache-dir", str(self.cache_dir)]
-        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1", "WANDB_RUN_GROUP": self.grid.name,
-               "WANDB_NAME": f"{self.grid.name}/{job.id}", "WANDB_RUN_ID": job.id}
-        with open(job_dir / "job.log", "ab") as out:
-            out.write(f"\n== attempt {attempt} on {slot.name} at {time.strftime('%F %T')}\n".encode())
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    preexec_fn=_die_with_parent)  # noqa: PLW1509 - only a prctl call
+        env = {"WANDB_RUN_GROUP": self.grid.name, "WANDB_NAME": f"{self.grid.name}/{job.id}", "WANDB_RUN_ID": job.id}
+        proc = launch_job(self.sweep_dir / job.id, config, slot, attempt=attempt, cache_dir=self.cache_dir, env=env)
         self.running[job.id] = Running(job, trial_id, slot, proc, time.time(), attempt, config)
         self.store.set_attr(trial_id, "slot", slot.name)
         p = self.progress[job.id]

@@ -99,3 +99,25 @@ def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Prog
     keys = [k for k in dict.fromkeys(k for pt in points for k in pt)
             if len({json.dumps(pt.get(k)) for pt in points}) > 1]
     return keys, rows
+
+
+def study_summary_table(name: str, summary: dict[str, Any], study: Any) -> Table:
+    """Best trial, its parameters and metrics, trials per state, parameter importances."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    table = Table(title=f"{name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())),
+                  show_header=False)
+    best = summary.get("best")
+    if best:
+        table.add_row("best trial", f"#{best['number']} (job {best['job_id']})")
+        table.add_row("val_acc", f"{best['value']:.4f}")
+        result = study.trials[best["number"]].user_attrs.get("result") or {}
+        for key in ("test_acc", "test_loss", "test_ece", "best_epoch"):
+            if result.get(key) is not None:
+                table.add_row(key, f"{result[key]:.4f}" if isinstance(result[key], float) else str(result[key]))
+        for key, value in best["params"].items():
+            table.add_row(f"  {key}", f"{value:.4g}" if isinstance(value, float) else str(value))
+    if summary.get("importances"):
+        table.add_row("importances", ", ".join(f"{k} {v:.3f}" for k, v in summary["importances"].items()))
+    return table

@@ -179,7 +179,7 @@ def test_best_trial_and_parameter_importances_of_a_study(tmp_path: Path) -> None
     dists = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
              "dropout": optuna.distributions.FloatDistribution(0.0, 0.3)}
     rng = np.random.default_rng(0)
-    for i in range(12):
+    for _ in range(12):
         lr, dropout = float(10 ** rng.uniform(-5, -3)), float(rng.uniform(0, 0.3))
         value = 0.9 - abs(np.log10(lr) + 4) * 0.1  # only lr matters
         cfg = build_job({"lr": lr, "dropout": dropout})
