@@ -98,19 +98,28 @@ Storage = Annotated[
 ]
 
 
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set model=/models/x.")]
+Gpus = Annotated[str | None, typer.Option(help="GPU ids, e.g. 0,1 (default: every visible GPU; none: the CPU).")]
+JobsPerGpu = Annotated[int, typer.Option(min=1, help="Jobs sharing one GPU.")]
+Parallel = Annotated[int, typer.Option(min=1, help="Jobs at once on the CPU (no GPU).")]
+Retries = Annotated[int, typer.Option(min=0, help="Retries of a failed job.")]
+CacheDir = Annotated[Path | None, typer.Option(help="Tokenization cache (env SWEEP_CACHE_DIR).")]
+LiveView = Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")]
+
+
 @app.command()
 def grid(
     grid_file: Annotated[Path, typer.Argument(help="Grid file (grids/NAME.yaml).")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set model=/models/x.")] = None,
+    set_: Overrides = None,
     runs_dir: RunsDir = Path("runs"),
     storage: Storage = None,
-    gpus: Annotated[str | None, typer.Option(help="GPU ids, e.g. 0,1 (default: every visible GPU; none: the CPU).")] = None,
-    jobs_per_gpu: Annotated[int, typer.Option(min=1, help="Jobs sharing one GPU.")] = 1,
-    parallel: Annotated[int, typer.Option(min=1, help="Jobs at once on the CPU (no GPU).")] = 1,
-    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed job.")] = 1,
-    cache_dir: Annotated[Path | None, typer.Option(help="Tokenization cache (env SWEEP_CACHE_DIR).")] = None,
+    gpus: Gpus = None,
+    jobs_per_gpu: JobsPerGpu = 1,
+    parallel: Parallel = 1,
+    retries: Retries = 1,
+    cache_dir: CacheDir = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded jobs; run nothing.")] = False,
-    live: Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")] = True,
+    live: LiveView = True,
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
     from sweeper.spec import load_grid
@@ -186,15 +195,15 @@ def optuna(
     trials: Annotated[int, typer.Option(min=1, help="The study's total of finished (complete or pruned) trials.")],
     space_file: Annotated[Path, typer.Option("--space", help="Search space file.")] = Path("grids/optuna.yaml"),
     study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set data.limit=2000.")] = None,
+    set_: Overrides = None,
     runs_dir: RunsDir = Path("runs"),
     storage: Storage = None,
-    gpus: Annotated[str | None, typer.Option(help="GPU ids, e.g. 0,1 (default: every visible GPU; none: the CPU).")] = None,
-    jobs_per_gpu: Annotated[int, typer.Option(min=1, help="Trials sharing one GPU.")] = 1,
-    parallel: Annotated[int, typer.Option(min=1, help="Trials at once on the CPU (no GPU).")] = 1,
-    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed trial.")] = 1,
-    cache_dir: Annotated[Path | None, typer.Option(help="Tokenization cache (env SWEEP_CACHE_DIR).")] = None,
-    live: Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")] = True,
+    gpus: Gpus = None,
+    jobs_per_gpu: JobsPerGpu = 1,
+    parallel: Parallel = 1,
+    retries: Retries = 1,
+    cache_dir: CacheDir = None,
+    live: LiveView = True,
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
     import optuna as _optuna

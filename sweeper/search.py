@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sweeper.spec import _flatten, _nest, _Reporter
-from trainer.config import ALL_KEYS, ConfigError, JobConfig, YamlLoader, _nearest, apply_overrides, build_job
+from sweeper.spec import _flatten, _nest, _Reporter, read_sweep_file
+from trainer.config import ALL_KEYS, ConfigError, JobConfig, _nearest, build_job
 
 SPACE_KEYS = ["name", "description", "base", "params", "metric", "sampler", "pruner"]
 METRICS = ("val_acc",)
@@ -88,35 +86,7 @@ def _named(report: _Reporter, key: str, raw: Any, allowed: dict[str, str], defau
 
 
 def load_space(path: Path, overrides: list[str] | None = None) -> Space:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-        report = _Reporter(path, text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(SPACE_KEYS)}")
-    for key in raw:
-        if key not in SPACE_KEYS:
-            raise report.error((str(key),), f"{key}: unknown key; {_nearest(str(key), SPACE_KEYS)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
-        raise report.error(("name",), f"name: {name!r} is not allowed; expected letters, digits, '_', '-', '.'")
-    base = raw.get("base") or {}
-    if not isinstance(base, dict):
-        raise report.error(("base",), f"base: expected a mapping of job keys, got {type(base).__name__}")
-    for key in _flatten(base):
-        if key not in ALL_KEYS:
-            raise report.error(("base", *key.split(".")), f"base.{key}: unknown key; {_nearest(key, ALL_KEYS)}")
-    try:
-        base = apply_overrides(base, overrides or [])
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    raw, report, name, base = read_sweep_file(path, SPACE_KEYS, overrides)
     flat_base = _flatten(base)
     try:
         build_job(_nest(flat_base))

@@ -110,8 +110,13 @@ def _check_point_keys(report: _Reporter, where: tuple[str, ...], keys: list[str]
             raise report.error((*where, key), f"{'.'.join(where)}.{key}: unknown key; {_nearest(key, ALL_KEYS)}")
 
 
-def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
-    """Read, validate and expand a grid file. Raises ConfigError naming file, line and key."""
+def read_sweep_file(path: Path, keys: list[str],
+                    overrides: list[str] | None) -> tuple[dict[str, Any], _Reporter, str, dict[str, Any]]:
+    """The part grid and search-space files share: read the YAML (keeping line numbers), check
+    the top-level keys and the name, and apply `--set` overrides to `base`.
+
+    Returns the raw mapping, a reporter for located errors, the name and the (nested) base.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
@@ -124,11 +129,10 @@ def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
         line = f" line {mark.line + 1}:" if mark is not None else ""
         raise ConfigError(f"{path}:{line} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(GRID_KEYS)}")
+        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(keys)}")
     for key in raw:
-        if key not in GRID_KEYS:
-            raise report.error((str(key),), f"{key}: unknown key; {_nearest(str(key), GRID_KEYS)}")
-
+        if key not in keys:
+            raise report.error((str(key),), f"{key}: unknown key; {_nearest(str(key), keys)}")
     name = raw.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise report.error(("name",), f"name: {name!r} is not allowed; expected letters, digits, '_', '-', '.'")
@@ -140,6 +144,12 @@ def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
         base = apply_overrides(base, overrides or [])
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return raw, report, name, base
+
+
+def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
+    """Read, validate and expand a grid file. Raises ConfigError naming file, line and key."""
+    raw, report, name, base = read_sweep_file(path, GRID_KEYS, overrides)
 
     axes = raw.get("axes") or {}
     if not isinstance(axes, dict):
