@@ -29,7 +29,7 @@ from trainer.config import DATA_SEED, ConfigError, DataConfig
 log = logging.getLogger(__name__)
 
 DATA_EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -133,7 +133,9 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     h.update(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        # Truncation and padding settings change as the tokenizer is called: not its identity.
+        spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+        h.update(json.dumps(spec, sort_keys=True).encode())
     else:  # a slow tokenizer: its vocabulary stands for it
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     h.update(json.dumps(tokenizer.all_special_tokens).encode())
@@ -158,9 +160,12 @@ def _save_split(directory: Path, split: Split) -> None:
         np.save(directory / f"{name}.npy", getattr(split, name))
 
 
-def _load_split(directory: Path) -> Split:
-    arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r") for n in ("ids", "offsets", "labels", "rows")}
-    return Split(**arrays)
+def _load_split(directory: Path, n: int) -> Split:
+    """The first n rows of a cached split (memory-mapped)."""
+    arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in ("ids", "offsets", "labels", "rows")}
+    offsets = arrays["offsets"][: n + 1]
+    return Split(ids=arrays["ids"][: int(offsets[-1])], offsets=offsets, labels=arrays["labels"][:n],
+                 rows=arrays["rows"][:n])
 
 
 def prepare(
@@ -170,24 +175,27 @@ def prepare(
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     merged, data_fp = load_rows(cfg)
-    train_idx, val_idx, test_idx = split_indices(len(merged), cfg.split)
-    train_idx = train_idx[: cfg.limit]
-    val_idx, test_idx = val_idx[: cfg.eval_limit], test_idx[: cfg.eval_limit]
+    full = dict(zip(("train", "val", "test"), split_indices(len(merged), cfg.split), strict=True))
+    need = {"train": len(full["train"][: cfg.limit]), "val": len(full["val"][: cfg.eval_limit]),
+            "test": len(full["test"][: cfg.eval_limit])}
+    # The key leaves out data.limit / data.eval_limit: an entry holds the first rows of each
+    # split, and serves every job that needs no more rows than it holds.
     key = hashlib.sha256(
-        json.dumps(
-            [CACHE_VERSION, tokenizer_fingerprint(tokenizer), max_len, data_fp, cfg.text, cfg.label,
-             list(cfg.split), cfg.limit, cfg.eval_limit]
-        ).encode()
+        json.dumps([CACHE_VERSION, tokenizer_fingerprint(tokenizer), max_len, data_fp, cfg.text, cfg.label,
+                    list(cfg.split)]).encode()
     ).hexdigest()[:24]
     entry = cache_dir / key
     hit = True
     with open(cache_dir / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second job starting now waits here, then hits
-        if not (entry / "meta.json").exists():
+        meta = json.loads((entry / "meta.json").read_text()) if (entry / "meta.json").exists() else None
+        if meta is None or any(meta["rows"][s] < n for s, n in need.items()):
             hit = False
-            _build_entry(entry, merged, cfg, tokenizer, max_len, {"train": train_idx, "val": val_idx, "test": test_idx})
-    meta = json.loads((entry / "meta.json").read_text())
-    splits = {name: _load_split(entry / name) for name in ("train", "val", "test")}
+            held = meta["rows"] if meta else {}
+            rows = {s: full[s][: max(n, held.get(s, 0))] for s, n in need.items()}
+            _build_entry(entry, merged, cfg, tokenizer, max_len, rows)
+            meta = json.loads((entry / "meta.json").read_text())
+        splits = {name: _load_split(entry / name, need[name]) for name in ("train", "val", "test")}
     return Prepared(**splits, num_labels=meta["num_labels"], cache_hit=hit)
 
 
@@ -210,10 +218,15 @@ def _build_entry(
             ids, offsets = _tokenize(tokenizer, list(rows[cfg.text]), max_len)
             (tmp / name).mkdir()
             _save_split(tmp / name, Split(ids=ids, offsets=offsets, labels=all_labels[idx].astype(np.int64), rows=idx))
-        (tmp / "meta.json").write_text(json.dumps({"num_labels": num_labels, "max_len": max_len}))
-        if entry.exists():  # a stale, incomplete entry (no meta.json) from a killed build
-            shutil.rmtree(entry)
-        os.rename(tmp, entry)
+        rows = {name: len(idx) for name, idx in indices.items()}
+        (tmp / "meta.json").write_text(json.dumps({"num_labels": num_labels, "max_len": max_len, "rows": rows}))
+        if entry.exists():  # a smaller entry, or an incomplete one from a killed build: replace it
+            old = entry.with_name(f".{entry.name}.old")
+            os.rename(entry, old)
+            os.rename(tmp, entry)
+            shutil.rmtree(old, ignore_errors=True)  # readers' memory maps outlive the unlink
+        else:
+            os.rename(tmp, entry)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

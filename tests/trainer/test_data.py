@@ -40,6 +40,19 @@ def test_limits_cap_rows_without_moving_the_split(tiny_data: Path, tmp_path: Pat
     cut = prepare(DataConfig(name=str(tiny_data), limit=50, eval_limit=10), tok, 32, cache_dir=tmp_path)
     assert (len(cut.train), len(cut.val), len(cut.test)) == (50, 10, 10)
     assert (cut.train.rows == full.train.rows[:50]).all() and (cut.test.rows == full.test.rows[:10]).all()
+    assert cut.cache_hit  # the full entry serves the smaller job
+
+
+def test_a_larger_limit_extends_the_cache_once_and_smaller_ones_hit(tiny_data: Path, tmp_path: Path) -> None:
+    tok = build_tokenizer()
+    small = prepare(DataConfig(name=str(tiny_data), limit=40, eval_limit=5), tok, 32, cache_dir=tmp_path)
+    big = prepare(DataConfig(name=str(tiny_data), limit=100), tok, 32, cache_dir=tmp_path)
+    again = prepare(DataConfig(name=str(tiny_data), limit=70, eval_limit=8), tok, 32, cache_dir=tmp_path)
+    assert (small.cache_hit, big.cache_hit, again.cache_hit) == (False, False, True)
+    assert (len(again.train), len(again.val)) == (70, 8)
+    assert (np.asarray(again.train.ids) == np.asarray(big.train.ids)[: int(again.train.offsets[-1])]).all()
+    assert (np.asarray(small.train.rows) == np.asarray(again.train.rows)[:40]).all()
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
 
 
 def test_second_job_hits_the_cache_and_tokenizes_nothing(
