@@ -1,0 +1,87 @@
+"""Orchestrator overhead: the wall time of an N-job grid against the sum of its jobs' own
+time, and what one job's start-up costs (target: under 10% for one-minute jobs).
+
+Runs `sweep grid` on a grid of N real all-MiniLM-L6-v2 jobs sized to about a minute each on
+this machine, one at a time (so the sum of job times is the ideal wall time), with a warm
+tokenization cache; then times the pieces of a job's start-up in fresh processes.
+
+    python bench/orchestrator_overhead.py --model ../shared/models/all-MiniLM-L6-v2 --data ../shared/data/imdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(code: str) -> float:
+    out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter()\n" + code +
+                          "\nprint(time.perf_counter() - t)"], cwd=REPO, capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="../shared/models/all-MiniLM-L6-v2")
+    parser.add_argument("--data", default="../shared/data/imdb")
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=640, help="training rows per job (~1 min at max_len 128)")
+    args = parser.parse_args()
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    with tempfile.TemporaryDirectory() as tmp:
+        grid = {"name": "overhead", "base": {"model": args.model, "epochs": 1, "max_len": 128,
+                                             "data": {"name": args.data, "limit": args.rows, "eval_limit": 200}},
+                "seeds": list(range(1, args.jobs + 1))}
+        path = Path(tmp) / "g.yaml"
+        path.write_text(yaml.safe_dump(grid))
+        cache = Path(tmp) / "cache"
+        cmd = [sys.executable, "-m", "sweeper.cli", "grid", str(path), "--runs-dir", f"{tmp}/runs", "--no-live",
+               "--cache-dir", str(cache)]
+        # Warm the tokenization cache (and datasets' own) with a one-job grid first.
+        warm = {**grid, "name": "warm", "seeds": [99]}
+        (Path(tmp) / "w.yaml").write_text(yaml.safe_dump(warm))
+        subprocess.run([*cmd[:4], str(Path(tmp) / "w.yaml"), *cmd[5:]], cwd=REPO, env=env, check=True,
+                       capture_output=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        results = [json.loads(p.read_text()) for p in Path(tmp, "runs", "overhead").glob("*/result.json")]
+        runtime = sum(r["runtime_s"] for r in results)
+        train = sum(r["train_seconds"] for r in results)
+        startup = {
+            "python + `sweep` CLI imports (no torch)": timed("import sweeper.cli"),
+            "import torch + transformers": timed("import torch, transformers"),
+            "model + tokenizer load": timed(f"import torch, transformers\nt = time.perf_counter()\n"
+                                            f"transformers.AutoModel.from_pretrained({args.model!r}); "
+                                            f"transformers.AutoTokenizer.from_pretrained({args.model!r})"),
+            "data preparation (cache hit)": timed(
+                "from pathlib import Path\nfrom transformers import AutoTokenizer\nfrom trainer.config import DataConfig\n"
+                f"from trainer.data import prepare\ntok = AutoTokenizer.from_pretrained({args.model!r})\n"
+                "t = time.perf_counter()\n"
+                f"prepare(DataConfig(name={args.data!r}, limit={args.rows}, eval_limit=200), tok, 128, "
+                f"cache_dir=Path({str(cache)!r}))"),
+        }
+    print("| jobs | sweep wall time | sum of jobs' runtime_s | sum of training time | overhead vs runtime | "
+          "overhead vs training |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {len(results)} | {wall:.1f} s | {runtime:.1f} s | {train:.1f} s | {(wall / runtime - 1) * 100:.1f}% | "
+          f"{(wall / train - 1) * 100:.1f}% |")
+    print()
+    print("| start-up piece (fresh process) | seconds |")
+    print("| --- | ---: |")
+    for name, seconds in startup.items():
+        print(f"| {name} | {seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
