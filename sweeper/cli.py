@@ -133,12 +133,10 @@ def grid(
     if dry_run:
         Console().print(view.jobs_table(spec))
         return
-    from sweeper.runner import Orchestrator, make_slots, visible_gpus
+    from sweeper.runner import Orchestrator
     from sweeper.store import SweepStore, default_storage, open_storage
 
-    gpu_ids = [int(g) for g in gpus.split(",") if g.strip()] if gpus else visible_gpus()
-    slots = make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
+    slots = _slots(gpus, jobs_per_gpu, parallel)
     store = SweepStore(open_storage(storage or default_storage(runs_dir)), spec.name, lock_dir=runs_dir)
     orchestrator = Orchestrator(spec, store, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir)
     keys = spec.varied
@@ -148,15 +146,8 @@ def grid(
 
     err.print(f"{spec.name}: {len(spec.jobs)} jobs on {len(slots)} slot(s) ({', '.join(s.name for s in slots)}); "
               f"runs in {runs_dir / spec.name}", highlight=False)
-    try:
-        if live and err.is_terminal:
-            with Live(table(), console=err, refresh_per_second=2) as screen:
-                orchestrator.run(on_tick=lambda _: screen.update(table()))
-        else:
-            orchestrator.run()
-    except KeyboardInterrupt:
-        err.print("interrupted: jobs stopped; run the same command again to continue the sweep")
-        raise typer.Exit(code=130) from None
+    _run_with_view(orchestrator.run, table, live=live,
+                   interrupted="jobs stopped; run the same command again to continue the sweep")
     Console().print(table())
     failed = [p for p in orchestrator.progress.values() if p.state == "failed"]
     for p in failed:
@@ -210,7 +201,6 @@ def optuna(
 
     from reports.collect import study_summary
     from sweeper import view
-    from sweeper.runner import make_slots, visible_gpus
     from sweeper.search import load_space
     from sweeper.store import SweepStore, default_storage
     from sweeper.study import StudyRunner, open_study_storage
@@ -220,9 +210,7 @@ def optuna(
     except ConfigError as exc:
         raise _fail_config(exc) from None
     name = study or space.name
-    gpu_ids = [int(g) for g in gpus.split(",") if g.strip()] if gpus else visible_gpus()
-    slots = make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
+    slots = _slots(gpus, jobs_per_gpu, parallel)
     backend = open_study_storage(storage or default_storage(runs_dir), retries=retries)
     the_study = _optuna.create_study(study_name=name, storage=backend, sampler=space.make_sampler(),
                                      pruner=space.make_pruner(), direction="maximize", load_if_exists=True)
@@ -237,15 +225,8 @@ def optuna(
 
     err.print(f"{name}: {runner.finished()} of {trials} trials finished; {len(slots)} slot(s); runs in {runs_dir / name}",
               highlight=False)
-    try:
-        if live and err.is_terminal:
-            with Live(table(), console=err, refresh_per_second=2) as screen:
-                runner.run(on_tick=lambda _: screen.update(table()))
-        else:
-            runner.run()
-    except KeyboardInterrupt:
-        err.print("interrupted: trials stopped and queued again; run the same command to continue the study")
-        raise typer.Exit(code=130) from None
+    _run_with_view(runner.run, table, live=live,
+                   interrupted="trials stopped and queued again; run the same command to continue the study")
     Console().print(view.study_summary_table(name, study_summary(SweepStore(backend, name)), the_study))
 
 
@@ -294,6 +275,28 @@ def report(
             Console().print(Markdown(tables.to_markdown(r)))
     err.print(f"wrote {runs_dir / 'REPORT.md'} and " + ", ".join(str(runs_dir / r.name / "report.md") for r in reports),
               highlight=False)
+
+
+def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int) -> list[Any]:
+    """Where jobs run (and the orchestrator's logging, which both sweep commands share)."""
+    from sweeper.runner import make_slots, visible_gpus
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
+    gpu_ids = [int(g) for g in gpus.split(",") if g.strip()] if gpus else visible_gpus()
+    return make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
+
+
+def _run_with_view(run: Any, table: Any, *, live: bool, interrupted: str) -> None:
+    """Run an orchestrator loop under a live table (on a terminal); Ctrl-C exits 130."""
+    try:
+        if live and err.is_terminal:
+            with Live(table(), console=err, refresh_per_second=2) as screen:
+                run(on_tick=lambda _: screen.update(table()))
+        else:
+            run()
+    except KeyboardInterrupt:
+        err.print(f"interrupted: {interrupted}")
+        raise typer.Exit(code=130) from None
 
 
 def _rich_handler() -> logging.Handler:
