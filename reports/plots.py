@@ -28,6 +28,16 @@ def _save(fig: Any, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
 
 
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str, legend: bool) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9 if len(title) > 60 else None)
+    if legend:
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def _name(label: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in label.items())
 
@@ -51,13 +61,8 @@ def write_plots(report: SweepReport, records: list[Record], out_dir: Path,
 
             ax.add_collection(LineCollection(lines, linewidths=0.5, alpha=0.3))
             ax.autoscale()
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy")
-        ax.set_title(f"{report.name}: validation accuracy per epoch, every job")
-        if len(curves) <= 12:
-            ax.legend(fontsize=7)
-        _save(fig, out_dir / "val_acc_per_epoch.png")
-        plt.close(fig)
+        _finish(plt, fig, ax, out_dir / "val_acc_per_epoch.png", xlabel="epoch", ylabel="validation accuracy",
+                title=f"{report.name}: validation accuracy per epoch, every job", legend=len(curves) <= 12)
         written.append(("validation accuracy per epoch", f"{out_dir.name}/val_acc_per_epoch.png"))
 
     if report.rows:
@@ -85,13 +90,9 @@ def write_plots(report: SweepReport, records: list[Record], out_dir: Path,
                 ax.set_xscale("log")
         else:
             ax.set_xticks(range(len(xs)), [x.strip('"') for x in xs])
-        ax.set_xlabel(axis)
-        ax.set_ylabel("test accuracy (mean ± std over seeds)")
-        ax.set_title(f"{report.name}: test accuracy along {axis}")
-        if len(series) <= 12:
-            ax.legend(fontsize=7)
-        _save(fig, out_dir / "test_acc_by_axis.png")
-        plt.close(fig)
+        _finish(plt, fig, ax, out_dir / "test_acc_by_axis.png", xlabel=axis,
+                ylabel="test accuracy (mean ± std over seeds)", title=f"{report.name}: test accuracy along {axis}",
+                legend=len(series) <= 12)
         written.append((f"test accuracy along {axis}", f"{out_dir.name}/test_acc_by_axis.png"))
 
         ranked = [row for row in report.rows if "val_acc" in row.stats]
@@ -111,14 +112,9 @@ def write_plots(report: SweepReport, records: list[Record], out_dir: Path,
                     counts.append(int(mask.sum()))
             fig, ax = plt.subplots(figsize=(5, 5))
             ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
-            ax.bar(edges[:-1] + 1 / 30, [0] * 15, width=1 / 15, alpha=0)
             ax.plot(centers, accs, marker="o", label="model")
-            ax.set_xlabel("confidence")
-            ax.set_ylabel("accuracy")
-            ax.set_title(f"reliability: {_name(best.label)}", fontsize=9)
-            ax.legend(fontsize=7)
-            _save(fig, out_dir / "reliability_best.png")
-            plt.close(fig)
+            _finish(plt, fig, ax, out_dir / "reliability_best.png", xlabel="confidence", ylabel="accuracy",
+                    title=f"reliability: {_name(best.label)}", legend=True)
             written.append((f"reliability diagram of the best configuration ({_name(best.label)})",
                             f"{out_dir.name}/reliability_best.png"))
     return written

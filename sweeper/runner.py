@@ -116,20 +116,26 @@ class Progress:
     note: str = ""
 
 
-def read_events(path: Path) -> tuple[float, float | None]:
-    """How far a job is (in epochs, fractional within one) and its last validation accuracy,
-    from its events.jsonl."""
-    epoch: float = 0
-    val_acc = None
+def read_event_stream(path: Path) -> list[dict[str, Any]]:
+    """A job's events.jsonl, parsed; a line still being written is skipped."""
     try:
         lines = path.read_text().splitlines()
     except OSError:
-        return epoch, val_acc
+        return []
+    events = []
     for line in lines:
         try:
-            event = json.loads(line)
+            events.append(json.loads(line))
         except json.JSONDecodeError:
-            continue  # a line being written
+            continue
+    return events
+
+
+def read_events(path: Path) -> tuple[float, float | None]:
+    """How far a job is (in epochs, fractional within one) and its last validation accuracy."""
+    epoch: float = 0
+    val_acc = None
+    for event in read_event_stream(path):
         if event.get("event") == "epoch":
             epoch, val_acc = event["epoch"], event["val_acc"]
         elif event.get("event") == "step":
@@ -166,10 +172,11 @@ class Orchestrator:
         try:
             while True:
                 self._poll_children()
-                remaining = self._refresh_states()
+                by_job = self.store.trials_by_job()
+                remaining = self._refresh_states(by_job)
                 if not remaining and not self.running:
                     break
-                self._start_jobs(remaining)
+                self._start_jobs(remaining, by_job)
                 self._heartbeats()
                 if on_tick is not None:
                     on_tick(self)
@@ -181,9 +188,8 @@ class Orchestrator:
             on_tick(self)
         return self.progress
 
-    def _refresh_states(self) -> list[Job]:
+    def _refresh_states(self, by_job: dict[str, list[Any]]) -> list[Job]:
         """Update every job's state from the storage; return the jobs still to be done by someone."""
-        by_job = self.store.trials_by_job()
         remaining = []
         for job in self.grid.jobs:
             p = self.progress[job.id]
@@ -205,12 +211,11 @@ class Orchestrator:
             remaining.append(job)
         return remaining
 
-    def _start_jobs(self, remaining: list[Job]) -> None:
+    def _start_jobs(self, remaining: list[Job], by_job: dict[str, list[Any]]) -> None:
         busy = {r.slot.name for r in self.running.values()}
         free = [s for s in self.slots if s.name not in busy]
         if not free:
             return
-        by_job = self.store.trials_by_job()
         for job in remaining:
             if not free:
                 break

@@ -26,7 +26,17 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweeper.runner import EXIT_BUSY, EXIT_CONFIG, Progress, Slot, _read_result, launch_job, log_tail, read_events
+from sweeper.runner import (
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    Progress,
+    Slot,
+    _read_result,
+    launch_job,
+    log_tail,
+    read_event_stream,
+    read_events,
+)
 from sweeper.search import Space, suggest
 from sweeper.spec import Job
 from sweeper.store import FINISHED, RESULT_KEYS, _alive
@@ -265,20 +275,11 @@ class StudyRunner:
 
 
 def _epoch_rows(path: Path) -> list[dict[str, Any]]:
-    import json
-
+    """The job's finished epochs, in order (a resumed run repeats none, but be exact)."""
     rows: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for event in read_event_stream(path):
         if event.get("event") == "epoch":
             rows.append(event)
         elif event.get("event") == "start" and event.get("resumed_from_epoch", 0) < len(rows):
-            rows = rows[: event["resumed_from_epoch"]]  # a resumed run repeats no epoch, but be exact
+            rows = rows[: event["resumed_from_epoch"]]
     return rows

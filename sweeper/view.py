@@ -74,14 +74,13 @@ def _duration(seconds: float) -> str:
 
 def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Progress]]:
     """Progress rows of a sweep from its storage alone (plus live epochs from the runs directory)."""
-    from sweeper.spec import Job as _Job
     from trainer.config import build_job
 
     rows: list[Progress] = []
     points: list[dict[str, Any]] = []
     for job_id, trials in store.trials_by_job().items():
         first = trials[0].user_attrs
-        job = _Job(config=build_job(first["config"]), point=first.get("point", {}))
+        job = Job(config=build_job(first["config"]), point=first.get("point", {}))
         state = store.state(trials)
         p = Progress(job, state=state.status)
         if state.result is not None:

@@ -7,6 +7,7 @@ job returns its stored result and an interrupted one resumes from its last epoch
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -89,8 +90,6 @@ def _finished_result(out_dir: Path) -> dict[str, Any] | None:
     path = out_dir / "result.json"
     if not path.exists():
         return None
-    import json
-
     result = json.loads(path.read_text())
     return result if result.get("status") in FINISHED else None
 
