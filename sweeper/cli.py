@@ -25,7 +25,8 @@ def main() -> None:
     """Hyperparameter sweeps for fine-tuning transformer encoders on text classification."""
 
 
-def _fail_config(exc: ConfigError) -> typer.Exit:
+def _fail(exc: Exception) -> typer.Exit:
+    """Bad input: the message on stderr, exit 2."""
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
@@ -60,7 +61,7 @@ def run(
     try:
         cfg = load_job(job, set_ or [])
     except ConfigError as exc:
-        raise _fail_config(exc) from None
+        raise _fail(exc) from None
     out.mkdir(parents=True, exist_ok=True)
     _setup_logging(out / "train.log")
     from trainer.checkpoint import JobBusy
@@ -70,7 +71,7 @@ def run(
     try:
         result = run_job(cfg, out, cache_dir=cache_dir, progress=progress and err.is_terminal)
     except ConfigError as exc:
-        raise _fail_config(exc) from None
+        raise _fail(exc) from None
     except JobBusy as exc:
         err.print(f"[yellow]busy:[/] {exc}", highlight=False)
         raise typer.Exit(code=EXIT_BUSY) from None
@@ -127,7 +128,7 @@ def grid(
     try:
         spec = load_grid(grid_file, set_ or [])
     except ConfigError as exc:
-        raise _fail_config(exc) from None
+        raise _fail(exc) from None
     from sweeper import view
 
     if dry_run:
@@ -208,7 +209,7 @@ def optuna(
     try:
         space = load_space(space_file, set_ or [])
     except ConfigError as exc:
-        raise _fail_config(exc) from None
+        raise _fail(exc) from None
     name = study or space.name
     slots = _slots(gpus, jobs_per_gpu, parallel)
     backend = open_study_storage(storage or default_storage(runs_dir), retries=retries)
@@ -274,6 +275,136 @@ def report(
         for r in reports:
             Console().print(Markdown(tables.to_markdown(r)))
     err.print(f"wrote {runs_dir / 'REPORT.md'} and " + ", ".join(str(runs_dir / r.name / "report.md") for r in reports),
+              highlight=False)
+
+
+JobRef = Annotated[str, typer.Argument(help="A job directory, a job id (under --runs-dir) or best:<sweep>.")]
+
+
+def _resolve_job(ref: str, runs_dir: Path, storage: str | None) -> Any:
+    from sweeper.jobs import JobRefError, resolve
+
+    try:
+        job = resolve(ref, runs_dir=runs_dir, storage=storage)
+    except JobRefError as exc:
+        raise _fail(exc) from None
+    if job.result.get("status") != "completed":
+        err.print(f"[yellow]warning:[/] job {job.dir} finished as {job.result.get('status')}: "
+                  f"its predictions are not to be trusted", highlight=False)
+    return job
+
+
+class PredictFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+@app.command()
+def predict(
+    job: JobRef,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to classify (or --file).", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Texts in a .txt (one per line), .csv or .jsonl file.")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Column (csv) or field (jsonl) holding the text (default: the job's data.text).")
+    ] = None,
+    format_: Annotated[PredictFormat, typer.Option("--format", help="A table, or one JSON object per line.")] = (
+        PredictFormat.table),
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """Labels and probabilities from a finished job's best checkpoint."""
+    import json
+
+    from sweeper.texts import TextsError, from_arguments, from_file
+
+    if bool(texts) == (file is not None):
+        raise _fail(ValueError("give the texts as arguments or with --file (one of the two)"))
+    finished = _resolve_job(job, runs_dir, storage)
+    try:
+        inputs = from_file(file, text_column or finished.config.data.text) if file else from_arguments(texts or [])
+    except TextsError as exc:
+        raise _fail(exc) from None
+    from trainer import inference
+    from trainer.model import label_names
+
+    model, tokenizer = inference.load(finished.dir)
+    probs = inference.predict(model, tokenizer, inputs, max_len=finished.config.max_len, batch_size=batch_size).probs
+    names = label_names(finished.model_dir)
+    if format_ == PredictFormat.jsonl:
+        for text, p in zip(inputs, probs, strict=True):
+            typer.echo(json.dumps({"text": text, "label": names[int(p.argmax())],
+                                   "probs": {n: float(v) for n, v in zip(names, p, strict=True)}}))
+        return
+    from rich.table import Table
+
+    from reports.analyze import excerpt
+
+    table = Table(title=f"job {finished.id} ({finished.config.model_path}, {finished.config.pooling})")
+    table.add_column("#", justify="right")
+    table.add_column("label")
+    for n in names:
+        table.add_column(f"p({n})", justify="right")
+    table.add_column("text", overflow="fold")
+    for i, (text, p) in enumerate(zip(inputs, probs, strict=True), 1):
+        table.add_row(str(i), names[int(p.argmax())], *(f"{v:.4f}" for v in p), excerpt(text, 120))
+    Console().print(table)
+
+
+@app.command()
+def export(
+    job: JobRef,
+    out: Annotated[Path, typer.Argument(help="Directory to write (replaced if it holds an earlier export).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace DIR even if it holds something else.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """The job's best model in Hugging Face format, with its tokenizer and a model card."""
+    from trainer.export import export as write_export
+    from trainer.io import DestinationError
+
+    finished = _resolve_job(job, runs_dir, storage)
+    try:
+        check = write_export(finished.dir, finished.config, finished.result, out, force=force)
+    except DestinationError as exc:
+        raise _fail(ValueError(f"DIR: {exc}")) from None
+    err.print(f"exported job {finished.id} to {out}; loaded back with transformers alone, its probabilities "
+              f"differ from the job's by at most {check['max_abs_diff']:.1e} on {check['texts']} texts", highlight=False)
+
+
+@app.command()
+def analyze(
+    job: JobRef,
+    out: Annotated[Path, typer.Option("--out", help="Directory for analysis.md and its PNGs.")],
+    against: Annotated[str | None, typer.Option(help="A second job (same forms as JOB) to compare with.")] = None,
+    example: Annotated[
+        int | None, typer.Option(help="Test row for the attention maps (default: the most confident error).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=4, help="Test rows in the t-SNE map (the first ones).")] = 2000,
+    top: Annotated[int, typer.Option(min=1, help="Rows per listing (errors, boundary, disagreements).")] = 10,
+    attention_tokens: Annotated[int, typer.Option(min=2, help="Tokens shown in an attention map.")] = 48,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out even if it holds something else.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+) -> None:
+    """t-SNE, confident errors, attention; with --against, where two jobs disagree."""
+    from reports.analyze import AnalyzeError, load_side
+    from reports.analyze import analyze as run_analysis
+    from sweeper.jobs import JobRefError
+    from trainer.io import DestinationError
+
+    job_a = _resolve_job(job, runs_dir, storage)
+    job_b = _resolve_job(against, runs_dir, storage) if against is not None else None
+    try:
+        side_a, side_b = load_side(job_a), load_side(job_b) if job_b is not None else None
+        summary = run_analysis(side_a, out, against=side_b, example=example, limit=limit, top=top,
+                               attention_tokens=attention_tokens, force=force)
+    except (JobRefError, AnalyzeError) as exc:
+        raise _fail(exc) from None
+    except DestinationError as exc:
+        raise _fail(ValueError(f"--out: {exc}")) from None
+    err.print(f"wrote {out / 'analysis.md'}: {summary['errors']['count']} errors in {summary['test_rows']} test rows"
+              + (f"; {summary['against']['disagreements']} disagreements with {job_b.id}" if job_b else ""),
               highlight=False)
 
 

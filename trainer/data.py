@@ -59,6 +59,7 @@ class Prepared:
     val: Split
     test: Split
     num_labels: int
+    label_names: list[str] | None  # the data set's class names, where its label column has them
     cache_hit: bool  # True when no tokenization was done (the whole prepared set was cached)
 
 
@@ -155,6 +156,13 @@ def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[np.ndarra
     return ids, offsets
 
 
+def encode_texts(tokenizer: Any, texts: list[str], max_len: int) -> Split:
+    """Texts to a split (no labels: all 0), tokenized as training tokenizes them."""
+    ids, offsets = _tokenize(tokenizer, texts, max_len)
+    return Split(ids=ids, offsets=offsets, labels=np.zeros(len(texts), dtype=np.int64),
+                 rows=np.arange(len(texts), dtype=np.int64))
+
+
 def _save_split(directory: Path, split: Split) -> None:
     for name in ("ids", "offsets", "labels", "rows"):
         np.save(directory / f"{name}.npy", getattr(split, name))
@@ -196,7 +204,7 @@ def prepare(
             _build_entry(entry, merged, cfg, tokenizer, max_len, rows)
             meta = json.loads((entry / "meta.json").read_text())
         splits = {name: _load_split(entry / name, need[name]) for name in ("train", "val", "test")}
-    return Prepared(**splits, num_labels=meta["num_labels"], cache_hit=hit)
+    return Prepared(**splits, num_labels=meta["num_labels"], label_names=meta.get("label_names"), cache_hit=hit)
 
 
 def _build_entry(
@@ -209,6 +217,8 @@ def _build_entry(
             f"found dtype {all_labels.dtype} with minimum {all_labels.min()}"
         )
     num_labels = int(all_labels.max()) + 1
+    names = getattr(merged.features[cfg.label], "names", None)  # a ClassLabel's, e.g. IMDB's neg/pos
+    label_names = [str(n) for n in names] if names and len(names) >= num_labels else None
     for stale in entry.parent.glob(f".{entry.name}.*"):  # left by a build that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
@@ -219,7 +229,8 @@ def _build_entry(
             (tmp / name).mkdir()
             _save_split(tmp / name, Split(ids=ids, offsets=offsets, labels=all_labels[idx].astype(np.int64), rows=idx))
         rows = {name: len(idx) for name, idx in indices.items()}
-        (tmp / "meta.json").write_text(json.dumps({"num_labels": num_labels, "max_len": max_len, "rows": rows}))
+        (tmp / "meta.json").write_text(json.dumps({"num_labels": num_labels, "label_names": label_names, "max_len": max_len,
+                                                      "rows": rows}))
         if entry.exists():  # a smaller entry, or an incomplete one from a killed build: replace it
             old = entry.with_name(f".{entry.name}.old")
             os.rename(entry, old)

@@ -160,7 +160,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     eval_batch = max(64, 2 * cfg.batch_size)
     loss_limit = DIVERGED_FACTOR * math.log(max(data.num_labels, 2))
     majority = majority_fraction(np.asarray(data.val.labels))
-    save_model_files(out_dir / "model", model, tokenizer)
+    save_model_files(out_dir / "model", model, tokenizer, data.label_names)
 
     state = checkpoint.load_state(out_dir, model, optimizer, scheduler, scaler)
     resumed = state is not None

@@ -6,7 +6,6 @@ may be are read from the model itself, never from its name.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 from pathlib import Path
@@ -17,18 +16,13 @@ from torch import nn
 
 from trainer.config import ConfigError, JobConfig
 from trainer.io import write_json
+from trainer.modeling_sweep import accepts_token_type_ids, pool
+from trainer.modeling_sweep import masked_mean as masked_mean  # re-exported: one pooling for training and export
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "classifier.json"
 WEIGHTS_FILE = "best.safetensors"
-
-
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens only: padded positions contribute nothing, whatever they hold."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    summed = (hidden * weights).sum(dim=1)
-    return summed / weights.sum(dim=1).clamp(min=1.0)
 
 
 class Classifier(nn.Module):
@@ -38,7 +32,7 @@ class Classifier(nn.Module):
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
-        self.accepts_token_type_ids = "token_type_ids" in inspect.signature(encoder.forward).parameters
+        self.accepts_token_type_ids = accepts_token_type_ids(encoder)
 
     def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -47,26 +41,24 @@ class Classifier(nn.Module):
             inputs["token_type_ids"] = torch.zeros_like(input_ids)
         return inputs
 
-    def pool(self, out: Any, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self.pooling == "cls":
-            return out.last_hidden_state[:, 0]
-        if self.pooling == "mean":
-            return masked_mean(out.last_hidden_state, attention_mask)
-        return out.pooler_output
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **encoder_kwargs: Any) -> tuple[torch.Tensor, Any]:
+        """The pooled vector the head sees (before dropout), and the encoder's output."""
+        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask), **encoder_kwargs)
+        return pool(out, attention_mask, self.pooling), out
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask))
-        return self.head(self.dropout(self.pool(out, attention_mask)))
+        pooled, _ = self.embed(input_ids, attention_mask)
+        return self.head(self.dropout(pooled))
 
 
-def load_encoder(path: str, *, pretrained: bool = True) -> nn.Module:
-    """The encoder with SDPA attention where the architecture supports it."""
+def load_encoder(path: str, *, pretrained: bool = True, attention: str = "sdpa") -> nn.Module:
+    """The encoder with SDPA attention where the architecture supports it (or `attention`)."""
     from transformers import AutoConfig, AutoModel
 
     load = AutoModel.from_pretrained if pretrained else AutoModel.from_config
     source: Any = path if pretrained else AutoConfig.from_pretrained(path)
     try:
-        return load(source, attn_implementation="sdpa")
+        return load(source, attn_implementation=attention)
     except (ValueError, ImportError) as exc:  # the architecture has no SDPA path
         log.info("SDPA attention not available for %s (%s); using the default", path, exc)
         return load(source)
@@ -96,23 +88,32 @@ def check_encoder(cfg: JobConfig, encoder: nn.Module, tokenizer: Any) -> None:
         )
 
 
-def save_model_files(directory: Path, model: Classifier, tokenizer: Any) -> None:
+def save_model_files(directory: Path, model: Classifier, tokenizer: Any, labels: list[str] | None = None) -> None:
     """Encoder config, tokenizer and head description: what loading the weights needs."""
     directory.mkdir(parents=True, exist_ok=True)
     config: Any = model.encoder.config
     config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    spec = {"num_labels": model.head.out_features, "pooling": model.pooling, "dropout": model.dropout.p}
+    spec = {"num_labels": model.head.out_features, "pooling": model.pooling, "dropout": model.dropout.p,
+            "labels": labels or [str(i) for i in range(model.head.out_features)]}
     write_json(directory / CLASSIFIER_FILE, spec)
 
 
-def load_classifier(directory: Path, weights: Path, device: str = "cpu") -> tuple[Classifier, Any]:
+def label_names(directory: Path) -> list[str]:
+    """The class names saved with the model (the data set's, or "0", "1", … where it has none)."""
+    spec = json.loads((directory / CLASSIFIER_FILE).read_text())
+    return list(spec.get("labels") or [str(i) for i in range(spec["num_labels"])])
+
+
+def load_classifier(
+    directory: Path, weights: Path, device: str = "cpu", *, attention: str = "sdpa"
+) -> tuple[Classifier, Any]:
     """A saved classifier and its tokenizer, ready for inference (no training code involved)."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
     spec = json.loads((directory / CLASSIFIER_FILE).read_text())
-    encoder = load_encoder(str(directory), pretrained=False)
+    encoder = load_encoder(str(directory), pretrained=False, attention=attention)
     model = Classifier(encoder, num_labels=spec["num_labels"], pooling=spec["pooling"], dropout=spec["dropout"])
     model.load_state_dict(load_file(str(weights), device=device))
     return model.to(device).eval(), AutoTokenizer.from_pretrained(directory)

@@ -1,0 +1,310 @@
+"""What a finished job gets wrong, and where two jobs part ways: `sweep analyze`.
+
+From the job's saved test predictions (`test_predictions.npz`, the best checkpoint's) and the
+test texts: the most confident errors and the examples nearest the decision boundary; from
+the model itself: a t-SNE map of the pooled test vectors (the head's input) and a last-layer
+attention heat map (eager attention, for that pass only). With a second job: the paired
+counts on the shared test rows, the exact McNemar test, the disagreements, and both jobs'
+attention on one of them. Everything is written to a temporary directory renamed into place.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reports.collect import Predictions, load_predictions
+from reports.plots import _pyplot, _save
+from reports.stats import mcnemar_p
+from sweeper.jobs import FinishedJob, JobRefError
+
+MARKER = "analysis.json"
+SAME_DATA_KEYS = ("name", "split", "text", "label")
+
+
+class AnalyzeError(ValueError):
+    """Inputs that cannot be analysed (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Side:
+    """One job's saved test predictions, ready to pair with another's."""
+
+    job: FinishedJob
+    preds: Predictions
+    names: list[str]
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.preds.probs.argmax(axis=1)
+
+
+def load_side(job: FinishedJob) -> Side:
+    from trainer.model import label_names
+
+    preds = load_predictions(job.dir)
+    if preds is None:
+        raise JobRefError(f"JOB: {job.dir} has no saved test predictions (test_predictions.npz)")
+    return Side(job=job, preds=preds, names=label_names(job.model_dir))
+
+
+def check_inputs(a: Side, b: Side | None, example: int | None) -> np.ndarray:
+    """Checks done before any work; returns the rows the analysis may use (A's test rows, or
+    the rows both jobs were tested on)."""
+    rows = a.preds.rows
+    if b is not None:
+        data_a, data_b = a.job.config.to_dict()["data"], b.job.config.to_dict()["data"]
+        for key in SAME_DATA_KEYS:
+            if data_a[key] != data_b[key]:
+                raise AnalyzeError(f"--against: the jobs were tested on different data (data.{key}: "
+                                   f"{data_a[key]!r} in {a.job.dir} vs {data_b[key]!r} in {b.job.dir}); "
+                                   "expected the same data set and split")
+        rows = np.intersect1d(a.preds.rows, b.preds.rows)
+        if len(rows) == 0:
+            raise AnalyzeError(f"--against: {a.job.dir} and {b.job.dir} share no test rows")
+    if example is not None and example not in set(rows.tolist()):
+        where = "test rows both jobs share" if b is not None else f"test rows of {a.job.dir}"
+        raise AnalyzeError(f"--example: row {example} is not among the {len(rows)} {where}; "
+                           f"expected one of the row ids analysis.md lists (e.g. {int(rows[0])})")
+    return rows
+
+
+def excerpt(text: str, limit: int = 220) -> str:
+    """One line of plain text for a markdown table cell."""
+    text = re.sub(r"<br\s*/?>", " ", html.unescape(text))
+    text = re.sub(r"\s+", " ", text).strip().replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _aligned(side: Side, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities of `side` at `rows` (which it holds)."""
+    position = {int(r): i for i, r in enumerate(side.preds.rows)}
+    idx = np.array([position[int(r)] for r in rows], dtype=np.int64)
+    return side.preds.labels[idx], side.preds.probs[idx]
+
+
+def confident_errors(labels: np.ndarray, probs: np.ndarray, top: int) -> np.ndarray:
+    """Positions of the wrong predictions, most confident first (ties: earlier row first)."""
+    wrong = np.flatnonzero(probs.argmax(axis=1) != labels)
+    order = np.argsort(-probs[wrong].max(axis=1), kind="stable")
+    return wrong[order][:top]
+
+
+def nearest_boundary(probs: np.ndarray, top: int) -> np.ndarray:
+    """Positions with the smallest margin between the two most likely classes."""
+    ranked = np.sort(probs, axis=1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    return np.argsort(margin, kind="stable")[:top]
+
+
+def paired_counts(labels: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray) -> dict[str, int]:
+    right_a, right_b = probs_a.argmax(axis=1) == labels, probs_b.argmax(axis=1) == labels
+    return {"both_right": int((right_a & right_b).sum()), "only_a": int((right_a & ~right_b).sum()),
+            "only_b": int((~right_a & right_b).sum()), "both_wrong": int((~right_a & ~right_b).sum())}
+
+
+def analyze(
+    a: Side, out: Path, *, against: Side | None = None, example: int | None = None, limit: int = 2000,
+    top: int = 10, attention_tokens: int = 48, force: bool = False,
+) -> dict[str, Any]:
+    """Write `out/analysis.md`, its PNGs and `analysis.json`; returns the summary."""
+    from trainer.data import load_rows
+    from trainer.io import atomic_dir, check_output_dir, write_json
+
+    rows = check_inputs(a, against, example)
+    check_output_dir(out, marker=MARKER, force=force)
+    cfg = a.job.config
+    merged, _ = load_rows(cfg.data)
+    text_of = dict(zip(rows.tolist(), merged.select(rows)[cfg.data.text], strict=True))
+    labels, probs = _aligned(a, rows)
+    summary: dict[str, Any] = {"job": str(a.job.dir), "test_rows": len(rows), "labels": a.names,
+                               "accuracy": float((probs.argmax(1) == labels).mean())}
+
+    with atomic_dir(out) as tmp:
+        # t-SNE of the pooled vectors, from the best checkpoint run again on the first rows.
+        subset = rows[:limit]
+        tsne = _tsne(a, [text_of[int(r)] for r in subset], labels[: len(subset)], probs[: len(subset)], tmp / "tsne.png")
+        summary["tsne"] = {"rows": len(subset), **tsne}
+
+        errors = confident_errors(labels, probs, top)
+        boundary = nearest_boundary(probs, top)
+        summary["errors"] = {"count": int((probs.argmax(1) != labels).sum()), "listed": rows[errors].tolist()}
+        summary["boundary"] = rows[boundary].tolist()
+
+        if example is not None:
+            chosen, why = example, "chosen with --example"
+        elif len(errors):
+            chosen, why = int(rows[errors[0]]), "the most confidently wrong test review"
+        else:
+            chosen, why = int(rows[boundary[0]]), "no test review is wrong; the one nearest the decision boundary"
+
+        compare: dict[str, Any] | None = None
+        if against is not None:
+            _, probs_b = _aligned(against, rows)
+            counts = paired_counts(labels, probs, probs_b)
+            disagree = np.flatnonzero(probs.argmax(1) != probs_b.argmax(1))
+            gap = np.abs(probs[disagree, labels[disagree]] - probs_b[disagree, labels[disagree]])
+            disagree = disagree[np.argsort(-gap, kind="stable")]
+            right_a, right_b = probs.argmax(1) == labels, probs_b.argmax(1) == labels
+            side_row = example if example is not None else (int(rows[disagree[0]]) if len(disagree) else chosen)
+            compare = {"job": str(against.job.dir), "counts": counts, "disagreements": len(disagree),
+                       "mcnemar_p": mcnemar_p(right_a, right_b), "listed": rows[disagree[:top]].tolist(),
+                       "attention_row": side_row, "probs_b": probs_b, "disagree": disagree}
+
+        _attention_plot([(a, text_of[chosen])], tmp / "attention.png", tokens=attention_tokens,
+                        title=f"row {chosen}: last-layer attention, mean over heads")
+        summary["attention_row"] = chosen
+        if compare is not None:
+            _attention_plot([(a, text_of[compare["attention_row"]]), (against, text_of[compare["attention_row"]])],  # type: ignore[list-item]
+                            tmp / "attention_vs.png", tokens=attention_tokens,
+                            title=f"row {compare['attention_row']}: A (left) vs B (right)")
+
+        md = _markdown(a, against, rows, labels, probs, text_of, errors=errors, boundary=boundary, chosen=chosen,
+                       why=why, tsne=summary["tsne"], compare=compare, top=top)
+        (tmp / "analysis.md").write_text(md)
+        if compare is not None:
+            summary["against"] = {k: v for k, v in compare.items() if k not in ("probs_b", "disagree")}
+        write_json(tmp / MARKER, summary)
+    return summary
+
+
+def _tsne(side: Side, texts: list[str], labels: np.ndarray, saved: np.ndarray, path: Path) -> dict[str, Any]:
+    from sklearn.manifold import TSNE
+
+    from trainer import inference
+
+    model, tokenizer = inference.load(side.job.dir)
+    outputs = inference.predict(model, tokenizer, texts, max_len=side.job.config.max_len, embeddings=True)
+    assert outputs.embeddings is not None
+    agree = float((outputs.probs.argmax(1) == saved.argmax(1)).mean())
+    n = len(texts)
+    points = (TSNE(n_components=2, perplexity=float(min(30.0, max(2.0, (n - 1) / 3))), init="pca", random_state=0)
+              .fit_transform(outputs.embeddings) if n >= 4 else np.zeros((n, 2)))
+    wrong = saved.argmax(1) != labels
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    colours = plt.get_cmap("tab10")
+    for k, name in enumerate(side.names):
+        keep = (labels == k) & ~wrong
+        ax.scatter(points[keep, 0], points[keep, 1], s=7, alpha=0.55, color=colours(k), label=f"{name}: correct")
+        miss = (labels == k) & wrong
+        ax.scatter(points[miss, 0], points[miss, 1], s=34, marker="x", linewidths=1.2, color=colours(k),
+                   label=f"{name}: misclassified")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t-SNE of pooled test vectors ({n} reviews), colour = true label", fontsize=9)
+    ax.legend(fontsize=7, markerscale=1.2)
+    _save(fig, path)
+    plt.close(fig)
+    return {"misclassified": int(wrong.sum()), "saved_vs_rerun_agreement": agree,
+            "max_prob_diff": float(np.abs(outputs.probs - saved).max()) if n else 0.0}
+
+
+def _attention_plot(panels: list[tuple[Side, str]], path: Path, *, tokens: int, title: str) -> None:
+    from trainer import inference
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False,
+                             layout="constrained")
+    for ax, (side, text) in zip(axes[0], panels, strict=True):
+        model, tokenizer = inference.load(side.job.dir, attention="eager")
+        names, weights = inference.last_layer_attention(model, tokenizer, text, max_len=side.job.config.max_len)
+        shown = min(tokens, len(names))
+        image = ax.imshow(weights[:shown, :shown], cmap="viridis", aspect="auto")
+        ax.set_xticks(range(shown), names[:shown], rotation=90, fontsize=6)
+        ax.set_yticks(range(shown), names[:shown], fontsize=6)
+        more = f", first {shown} of {len(names)} tokens" if shown < len(names) else ""
+        ax.set_title(f"{side.job.id} ({Path(side.job.config.model_path).name}, {side.job.config.pooling}{more})",
+                     fontsize=8)
+        ax.set_xlabel("attended token", fontsize=7)
+        ax.set_ylabel("attending token", fontsize=7)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.01)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _describe(side: Side) -> str:
+    c = side.job.config
+    r = side.job.result
+    return (f"`{side.job.dir}`: {Path(c.model_path).name}, {c.pooling} pooling, batch {c.batch_size}, lr {c.lr:g}, "
+            f"dropout {c.dropout:g}, max_len {c.max_len}, seed {c.seed}; status {r.get('status')}, "
+            f"val acc {r.get('val_acc', float('nan')):.4f}, test acc {r.get('test_acc', float('nan')):.4f}")
+
+
+def _markdown(
+    a: Side, b: Side | None, rows: np.ndarray, labels: np.ndarray, probs: np.ndarray, text_of: dict[int, str], *,
+    errors: np.ndarray, boundary: np.ndarray, chosen: int, why: str, tsne: dict[str, Any],
+    compare: dict[str, Any] | None, top: int,
+) -> str:
+    names = a.names
+    pred = probs.argmax(1)
+    n_wrong = int((pred != labels).sum())
+    lines = [f"# Analysis of job {a.job.id}", "", f"- A: {_describe(a)}"]
+    if b is not None:
+        lines.append(f"- B: {_describe(b)}")
+    lines += [
+        "",
+        f"Test rows analysed: {len(rows)}" + (" (those both jobs were tested on)" if b is not None else "")
+        + f"; A gets {n_wrong} wrong (accuracy {1 - n_wrong / len(rows):.4f}), from its saved test predictions "
+        "(best checkpoint). Row ids are positions in the merged train+test data.",
+        "",
+        "## t-SNE of the pooled test vectors",
+        "",
+        "![t-SNE](tsne.png)",
+        "",
+        f"The vectors the head sees, for the first {tsne['rows']} test rows, computed again from the best checkpoint; "
+        f"crosses are the {tsne['misclassified']} misclassified reviews. The re-run agrees with the saved predictions on "
+        f"{tsne['saved_vs_rerun_agreement']:.2%} of them (largest probability difference {tsne['max_prob_diff']:.1e}).",
+        "",
+        f"## Most confident errors ({len(errors)} of {n_wrong})",
+        "",
+    ]
+    if len(errors):
+        lines += ["| Row | True | Predicted | p(predicted) | Review |", "| ---: | --- | --- | ---: | --- |"]
+        lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} | {probs[i].max():.4f} "
+                  f"| {excerpt(text_of[int(rows[i])])} |" for i in errors]
+    else:
+        lines.append("None: every analysed test review is classified correctly.")
+    lines += ["", f"## Nearest the decision boundary ({len(boundary)})", "",
+              "| Row | True | Predicted | Probabilities | Review |", "| ---: | --- | --- | --- | --- |"]
+    lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} | "
+              + " / ".join(f"{names[k]} {p:.3f}" for k, p in enumerate(probs[i])) + f" | {excerpt(text_of[int(rows[i])])} |"
+              for i in boundary]
+    lines += ["", "## Attention", "", f"Row {chosen} ({why}): last layer, averaged over heads, eager attention.", "",
+              f"> {excerpt(text_of[chosen], 600)}", "", "![attention](attention.png)", ""]
+    if b is not None and compare is not None:
+        counts = compare["counts"]
+        probs_b = compare["probs_b"]
+        pred_b = probs_b.argmax(1)
+        lines += [
+            "## A against B",
+            "",
+            "| | B right | B wrong |",
+            "| --- | ---: | ---: |",
+            f"| **A right** | {counts['both_right']} | {counts['only_a']} |",
+            f"| **A wrong** | {counts['only_b']} | {counts['both_wrong']} |",
+            "",
+            f"They disagree on {compare['disagreements']} of {len(rows)} reviews; exact McNemar test on the "
+            f"{counts['only_a'] + counts['only_b']} discordant ones: p = {compare['mcnemar_p']:.4g}. One seed each: "
+            "a sweep over seeds (`sweep report`) says more.",
+            "",
+            f"### Where they disagree ({min(top, compare['disagreements'])} of {compare['disagreements']}, "
+            "largest difference in p(true label) first)",
+            "",
+        ]
+        if compare["disagreements"]:
+            lines += ["| Row | True | A says | B says | Review |", "| ---: | --- | --- | --- | --- |"]
+            lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} ({probs[i].max():.3f}) | "
+                      f"{b.names[pred_b[i]]} ({probs_b[i].max():.3f}) | {excerpt(text_of[int(rows[i])])} |"
+                      for i in compare["disagree"][:top]]
+        else:
+            lines.append("None.")
+        lines += ["", f"### Attention side by side (row {compare['attention_row']})", "",
+                  "![attention, A vs B](attention_vs.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""Which finished job a command means: a job directory, a job id, or `best:<sweep>`."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer.config import ConfigError, JobConfig, build_job
+from trainer.loop import FINISHED
+from trainer.model import CLASSIFIER_FILE, WEIGHTS_FILE
+
+JOB_ID = re.compile(r"[0-9a-f]{12}")
+
+
+class JobRefError(ValueError):
+    """The JOB argument names no finished job; the message says why and what is allowed."""
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    dir: Path
+    config: JobConfig
+    result: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return self.dir.name
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir / "model"
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / WEIGHTS_FILE
+
+    @property
+    def predictions(self) -> Path:
+        return self.dir / "test_predictions.npz"
+
+
+def resolve(ref: str, *, runs_dir: Path, storage: str | None = None) -> FinishedJob:
+    """The finished job that `ref` names, or JobRefError."""
+    if not ref.strip():
+        raise JobRefError("JOB is empty; expected a job directory, a job id or best:<sweep>")
+    if ref.startswith("best:"):
+        return finished(best_of_sweep(ref.removeprefix("best:"), runs_dir=runs_dir, storage=storage))
+    path = Path(ref)
+    if path.is_dir():
+        return finished(path)
+    if JOB_ID.fullmatch(ref):
+        candidates = sorted({d.resolve() for d in [runs_dir / ref, *runs_dir.glob(f"*/{ref}")] if d.is_dir()})
+        if not candidates:
+            raise JobRefError(f"JOB: no job {ref!r} under {runs_dir}/ (looked in {runs_dir}/*/{ref}); "
+                              "pass its directory or --runs-dir")
+        if len(candidates) > 1:
+            raise JobRefError(f"JOB: job id {ref!r} is in more than one sweep: "
+                              + ", ".join(str(c) for c in candidates) + "; pass one of these directories")
+        return finished(candidates[0])
+    raise JobRefError(f"JOB: {ref!r} is not a job directory, a job id (12 hex digits) under {runs_dir}/, "
+                      "or best:<sweep>")
+
+
+def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
+    """The directory of the sweep's completed job with the highest validation accuracy
+    (ties: the smallest job id, so the answer never depends on storage order)."""
+    from reports.collect import load_records
+    from sweeper.store import SweepStore, default_storage, open_storage, sweep_names
+
+    url = storage or default_storage(runs_dir)
+    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
+        raise JobRefError(f"JOB: best:{sweep} needs the sweep storage, and there is none at {url}; pass --storage")
+    backend = open_storage(url)
+    names = sweep_names(backend)
+    if sweep not in names:
+        raise JobRefError(f"JOB: no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}")
+    records = load_records(SweepStore(backend, sweep))
+    done = [r for r in records if r.status == "completed" and r.result and r.result.get("val_acc") is not None]
+    if not done:
+        states = sorted({r.status for r in records})
+        raise JobRefError(f"JOB: sweep {sweep!r} has no completed job yet (its jobs are {', '.join(states) or 'none'})")
+    best = min(done, key=lambda r: (-float(r.result["val_acc"]), r.job_id))  # type: ignore[index]
+    return runs_dir / sweep / best.job_id
+
+
+def finished(path: Path) -> FinishedJob:
+    """The job in `path`, if it has finished with a best checkpoint."""
+    if not (path / "config.json").is_file():
+        raise JobRefError(f"JOB: {path} is not a job directory (no config.json); "
+                          "expected a directory written by `sweep run`, `sweep grid` or `sweep optuna`")
+    result_path = path / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    status = result.get("status", "not started or still running")
+    if status not in FINISHED:
+        raise JobRefError(f"JOB: {path} has not finished (status: {status}); wait for it, or resume it with "
+                          "the same command that started it")
+    for needed in (path / WEIGHTS_FILE, path / "model" / CLASSIFIER_FILE):
+        if not needed.is_file():
+            raise JobRefError(f"JOB: {path} has no best checkpoint ({needed.name} is missing)")
+    try:
+        config = build_job(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+    except ConfigError as exc:
+        raise JobRefError(f"JOB: {exc}") from None
+    return FinishedJob(dir=path, config=config, result=result)

@@ -1,0 +1,66 @@
+"""Inference with a finished job's best checkpoint: class probabilities, the pooled vectors
+the head sees, and last-layer attention.
+
+Texts are tokenized exactly as in training (truncation at the job's max_len) and batched by
+length with dynamic padding, as evaluation is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.data import collate, encode_texts, eval_batches
+from trainer.model import WEIGHTS_FILE, Classifier, load_classifier
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load(job_dir: Path, *, device: torch.device | None = None, attention: str = "sdpa") -> tuple[Classifier, Any]:
+    """The job's best classifier (eval mode) and its tokenizer."""
+    device = device or default_device()
+    return load_classifier(job_dir / "model", job_dir / WEIGHTS_FILE, str(device), attention=attention)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    probs: np.ndarray  # (n, classes), float32, in the texts' order
+    embeddings: np.ndarray | None  # (n, hidden): the pooled vectors, where asked for
+
+
+@torch.inference_mode()
+def predict(
+    model: Classifier, tokenizer: Any, texts: list[str], *, max_len: int, batch_size: int = 64,
+    embeddings: bool = False,
+) -> Outputs:
+    device = next(model.parameters()).device
+    split = encode_texts(tokenizer, texts, max_len)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    probs = np.zeros((len(texts), model.head.out_features), dtype=np.float32)
+    pooled_all = np.zeros((len(texts), model.head.in_features), dtype=np.float32) if embeddings else None
+    for rows in eval_batches(split, batch_size):
+        batch = collate(split, rows, pad_id)
+        pooled, _ = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        probs[rows] = model.head(pooled).float().softmax(-1).cpu().numpy()
+        if pooled_all is not None:
+            pooled_all[rows] = pooled.float().cpu().numpy()
+    return Outputs(probs=probs, embeddings=pooled_all)
+
+
+@torch.inference_mode()
+def last_layer_attention(model: Classifier, tokenizer: Any, text: str, *, max_len: int) -> tuple[list[str], np.ndarray]:
+    """Tokens and the last layer's attention averaged over heads, (tokens, tokens): row i is
+    where token i attends. The model must use eager attention (`load(..., attention="eager")`)."""
+    device = next(model.parameters()).device
+    enc = tokenizer([text], truncation=True, max_length=max_len, return_tensors="pt")
+    _, out = model.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device), output_attentions=True)
+    if not getattr(out, "attentions", None):
+        raise RuntimeError(f"{type(model.encoder).__name__} returned no attention weights; load it with eager attention")
+    weights = out.attentions[-1][0].float().mean(dim=0).cpu().numpy()
+    return tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist()), weights
