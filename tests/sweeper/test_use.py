@@ -24,7 +24,8 @@ TEXTS = ["good great wonderful film", "bad awful boring plot", "the movie was an
 
 
 def write_labelled_dataset(directory: Path, n_train: int = 160, n_test: int = 80) -> Path:
-    """Parquet files whose label column is a ClassLabel (neg/pos), as IMDB's on the Hub."""
+    """Parquet files whose label column is a ClassLabel (neg/pos), as IMDB's on the Hub; one
+    review in five carries the other class's words, so a model must make some errors."""
     import datasets
 
     rng = random.Random(3)
@@ -32,7 +33,8 @@ def write_labelled_dataset(directory: Path, n_train: int = 160, n_test: int = 80
     directory.mkdir(parents=True)
     for name, n in (("train", n_train), ("test", n_test)):
         ys = [rng.randrange(2) for _ in range(n)]
-        rows = {"text": [review(rng, y, rng.randrange(4, 30)) for y in ys], "label": ys}
+        cues = [1 - y if rng.random() < 0.2 else y for y in ys]
+        rows = {"text": [review(rng, c, rng.randrange(4, 30)) for c in cues], "label": ys}
         datasets.Dataset.from_dict(rows, features=features).to_parquet(str(directory / f"{name}.parquet"))
     return directory
 
