@@ -3,7 +3,9 @@ time, and what one job's start-up costs (target: under 10% for one-minute jobs).
 
 Runs `sweep grid` on a grid of N real all-MiniLM-L6-v2 jobs sized to about a minute each on
 this machine, one at a time (so the sum of job times is the ideal wall time), with a warm
-tokenization cache; then times the pieces of a job's start-up in fresh processes.
+tokenization cache; then the same grid with `--parallel 2` (both cores shared by two jobs at one
+thread each: the makespan ratio says which default is faster); then times the pieces of a job's
+start-up in fresh processes.
 
     python bench/orchestrator_overhead.py --model ../shared/models/all-MiniLM-L6-v2 --data ../shared/data/imdb
 """
@@ -36,6 +38,9 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/imdb")
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--rows", type=int, default=640, help="training rows per job (~1 min at max_len 128)")
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2],
+                        help="run the grid once per value of sweep grid --parallel (overhead figures: the jobs "
+                             "run alone only with 1)")
     args = parser.parse_args()
     env = {**os.environ, "WANDB_MODE": "disabled"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,12 +57,18 @@ def main() -> None:
         (Path(tmp) / "w.yaml").write_text(yaml.safe_dump(warm))
         subprocess.run([*cmd[:4], str(Path(tmp) / "w.yaml"), *cmd[5:]], cwd=REPO, env=env, check=True,
                        capture_output=True)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True)
-        wall = time.perf_counter() - t0
-        results = [json.loads(p.read_text()) for p in Path(tmp, "runs", "overhead").glob("*/result.json")]
-        runtime = sum(r["runtime_s"] for r in results)
-        train = sum(r["train_seconds"] for r in results)
+        rows = []
+        for parallel in args.parallel:  # the same grid, warm cache, a fresh runs directory each time
+            runs = Path(tmp) / f"runs-p{parallel}"
+            run_cmd = [*cmd[:6], str(runs), *cmd[7:], "--parallel", str(parallel)]
+            t0 = time.perf_counter()
+            subprocess.run(run_cmd, cwd=REPO, env=env, check=True, capture_output=True)
+            wall = time.perf_counter() - t0
+            results = [json.loads(p.read_text()) for p in (runs / "overhead").glob("*/result.json")]
+            rows.append({"parallel": parallel, "jobs": len(results), "wall": wall,
+                         "runtime": sum(r["runtime_s"] for r in results),
+                         "train": sum(r["train_seconds"] for r in results),
+                         "val_acc": [round(r["val_acc"], 4) for r in sorted(results, key=lambda r: r["config"]["seed"])]})
         startup = {
             "python + `sweep` CLI imports (no torch)": timed("import sweeper.cli"),
             "import torch + transformers": timed("import torch, transformers"),
@@ -71,11 +82,14 @@ def main() -> None:
                 f"prepare(DataConfig(name={args.data!r}, limit={args.rows}, eval_limit=200), tok, 128, "
                 f"cache_dir=Path({str(cache)!r}))"),
         }
-    print("| jobs | sweep wall time | sum of jobs' runtime_s | sum of training time | overhead vs runtime | "
-          "overhead vs training |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {len(results)} | {wall:.1f} s | {runtime:.1f} s | {train:.1f} s | {(wall / runtime - 1) * 100:.1f}% | "
-          f"{(wall / train - 1) * 100:.1f}% |")
+    first = rows[0]
+    print("| --parallel | jobs | sweep wall time | vs first row | sum of jobs' runtime_s | sum of training time | "
+          "overhead vs runtime | overhead vs training | val acc per seed |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in rows:
+        print(f"| {r['parallel']} | {r['jobs']} | {r['wall']:.1f} s | {first['wall'] / r['wall']:.2f}x faster | "
+              f"{r['runtime']:.1f} s | {r['train']:.1f} s | {(r['wall'] / r['runtime'] - 1) * 100:.1f}% | "
+              f"{(r['wall'] / r['train'] - 1) * 100:.1f}% | {r['val_acc']} |")
     print()
     print("| start-up piece (fresh process) | seconds |")
     print("| --- | ---: |")

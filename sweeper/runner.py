@@ -17,8 +17,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,35 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
         return []
 
 
+@contextlib.contextmanager
+def interrupt_guard() -> Iterator[Callable[[], None]]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt at once, as usual, and is also remembered: one
+    that Python drops (it lands in a fork handler while a job is being started, "Exception
+    ignored in …") is raised again by the returned check, which the loops call before they look
+    at their children (whose exit code 130 must not read as a failure to retry).
+    An inherited "ignore SIGINT" (a background command of a non-interactive shell) is kept."""
+    pending: list[int] = []
+
+    def check() -> None:
+        if pending:
+            raise KeyboardInterrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        yield check
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        pending.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class Orchestrator:
     def __init__(self, grid: Grid, store: SweepStore, *, runs_dir: Path, slots: list[Slot], retries: int,
                  cache_dir: Path | None = None, poll_s: float = 0.5) -> None:
@@ -169,21 +199,24 @@ class Orchestrator:
 
     def run(self, on_tick: Callable[[Orchestrator], None] | None = None) -> dict[str, Progress]:
         self.store.sync(self.grid.jobs)
-        try:
-            while True:
-                self._poll_children()
-                by_job = self.store.trials_by_job()
-                remaining = self._refresh_states(by_job)
-                if not remaining and not self.running:
-                    break
-                self._start_jobs(remaining, by_job)
-                self._heartbeats()
-                if on_tick is not None:
-                    on_tick(self)
-                time.sleep(self.poll_s)
-        except BaseException:
-            self._stop_children()
-            raise
+        with interrupt_guard() as check_interrupt:
+            try:
+                while True:
+                    check_interrupt()
+                    self._poll_children()
+                    by_job = self.store.trials_by_job()
+                    remaining = self._refresh_states(by_job)
+                    if not remaining and not self.running:
+                        break
+                    self._start_jobs(remaining, by_job)
+                    self._heartbeats()
+                    if on_tick is not None:
+                        on_tick(self)
+                    time.sleep(self.poll_s)
+                check_interrupt()
+            except BaseException:
+                self._stop_children()
+                raise
         if on_tick is not None:
             on_tick(self)
         return self.progress

@@ -32,6 +32,7 @@ from sweeper.runner import (
     Progress,
     Slot,
     _read_result,
+    interrupt_guard,
     launch_job,
     log_tail,
     read_event_stream,
@@ -105,23 +106,26 @@ class StudyRunner:
         return len(self.study.get_trials(deepcopy=False, states=DONE))
 
     def run(self, on_tick: Callable[[StudyRunner], None] | None = None) -> None:
-        try:
-            while True:
-                self._poll()
-                self._fail_stale()
-                if self.finished() >= self.total and not self.running:
-                    break
-                self._start()
-                if self.exhausted and not self.running:
-                    # Everything left is under way on other workers: wait for them (or their failure).
+        with interrupt_guard() as check_interrupt:
+            try:
+                while True:
+                    check_interrupt()
+                    self._poll()
+                    self._fail_stale()
+                    if self.finished() >= self.total and not self.running:
+                        break
+                    self._start()
+                    if self.exhausted and not self.running:
+                        # Everything left is under way on other workers: wait for them (or their failure).
+                        time.sleep(self.poll_s)
+                        self.exhausted = False
+                    if on_tick is not None:
+                        on_tick(self)
                     time.sleep(self.poll_s)
-                    self.exhausted = False
-                if on_tick is not None:
-                    on_tick(self)
-                time.sleep(self.poll_s)
-        except BaseException:
-            self._stop_all()
-            raise
+                check_interrupt()
+            except BaseException:
+                self._stop_all()
+                raise
         if on_tick is not None:
             on_tick(self)
 

@@ -124,6 +124,15 @@ def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+def sigint_like_a_terminal() -> None:
+    """preexec_fn for a child that a test stops with Ctrl-C (SIGINT): a shell without job control
+    (e.g. `sh -c '… &'`) starts background commands with SIGINT ignored, and Python keeps an
+    ignored SIGINT ignored; a terminal's foreground process has the default disposition."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tiny_job(model: Path, data: Path, **overrides: object) -> dict:
     """A job mapping that trains a tiny model in a second or two."""
     job: dict = {"model": str(model), "max_len": 32, "batch_size": 16, "lr": 1e-3, "epochs": 2,

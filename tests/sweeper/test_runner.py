@@ -18,7 +18,7 @@ from sweeper.cli import app
 from sweeper.runner import Orchestrator, Running, make_slots
 from sweeper.spec import load_grid
 from sweeper.store import SweepStore, open_storage
-from tests.conftest import REPO, write_dataset
+from tests.conftest import REPO, sigint_like_a_terminal, write_dataset
 
 
 def grid_file(tmp_path: Path, model: Path, data: Path, *, name: str = "g", seeds: tuple = (1, 2),
@@ -186,7 +186,8 @@ def test_ctrl_c_stops_the_jobs_writes_their_state_and_the_next_run_continues(tin
     path = grid_file(tmp_path, tiny_models["bert"], data, epochs=3, seeds=(1,))
     runs = tmp_path / "runs"
     proc = subprocess.Popen(sweep_cmd(path, runs, "--parallel", "2"), cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=sigint_like_a_terminal)
     grid = load_grid(path)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and not any(

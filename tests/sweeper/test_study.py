@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from sweeper.cli import app
 from sweeper.search import load_space
-from tests.conftest import REPO, write_dataset
+from tests.conftest import REPO, sigint_like_a_terminal, write_dataset
 from trainer.config import ConfigError
 
 
@@ -132,7 +132,8 @@ def test_interrupting_and_rerunning_continues_the_same_study_to_its_total(tiny_m
     path = space_file(tmp_path, tiny_models["bert"], data, epochs=3)
     runs = tmp_path / "runs"
     proc = subprocess.Popen(cmd(path, runs, 4), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=sigint_like_a_terminal)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if (runs / "sweeps.journal").exists() and len(finished(study(runs))) >= 1:
