@@ -7,7 +7,9 @@ already finished or under way is dropped (failed as `surplus`), so workers never
 A worker that dies leaves its trial RUNNING: on PostgreSQL/SQLite, Optuna's heartbeat
 (`heartbeat_interval`, `grace_period`) fails it and `RetryHeartbeatStaleTrialCallback` enqueues a
 retry; on the journal file (no heartbeat there) a dead pid on this host does the same. A retry
-has the same parameters, hence the same job directory, and resumes from its last epoch.
+has the same parameters, hence the same job directory, and resumes from its last epoch. A
+trial asked by a worker stopped before it could record its pid is failed after the grace
+period (`orphaned`), so no study waits on it for ever.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class StudyRunner:
         self.running: dict[int, TrialRun] = {}
         self.progress: dict[int, Progress] = {}
         self.host, self.pid = socket.gethostname(), os.getpid()
+        self.asking: optuna.trial.Trial | None = None  # between ask() and its launch
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
         self.exhausted = False
         # Optuna wraps an RDB storage in a cache; the heartbeat lives on the RDB storage.
@@ -148,12 +151,13 @@ class StudyRunner:
             if under_way >= self.total:
                 self.exhausted = True
                 return
-            trial = self.study.ask()
+            self.asking = trial = self.study.ask()
             if self.heartbeats:  # at once: a trial with no heartbeat at all is never found stale
                 self.storage.record_heartbeat(trial._trial_id)
             if not self._budget_left(trial.number):
                 self.storage.set_trial_user_attr(trial._trial_id, "status", "surplus")
                 self.study.tell(trial, state=TrialState.FAIL)
+                self.asking = None
                 self.exhausted = True
                 return
             values = suggest(trial, self.space)
@@ -165,6 +169,7 @@ class StudyRunner:
             run = TrialRun(trial, job, free.pop(0), None, attempt=1)
             self.running[trial.number] = run
             self.progress[trial.number] = Progress(job, state="running", started=time.time(), note=f"#{trial.number}")
+            self.asking = None
             self._launch(run)
 
     def _launch(self, run: TrialRun) -> None:
@@ -253,16 +258,26 @@ class StudyRunner:
         if self.heartbeats:
             optuna.storages.fail_stale_trials(self.study)  # heartbeat + RetryHeartbeatStaleTrialCallback
             return
+        mine = {run.trial.number for run in self.running.values()}
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             attrs = trial.user_attrs
             dead = attrs.get("host") == self.host and attrs.get("pid") not in (None, self.pid) and not _alive(attrs["pid"])
-            if dead:
-                self.storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost")
+            # A worker records its pid within milliseconds of ask(); a trial still without one after
+            # the grace period was asked by a worker stopped in between (e.g. Ctrl-C): nobody runs it.
+            started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+            orphan = "pid" not in attrs and trial.number not in mine and time.time() - started > GRACE_S
+            if dead or orphan:
+                self.storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost" if dead else "orphaned")
                 self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                self.retry(self.study, self.storage.get_trial(trial._trial_id))
+                if dead:
+                    self.retry(self.study, self.storage.get_trial(trial._trial_id))
 
     def _stop_all(self) -> None:
         """Ctrl-C: stop the jobs, fail their trials and enqueue retries (the next run resumes them)."""
+        if self.asking is not None:  # asked, not yet launched: nothing to resume, just not left RUNNING
+            self.storage.set_trial_user_attr(self.asking._trial_id, "reason", "interrupted before it started")
+            self.storage.set_trial_state_values(self.asking._trial_id, TrialState.FAIL)
+            self.asking = None
         for run in self.running.values():
             if run.proc is not None and run.proc.poll() is None:
                 run.proc.send_signal(signal.SIGINT)

@@ -199,6 +199,23 @@ def postgres() -> Iterator[str]:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def test_a_trial_asked_by_a_worker_stopped_before_it_recorded_itself_does_not_block_the_study(
+        tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    """Ctrl-C between ask() and the worker's first attributes left a RUNNING trial that nobody
+    runs and nobody can recognise as dead (no pid): the study waited for it for ever."""
+    path = space_file(tmp_path, tiny_models["bert"], tiny_data, epochs=1)
+    runs = _mk(tmp_path / "runs")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / "sweeps.journal")))
+    orphan = optuna.create_study(study_name="s", storage=storage, direction="maximize").ask()
+    env = {**os.environ, "SWEEP_GRACE_S": "1"}
+    done = subprocess.run(cmd(path, runs, 2), cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    s = study(runs)
+    assert len(finished(s)) == 2
+    lost = s.trials[orphan.number]
+    assert lost.state == TrialState.FAIL and lost.user_attrs["reason"] == "orphaned"
+
+
 def test_two_workers_on_postgres_finish_exactly_n_trials(postgres: str, tiny_models: dict, tiny_data: Path,
                                                          tmp_path: Path) -> None:
     path = space_file(tmp_path, tiny_models["bert"], tiny_data)
