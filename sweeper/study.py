@@ -257,18 +257,21 @@ class StudyRunner:
         """Fail the trials of dead workers and enqueue their retries."""
         if self.heartbeats:
             optuna.storages.fail_stale_trials(self.study)  # heartbeat + RetryHeartbeatStaleTrialCallback
-            return
         mine = {run.trial.number for run in self.running.values()}
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             attrs = trial.user_attrs
-            dead = attrs.get("host") == self.host and attrs.get("pid") not in (None, self.pid) and not _alive(attrs["pid"])
+            dead = (not self.heartbeats and attrs.get("host") == self.host and attrs.get("pid") not in (None, self.pid)
+                    and not _alive(attrs["pid"]))
             # A worker records its pid within milliseconds of ask(); a trial still without one after
             # the grace period was asked by a worker stopped in between (e.g. Ctrl-C): nobody runs it.
             started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
             orphan = "pid" not in attrs and trial.number not in mine and time.time() - started > GRACE_S
             if dead or orphan:
-                self.storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost" if dead else "orphaned")
-                self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                try:
+                    self.storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost" if dead else "orphaned")
+                    self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                except RuntimeError:  # UpdateFinishedTrialError: another worker got there first
+                    continue
                 if dead:
                     self.retry(self.study, self.storage.get_trial(trial._trial_id))
 

@@ -241,7 +241,9 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried_by_the_surviv
     path = space_file(tmp_path, tiny_models["bert"], data, epochs=3)
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SWEEP_HEARTBEAT_S": "1", "SWEEP_GRACE_S": "4"}
-    victim = subprocess.Popen(cmd(path, runs, 3, "--storage", postgres, "--study", "pg2"), cwd=REPO, env=env,
+    # One slot per worker: the victim holds exactly one trial when it is killed.
+    victim = subprocess.Popen(cmd(path, runs, 3, "--storage", postgres, "--study", "pg2", "--parallel", "1"),
+                              cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the victim runs a trial
@@ -254,7 +256,8 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried_by_the_surviv
         time.sleep(0.2)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    survivor = subprocess.run(cmd(path, runs, 3, "--storage", postgres, "--study", "pg2"), cwd=REPO, env=env,
+    survivor = subprocess.run(cmd(path, runs, 3, "--storage", postgres, "--study", "pg2", "--parallel", "1"),
+                              cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
     assert survivor.returncode == 0, survivor.stderr
     s = optuna.load_study(study_name="pg2", storage=postgres)
