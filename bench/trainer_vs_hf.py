@@ -13,7 +13,9 @@ What is compared:
   over a shuffled DataLoader, no length grouping, same head as the Trainer;
 - `sweep-core (pooler)` and `sweep-core (cls)`: `trainer.loop.run_job`.
 Throughput is training samples (and real, unpadded tokens) per second of training time;
-accuracy is on the validation rows, after the epoch.
+accuracy is on the validation rows, after the epoch. On a GPU every contender runs in bf16
+and the model FLOPs utilisation is reported against a measured bf16 matmul peak;
+`--arch bert-base|modernbert-base` benchmarks that architecture with random weights.
 """
 
 from __future__ import annotations
@@ -36,6 +38,51 @@ import torch  # noqa: E402
 
 from trainer.config import build_job  # noqa: E402
 from trainer.data import load_rows, split_indices  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BF16 = DEVICE.type == "cuda" and torch.cuda.is_bf16_supported()  # the core's `precision: auto` does the same
+
+
+def build_architecture(arch: str, tokenizer_from: str, directory: Path, seed: int) -> str:
+    """A randomly initialised bert-base or ModernBERT-base (speed does not depend on the
+    weights), saved with the tokenizer of `tokenizer_from`, so no Hub access is needed."""
+    from transformers import AutoModel, AutoTokenizer, BertConfig, ModernBertConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    if arch == "bert-base":  # BertConfig's defaults are bert-base-uncased's shape
+        config = BertConfig(vocab_size=max(30522, len(tokenizer)), pad_token_id=tokenizer.pad_token_id)
+    else:  # ModernBertConfig's defaults are ModernBERT-base's shape
+        config = ModernBertConfig(pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+                                  sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+                                  eos_token_id=tokenizer.sep_token_id)
+    torch.manual_seed(seed)
+    AutoModel.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def matmul_peak_tflops(size: int = 8192, repeats: int = 50) -> float:
+    """Measured bf16 matrix-multiply throughput of this GPU (the MFU denominator)."""
+    a = torch.randn(size, size, device=DEVICE, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=DEVICE, dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - t0) / 1e12
+
+
+def training_tflops(model_dir: str, tokens_per_s: float) -> float:
+    """Model FLOPs of training, 6 x (non-embedding parameters) per real token (attention's
+    quadratic term left out, so MFU is a slight underestimate)."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(model_dir)
+    params = sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n)
+    return 6 * params * tokens_per_s / 1e12
 
 
 def rows_for(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -71,7 +118,7 @@ def bench_hf_trainer(args: argparse.Namespace, train: dict, val: dict) -> dict:
             output_dir=out, per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
             learning_rate=args.lr, lr_scheduler_type="constant", num_train_epochs=1, seed=args.seed,
             weight_decay=0.0, report_to=[], save_strategy="no", eval_strategy="no", logging_steps=50,
-            dataloader_num_workers=0, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0, disable_tqdm=True, use_cpu=DEVICE.type == "cpu", bf16=BF16,
         )
         trainer = Trainer(model=model, args=targs, train_dataset=train_ds,
                           data_collator=DataCollatorWithPadding(tok))
@@ -97,13 +144,15 @@ def bench_users_loop(args: argparse.Namespace, train: dict, val: dict) -> dict:
         return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(split["label"]))
 
     train_ds, val_ds = tensors(train), tensors(val)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(train_ds, batch_size=args.batch, shuffle=True)
+    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=BF16)
     model.train()
     t0 = time.perf_counter()
     for ids, mask, labels in loader:
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with autocast:
+            loss = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), labels=labels.to(DEVICE)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -111,9 +160,10 @@ def bench_users_loop(args: argparse.Namespace, train: dict, val: dict) -> dict:
     seconds = time.perf_counter() - t0
     model.eval()
     correct = 0
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for ids, mask, labels in DataLoader(val_ds, batch_size=64):
-            correct += int((model(input_ids=ids, attention_mask=mask).logits.argmax(-1) == labels).sum())
+            logits = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE)).logits
+            correct += int((logits.argmax(-1).cpu() == labels).sum())
     tokens = int(train_ds.tensors[1].sum())
     return {"name": "users-loop", "seconds": seconds, "samples_per_s": len(train_ds) / seconds,
             "tokens_per_s": tokens / seconds, "val_acc": correct / len(val_ds)}
@@ -144,11 +194,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="*", default=["hf-trainer", "users-loop", "pooler", "cls"])
     parser.add_argument("--json", type=Path, default=Path("bench/results/trainer_vs_hf.json"))
+    parser.add_argument("--arch", choices=["pretrained", "bert-base", "modernbert-base"], default="pretrained",
+                        help="bert-base / modernbert-base: that architecture, randomly initialised from its config, "
+                             "with --model's tokenizer (no Hub needed; for speed only, not accuracy)")
     args = parser.parse_args()
+    if args.arch == "modernbert-base" and "pooler" in args.only:
+        args.only.remove("pooler")  # ModernBERT has no pooler; the Trainer's ModernBERT head pools by itself
 
     train, val = rows_for(args)
     results = []
     with tempfile.TemporaryDirectory() as cache:
+        if args.arch != "pretrained":
+            args.model = build_architecture(args.arch, args.model, Path(cache) / args.arch, args.seed)
         for name in args.only:
             print(f"== {name}", file=sys.stderr, flush=True)
             if name == "hf-trainer":
@@ -158,11 +215,17 @@ def main() -> None:
             else:
                 results.append(bench_core(args, name, Path(cache)))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        if DEVICE.type == "cuda":
+            peak = matmul_peak_tflops()
+            for r in results:
+                r["model_tflops"] = training_tflops(args.model, r["tokens_per_s"])
+                r["mfu"] = r["model_tflops"] / peak
+            print(f"bf16 matmul peak: {peak:.0f} TFLOP/s", file=sys.stderr)
     base = next((r for r in results if r["name"] == "hf-trainer"), results[0])
     import transformers
 
     meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}",
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "bf16": BF16,
             "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"),
             "command": " ".join(["python"] + sys.argv), "args": vars(args) | {"json": str(args.json)}}
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +233,9 @@ def main() -> None:
     print(f"| run | train samples/s | real tokens/s | vs Trainer | val acc ({args.eval_rows} rows) |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for r in results:
+        mfu = f" | MFU {r['mfu']:.1%}" if "mfu" in r else ""
         print(f"| {r['name']} | {r['samples_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
-              f"{r['samples_per_s'] / base['samples_per_s']:.2f}x | {r['val_acc']:.4f} |")
+              f"{r['samples_per_s'] / base['samples_per_s']:.2f}x | {r['val_acc']:.4f}{mfu} |")
 
 
 if __name__ == "__main__":
