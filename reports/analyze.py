@@ -10,8 +10,7 @@ attention on one of them. Everything is written to a temporary directory renamed
 
 from __future__ import annotations
 
-import html
-import re
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from reports.collect import Predictions, load_predictions
 from reports.plots import _pyplot, _save
 from reports.stats import mcnemar_p
 from sweeper.jobs import FinishedJob, JobRefError
+from sweeper.texts import excerpt
 
 MARKER = "analysis.json"
 SAME_DATA_KEYS = ("name", "split", "text", "label")
@@ -72,13 +72,6 @@ def check_inputs(a: Side, b: Side | None, example: int | None) -> np.ndarray:
         raise AnalyzeError(f"--example: row {example} is not among the {len(rows)} {where}; "
                            f"expected one of the row ids analysis.md lists (e.g. {int(rows[0])})")
     return rows
-
-
-def excerpt(text: str, limit: int = 220) -> str:
-    """One line of plain text for a markdown table cell."""
-    text = re.sub(r"<br\s*/?>", " ", html.unescape(text))
-    text = re.sub(r"\s+", " ", text).strip().replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _aligned(side: Side, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,12 +149,13 @@ def analyze(
                        "mcnemar_p": mcnemar_p(right_a, right_b), "listed": rows[disagree[:top]].tolist(),
                        "attention_row": side_row, "probs_b": probs_b, "disagree": disagree}
 
-        _attention_plot([(a, text_of[chosen])], tmp / "attention.png", tokens=attention_tokens,
+        eager = functools.cache(_eager_model)  # A's model serves both attention figures
+        _attention_plot([(a, text_of[chosen])], tmp / "attention.png", eager, tokens=attention_tokens,
                         title=f"row {chosen}: last-layer attention, mean over heads")
         summary["attention_row"] = chosen
         if compare is not None:
             _attention_plot([(a, text_of[compare["attention_row"]]), (against, text_of[compare["attention_row"]])],  # type: ignore[list-item]
-                            tmp / "attention_vs.png", tokens=attention_tokens,
+                            tmp / "attention_vs.png", eager, tokens=attention_tokens,
                             title=f"row {compare['attention_row']}: A (left) vs B (right)")
 
         md = _markdown(a, against, rows, labels, probs, text_of, errors=errors, boundary=boundary, chosen=chosen,
@@ -205,14 +199,20 @@ def _tsne(side: Side, texts: list[str], labels: np.ndarray, saved: np.ndarray, p
             "max_prob_diff": float(np.abs(outputs.probs - saved).max()) if n else 0.0}
 
 
-def _attention_plot(panels: list[tuple[Side, str]], path: Path, *, tokens: int, title: str) -> None:
+def _eager_model(job_dir: Path) -> tuple[Any, Any]:
+    from trainer import inference
+
+    return inference.load(job_dir, attention="eager")
+
+
+def _attention_plot(panels: list[tuple[Side, str]], path: Path, load: Any, *, tokens: int, title: str) -> None:
     from trainer import inference
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False,
                              layout="constrained")
     for ax, (side, text) in zip(axes[0], panels, strict=True):
-        model, tokenizer = inference.load(side.job.dir, attention="eager")
+        model, tokenizer = load(side.job.dir)
         names, weights = inference.last_layer_attention(model, tokenizer, text, max_len=side.job.config.max_len)
         shown = min(tokens, len(names))
         image = ax.imshow(weights[:shown, :shown], cmap="viridis", aspect="auto")

@@ -169,17 +169,15 @@ def status(
 ) -> None:
     """Print each sweep's jobs and states from the storage, from any shell, at any time."""
     from sweeper import view
-    from sweeper.store import SweepStore, default_storage, open_storage, sweep_names
+    from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
 
     url = storage or default_storage(runs_dir)
-    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
-        err.print(f"[bold red]error:[/] no sweep storage at {url}; run `sweep grid` first or pass --storage")
-        raise typer.Exit(code=2)
+    if why := missing_storage(url):
+        raise _fail(ValueError(why))
     backend = open_storage(url)
     names = sweep_names(backend)
     if sweep is not None and sweep not in names:
-        err.print(f"[bold red]error:[/] no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}")
-        raise typer.Exit(code=2)
+        raise _fail(ValueError(f"no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}"))
     for name in [sweep] if sweep else names:
         store = SweepStore(backend, name)
         keys, rows = view.status_rows(store, runs_dir)
@@ -257,18 +255,16 @@ def report(
     """Result tables, paired comparisons and plots: runs/<sweep>/report.md and runs/REPORT.md."""
     from reports import tables
     from reports.build import generate
-    from sweeper.store import default_storage
+    from sweeper.store import default_storage, missing_storage
 
     url = storage or default_storage(runs_dir)
-    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
-        err.print(f"[bold red]error:[/] no sweep storage at {url}; run `sweep grid` first or pass --storage")
-        raise typer.Exit(code=2)
+    if why := missing_storage(url):
+        raise _fail(ValueError(why))
     try:
         reports = generate(storage=url, runs_dir=runs_dir, sweeps=sweeps or None, baseline=baseline,
                            fmt=format_.value, plots=plots)
     except ValueError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(code=2) from None
+        raise _fail(exc) from None
     if format_ == ReportFormat.csv:
         typer.echo(tables.to_csv(reports), nl=False)
     elif format_ == ReportFormat.json:
@@ -320,7 +316,7 @@ def predict(
     """Labels and probabilities from a finished job's best checkpoint."""
     import json
 
-    from sweeper.texts import TextsError, from_arguments, from_file
+    from sweeper.texts import TextsError, excerpt, from_arguments, from_file
 
     if bool(texts) == (file is not None):
         raise _fail(ValueError("give the texts as arguments or with --file (one of the two)"))
@@ -341,8 +337,6 @@ def predict(
                                    "probs": {n: float(v) for n, v in zip(names, p, strict=True)}}))
         return
     from rich.table import Table
-
-    from reports.analyze import excerpt
 
     table = Table(title=f"job {finished.id} ({finished.config.model_path}, {finished.config.pooling})")
     table.add_column("#", justify="right")

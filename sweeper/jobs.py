@@ -68,11 +68,11 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
     """The directory of the sweep's completed job with the highest validation accuracy
     (ties: the smallest job id, so the answer never depends on storage order)."""
     from reports.collect import load_records
-    from sweeper.store import SweepStore, default_storage, open_storage, sweep_names
+    from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
 
     url = storage or default_storage(runs_dir)
-    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
-        raise JobRefError(f"JOB: best:{sweep} needs the sweep storage, and there is none at {url}; pass --storage")
+    if why := missing_storage(url):
+        raise JobRefError(f"JOB: best:{sweep} needs the sweep storage: {why}")
     backend = open_storage(url)
     names = sweep_names(backend)
     if sweep not in names:

@@ -46,6 +46,13 @@ def default_storage(runs_dir: Path) -> str:
     return str(runs_dir / "sweeps.journal")
 
 
+def missing_storage(url: str) -> str | None:
+    """Why `url` holds no sweeps yet (a journal file that does not exist), or None."""
+    if "://" not in url and not Path(url.removeprefix("journal:")).exists():
+        return f"no sweep storage at {url}; run `sweep grid` first or pass --storage"
+    return None
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """A storage URL (sqlite:///…, postgresql://…) or a journal file path (the default)."""
     if "://" in url:

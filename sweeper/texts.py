@@ -1,12 +1,22 @@
-"""Texts to classify, from the command line or a file (.txt, .csv, .jsonl), checked up front."""
+"""Texts to classify, from the command line or a file (.txt, .csv, .jsonl), checked up front;
+and texts shown in a table cell."""
 
 from __future__ import annotations
 
 import csv
+import html
 import json
+import re
 from pathlib import Path
 
 FORMATS = (".txt", ".csv", ".jsonl")
+
+
+def excerpt(text: str, limit: int = 220) -> str:
+    """One line of plain text for a markdown table cell."""
+    text = re.sub(r"<br\s*/?>", " ", html.unescape(text))
+    text = re.sub(r"\s+", " ", text).strip().replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 class TextsError(ValueError):
