@@ -110,6 +110,11 @@ Parallel = Annotated[
 Retries = Annotated[int, typer.Option(min=0, help="Retries of a failed job.")]
 CacheDir = Annotated[Path | None, typer.Option(help="Tokenization cache (env SWEEP_CACHE_DIR).")]
 LiveView = Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")]
+WarmStart = Annotated[
+    bool,
+    typer.Option(help="Start each slot's next job process while its current job runs, so the imports are done "
+                      "when the slot frees (sweeper/process.py; measured in docs/benchmarks.md)."),
+]
 
 
 @app.command()
@@ -125,6 +130,7 @@ def grid(
     cache_dir: CacheDir = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded jobs; run nothing.")] = False,
     live: LiveView = True,
+    warm_start: WarmStart = True,
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
     from sweeper.spec import load_grid
@@ -143,7 +149,8 @@ def grid(
 
     slots = _slots(gpus, jobs_per_gpu, parallel)
     store = SweepStore(open_storage(storage or default_storage(runs_dir)), spec.name, lock_dir=runs_dir)
-    orchestrator = Orchestrator(spec, store, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir)
+    orchestrator = Orchestrator(spec, store, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir,
+                                warm=warm_start)
     keys = spec.varied
 
     def table() -> Any:
@@ -198,6 +205,7 @@ def optuna(
     retries: Retries = 1,
     cache_dir: CacheDir = None,
     live: LiveView = True,
+    warm_start: WarmStart = True,
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
     import optuna as _optuna
@@ -219,7 +227,7 @@ def optuna(
                                      pruner=space.make_pruner(), direction="maximize", load_if_exists=True)
     the_study.set_user_attr("description", space.description)
     runner = StudyRunner(space, the_study, runs_dir=runs_dir, slots=slots, trials=trials, retries=retries,
-                         cache_dir=cache_dir)
+                         cache_dir=cache_dir, warm=warm_start)
     keys = [p.name for p in space.params]
 
     def table() -> Any:

@@ -9,14 +9,12 @@ each job directory is locked by the job process itself, so a job never runs twic
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from sweeper.process import COMMAND, WarmPool, die_with_parent
 from sweeper.spec import Grid, Job
 from sweeper.store import FINISHED, HEARTBEAT_S, SweepStore
 
@@ -70,26 +69,31 @@ def visible_gpus() -> list[int]:
     return list(range(len([line for line in out.splitlines() if line.startswith("GPU ")])))
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def launch_job(job_dir: Path, config: dict[str, Any], slot: Slot, *, attempt: int, cache_dir: Path | None,
-               env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start `sweep run` on a job directory in a child that dies with this process."""
+               env: dict[str, str], warm: WarmPool | None = None) -> subprocess.Popen[bytes]:
+    """Start `sweep run` on a job directory in a child that dies with this process: the slot's
+    warm spare when it has one (sweeper/process.py), else a fresh process."""
     from trainer.io import write_json
 
     job_dir.mkdir(parents=True, exist_ok=True)
     write_json(job_dir / "job.json", config)
-    cmd = [sys.executable, "-m", "sweeper.cli", "run", str(job_dir / "job.json"), "--out", str(job_dir), "--no-progress"]
+    args = ["run", str(job_dir / "job.json"), "--out", str(job_dir), "--no-progress"]
     if cache_dir is not None:
-        cmd += ["--cache-dir", str(cache_dir)]
-    with open(job_dir / "job.log", "ab") as out:
-        out.write(f"\n== attempt {attempt} on {slot.name} at {time.strftime('%F %T')}\n".encode())
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+        args += ["--cache-dir", str(cache_dir)]
+    log_path = job_dir / "job.log"
+    spare = warm.take(slot) if warm is not None else None
+    with open(log_path, "ab") as out:
+        out.write(f"\n== attempt {attempt} on {slot.name} at {time.strftime('%F %T')}"
+                  f"{' (warm start)' if spare else ''}\n".encode())
+        out.flush()
+        if spare is not None:
+            if spare.give(args, env, log_path):
+                return spare.proc
+            out.write(b"(its warm process was gone: starting a fresh one)\n")
+            out.flush()
+        return subprocess.Popen([*COMMAND, *args], stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1", **env},
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - only a prctl call
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
 
 
 @dataclass
@@ -182,7 +186,7 @@ def interrupt_guard() -> Iterator[Callable[[], None]]:
 
 class Orchestrator:
     def __init__(self, grid: Grid, store: SweepStore, *, runs_dir: Path, slots: list[Slot], retries: int,
-                 cache_dir: Path | None = None, poll_s: float = 0.5) -> None:
+                 cache_dir: Path | None = None, poll_s: float = 0.5, warm: bool = True) -> None:
         self.grid = grid
         self.store = store
         self.sweep_dir = runs_dir / grid.name
@@ -194,6 +198,7 @@ class Orchestrator:
         self.progress = {job.id: Progress(job) for job in grid.jobs}
         self.gave_up: set[str] = set()  # failed in this run after its retries
         self.ran = 0
+        self.warm = WarmPool(self.sweep_dir / ".warm", enabled=warm)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -209,6 +214,7 @@ class Orchestrator:
                     if not remaining and not self.running:
                         break
                     self._start_jobs(remaining, by_job)
+                    self._prime(remaining)
                     self._heartbeats()
                     if on_tick is not None:
                         on_tick(self)
@@ -217,6 +223,8 @@ class Orchestrator:
             except BaseException:
                 self._stop_children()
                 raise
+            finally:
+                self.warm.close()
         if on_tick is not None:
             on_tick(self)
         return self.progress
@@ -266,6 +274,12 @@ class Orchestrator:
                 continue  # another worker has it
             self._launch(job, trial._trial_id, free.pop(0), attempt=1)
 
+    def _prime(self, remaining: list[Job]) -> None:
+        """Warm processes for the busy slots, as many as jobs still wait to start here."""
+        waiting = sum(job.id not in self.running and self.progress[job.id].state != "running" for job in remaining)
+        self.warm.release(keep=waiting)
+        self.warm.prime([run.slot for run in self.running.values()][:waiting])
+
     def _job_config(self, job: Job) -> dict[str, Any]:
         """The configuration to run: the grid's, or the one an out-of-memory retry stored."""
         path = self.sweep_dir / job.id / "job.json"
@@ -277,7 +291,8 @@ class Orchestrator:
     def _launch(self, job: Job, trial_id: int, slot: Slot, *, attempt: int, config: dict | None = None) -> None:
         config = config or self._job_config(job)
         env = {"WANDB_RUN_GROUP": self.grid.name, "WANDB_NAME": f"{self.grid.name}/{job.id}", "WANDB_RUN_ID": job.id}
-        proc = launch_job(self.sweep_dir / job.id, config, slot, attempt=attempt, cache_dir=self.cache_dir, env=env)
+        proc = launch_job(self.sweep_dir / job.id, config, slot, attempt=attempt, cache_dir=self.cache_dir, env=env,
+                          warm=self.warm)
         self.running[job.id] = Running(job, trial_id, slot, proc, time.time(), attempt, config)
         self.store.set_attr(trial_id, "slot", slot.name)
         p = self.progress[job.id]

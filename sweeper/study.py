@@ -28,6 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweeper.process import WarmPool
 from sweeper.runner import (
     EXIT_BUSY,
     EXIT_CONFIG,
@@ -86,7 +87,7 @@ class TrialRun:
 
 class StudyRunner:
     def __init__(self, space: Space, study: optuna.Study, *, runs_dir: Path, slots: list[Slot], trials: int,
-                 retries: int, cache_dir: Path | None = None, poll_s: float = 0.5) -> None:
+                 retries: int, cache_dir: Path | None = None, poll_s: float = 0.5, warm: bool = True) -> None:
         self.space = space
         self.study = study
         self.storage: Any = study._storage
@@ -102,6 +103,7 @@ class StudyRunner:
         self.asking: optuna.trial.Trial | None = None  # between ask() and its launch
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
         self.exhausted = False
+        self.warm = WarmPool(self.dir / ".warm", enabled=warm)
         # Optuna wraps an RDB storage in a cache; the heartbeat lives on the RDB storage.
         self.heartbeats = isinstance(getattr(self.storage, "_backend", self.storage), optuna.storages.RDBStorage)
 
@@ -118,6 +120,7 @@ class StudyRunner:
                     if self.finished() >= self.total and not self.running:
                         break
                     self._start()
+                    self._prime()
                     if self.exhausted and not self.running:
                         # Everything left is under way on other workers: wait for them (or their failure).
                         time.sleep(self.poll_s)
@@ -129,6 +132,8 @@ class StudyRunner:
             except BaseException:
                 self._stop_all()
                 raise
+            finally:
+                self.warm.close()
         if on_tick is not None:
             on_tick(self)
 
@@ -172,11 +177,17 @@ class StudyRunner:
             self.asking = None
             self._launch(run)
 
+    def _prime(self) -> None:
+        """Warm processes for the busy slots, as many as trials are still to start."""
+        left = 0 if self.exhausted else max(0, self.total - self.finished() - len(self.running))
+        self.warm.release(keep=left)
+        self.warm.prime([run.slot for run in self.running.values() if run.proc is not None][:left])
+
     def _launch(self, run: TrialRun) -> None:
         env = {"WANDB_RUN_GROUP": self.study.study_name, "WANDB_NAME": f"{self.study.study_name}/{run.trial.number}",
                "WANDB_RUN_ID": f"{run.job.id}-t{run.trial.number}"}
         run.proc = launch_job(self.dir / run.job.id, run.job.config.to_dict(), run.slot, attempt=run.attempt,
-                              cache_dir=self.cache_dir, env=env)
+                              cache_dir=self.cache_dir, env=env, warm=self.warm)
         run.last_beat = 0.0
 
     # -- watching -------------------------------------------------------------------------------

@@ -210,3 +210,115 @@ def test_ctrl_c_stops_the_jobs_writes_their_state_and_the_next_run_continues(tin
         result = json.loads((runs / "g" / job.id / "result.json").read_text())
         assert result["status"] in ("completed", "collapsed") and events(runs / "g" / job.id, "end") == 1
     assert any(json.loads((runs / "g" / j.id / "result.json").read_text())["resumed"] for j in interrupted)
+
+
+def spare_processes(marker: Path) -> list[int]:
+    """Live `sweeper.process --spare` processes whose early log lies under MARKER."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--spare" in cmdline and any(str(marker).encode() in arg for arg in cmdline):
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_warm_started_jobs_give_the_cold_results_and_leave_no_process_behind(
+    tiny_models: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    path = grid_file(tmp_path, tiny_models["bert"], tiny_data, models=[str(tiny_models["bert"])], seeds=(1, 2, 3),
+                     epochs=1)
+    grid = load_grid(path)
+    results = {}
+    for mode in ("--warm-start", "--no-warm-start"):
+        runs = tmp_path / mode.strip("-")
+        done = subprocess.run(sweep_cmd(path, runs, "--parallel", "1", mode), cwd=REPO, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        results[mode] = {j.id: json.loads((runs / "g" / j.id / "result.json").read_text()) for j in grid.jobs}
+        logs = {j.id: (runs / "g" / j.id / "job.log").read_text() for j in grid.jobs}
+        warm = [log for log in logs.values() if "(warm start)" in log]
+        # one slot: the first job starts cold, each later one in the spare started while its predecessor ran
+        assert len(warm) == (len(grid.jobs) - 1 if mode == "--warm-start" else 0), logs
+        for job_id, log in logs.items():  # the job's own output is in its log either way
+            assert "epoch 1/1" in log and f"job {job_id}: " in log, log
+        assert not (runs / "g" / ".warm").exists()  # the spares' early logs are gone
+        assert spare_processes(runs) == []
+    for job in grid.jobs:
+        a, b = results["--warm-start"][job.id], results["--no-warm-start"][job.id]
+        assert (a["status"], a["best_epoch"]) == (b["status"], b["best_epoch"])
+        for key in ("val_acc", "test_acc", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), (job.id, key)
+
+
+def test_a_spare_that_died_means_a_cold_start_and_an_unused_one_is_killed(
+    tiny_models: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    from sweeper.process import WarmPool
+    from sweeper.runner import launch_job
+
+    slot = make_slots(gpus=None, jobs_per_gpu=1, parallel=1)[0]
+    pool = WarmPool(tmp_path / ".warm")
+    pool.prime([slot])
+    (spare,) = pool.spares.values()
+    assert spare.early_log.exists()
+    # Only its import thread is niced: the process's main thread (the job's) keeps priority 0.
+    assert os.getpriority(os.PRIO_PROCESS, spare.proc.pid) == 0
+    spare.proc.kill()
+    spare.proc.wait()
+    grid = load_grid(grid_file(tmp_path, tiny_models["bert"], tiny_data, models=[str(tiny_models["bert"])],
+                               seeds=(1,), epochs=1))
+    job_dir = tmp_path / "runs" / "job"
+    proc = launch_job(job_dir, grid.jobs[0].config.to_dict(), slot, attempt=1, cache_dir=None, env={}, warm=pool)
+    assert proc.pid != spare.proc.pid and proc.wait(timeout=120) == 0
+    assert "(warm start)" not in (job_dir / "job.log").read_text()
+    assert "test_acc" in json.loads((job_dir / "result.json").read_text())  # it ran to the end
+    assert not spare.early_log.exists() and pool.spares == {}
+    pool.prime([slot])  # a spare nobody needs: closing the pool kills it and tidies up
+    (unused,) = pool.spares.values()
+    pool.close()
+    assert unused.proc.poll() is not None and not (tmp_path / ".warm").exists()
+
+
+def test_a_job_process_exits_with_its_command_s_code(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    from sweeper.process import COMMAND
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": str(tiny_models["bert"]), "data": {"name": str(tiny_data)},
+                                   "pooling": "max"}))
+    done = subprocess.run([*COMMAND, "run", str(bad), "--out", str(tmp_path / "out")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pooling" in done.stderr and "bad.yaml" in done.stderr
+
+
+def test_a_warm_started_job_closes_its_wandb_run_like_a_cold_one(tiny_models: dict, tiny_data: Path,
+                                                                  tmp_path: Path) -> None:
+    """The quick exit still runs the exit handlers: the offline W&B run on disk is the same as
+    the one a plain `sweep run` (normal interpreter shutdown) leaves."""
+    path = grid_file(tmp_path, tiny_models["bert"], tiny_data, models=[str(tiny_models["bert"])], seeds=(1, 2),
+                     epochs=1)
+    grid = load_grid(path)
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    runs = tmp_path / "runs"
+    done = subprocess.run(sweep_cmd(path, runs, "--parallel", "1"), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    warm = next(runs / "g" / j.id for j in grid.jobs if "(warm start)" in (runs / "g" / j.id / "job.log").read_text())
+    plain = tmp_path / "plain"
+    cold = subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(warm / "job.json"), "--out", str(plain),
+                           "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert cold.returncode == 0, cold.stderr
+
+    def run_files(job_dir: Path) -> dict[str, int]:
+        (run,) = (job_dir / "wandb").glob("offline-run-*")
+        return {str(p.relative_to(run)): p.stat().st_size for p in run.rglob("*") if p.is_file()}
+
+    def last_line(job_dir: Path) -> str:
+        (run,) = (job_dir / "wandb").glob("offline-run-*")
+        return (run / "logs" / "debug.log").read_text().splitlines()[-1].split("]", 1)[-1]
+
+    a, b = run_files(warm), run_files(plain)
+    assert a.keys() == b.keys() and all(a.values())
+    assert last_line(warm) == last_line(plain)

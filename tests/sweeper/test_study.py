@@ -97,6 +97,9 @@ def test_a_six_trial_study_completes(tiny_models: dict, tiny_data: Path, tmp_pat
         result = json.loads((runs / "s" / t.user_attrs["job_id"] / "result.json").read_text())
         assert t.value == result["val_acc"] and t.user_attrs["result"]["test_acc"] == result["test_acc"]
         assert sorted(t.intermediate_values) == [1, 2]  # each epoch reported
+    logs = [(runs / "s" / t.user_attrs["job_id"] / "job.log").read_text() for t in s.trials]
+    assert sum("(warm start)" in log for log in logs) >= 2  # later trials start in processes made ready for them
+    assert not (runs / "s" / ".warm").exists()
     assert "best trial" in done.stdout
     # a second run with the same total does nothing more
     again = subprocess.run(cmd(space_file(tmp_path, tiny_models["bert"], tiny_data), runs, 6), cwd=REPO,

@@ -1,0 +1,193 @@
+"""A job's own process: how the orchestrator starts it (warm or cold) and how it ends.
+
+Warm starts. A fresh job process spends about 4 s importing torch, transformers and datasets
+before it even loads its model (docs/benchmarks.md), and its slot does nothing meanwhile. So
+while a slot's job runs, the orchestrator starts the slot's next process, `python -m
+sweeper.process --spare`: it does those imports in a thread at the lowest CPU priority (nice 19,
+that thread only: it takes only what the running jobs leave idle), then waits on its stdin. When
+the slot frees, the orchestrator writes the next job's `sweep run` arguments there and the
+process runs them exactly as a fresh `sweep run` would: the same arguments, environment (the
+slot's, set when it started, plus the job's own), log, and exit code. One process still runs one
+job, and only one.
+
+A spare that died or cannot be reached is dropped and the job starts cold (`python -m
+sweeper.process run ...`); a spare nobody needed is killed when the sweep ends (and dies with the
+orchestrator, like any job).
+
+Quick exits. Once `sweep run` has returned (its result, checkpoints, events and logs written
+and closed), a job process waits for its threads and runs its exit handlers (W&B's among them),
+as Python's own shutdown does, then leaves with `os._exit`: tearing down the interpreter with
+torch and transformers loaded takes another 1.4 s per job (docs/benchmarks.md), for nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+COMMAND = (sys.executable, "-m", "sweeper.process")  # + `run ...` (cold) or `--spare EARLY_LOG`
+# What every `sweep run` imports before its model loads; the model's own module (BERT,
+# ModernBERT, ...) is left to the job.
+HEAVY = ("trainer.loop", "sweeper.cli", "transformers.models.auto.modeling_auto",
+         "transformers.models.auto.tokenization_auto")
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Spare:
+    proc: subprocess.Popen[bytes]
+    early_log: Path  # what it printed before it had a job (import warnings): copied into the job's log
+
+    def give(self, args: list[str], env: dict[str, str], log: Path) -> bool:
+        """Hand it its job: `sweep run ARGS` with ENV added, writing to LOG. False if it is gone."""
+        order = json.dumps({"args": args, "env": env, "log": str(log)}) + "\n"
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(order.encode())
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            self.discard()
+            return False
+        return True
+
+    def discard(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self.early_log.unlink(missing_ok=True)
+
+
+class WarmPool:
+    """At most one spare process per slot."""
+
+    def __init__(self, directory: Path, *, enabled: bool = True) -> None:
+        self.directory = directory
+        self.enabled = enabled
+        self.spares: dict[str, Spare] = {}
+        self.started = 0  # spares started, and how many of them got a job
+        self.used = 0
+
+    def prime(self, slots: list[Any]) -> None:
+        """Start a spare for each of these slots that has none."""
+        if not self.enabled:
+            return
+        for slot in slots:
+            if slot.name in self.spares:
+                continue
+            self.directory.mkdir(parents=True, exist_ok=True)
+            early = self.directory / f"{slot.name}.{self.started}.log"
+            with open(early, "wb") as out:
+                proc = subprocess.Popen([*COMMAND, "--spare", str(early)], stdin=subprocess.PIPE,
+                                        stdout=out, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
+                                        preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
+            self.spares[slot.name] = Spare(proc, early)
+            self.started += 1
+
+    def take(self, slot: Any) -> Spare | None:
+        """The slot's spare, if it has a live one (else start the job cold)."""
+        spare = self.spares.pop(slot.name, None)
+        if spare is not None and spare.proc.poll() is not None:
+            spare.discard()
+            return None
+        if spare is not None:
+            self.used += 1
+        return spare
+
+    def release(self, keep: int) -> None:
+        """Keep at most this many spares (fewer jobs are left than spares wait)."""
+        for name in list(self.spares)[keep:]:
+            self.spares.pop(name).discard()
+
+    def close(self) -> None:
+        self.release(0)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()
+
+
+# -- the spare process --------------------------------------------------------------------------
+
+
+def _import_heavy() -> None:
+    with contextlib.suppress(OSError):  # this thread only (Linux): the job's own threads keep theirs
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    try:
+        for name in HEAVY:
+            importlib.import_module(name)
+    except Exception:  # the job imports them again, and fails in its own log if it must
+        pass
+
+
+def run_and_exit(args: list[str]) -> NoReturn:
+    """`sweep ARGS`, then a quick exit with its exit code (see the module's docstring)."""
+    from sweeper.cli import app
+
+    try:
+        app(args=args, prog_name="sweep")
+        code = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    for thread in threading.enumerate():  # what Python's shutdown does, in its order
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def wait_for_job(early_log: Path) -> NoReturn:
+    """A spare: import, wait for the job on stdin, then run it with its output in the job's log."""
+    importer = threading.Thread(target=_import_heavy, name="warm-imports", daemon=True)
+    importer.start()
+    try:
+        line = sys.stdin.readline()
+    except KeyboardInterrupt:  # Ctrl-C on the terminal reaches the whole process group
+        os._exit(130)  # at once: the import thread may be half-way through a module
+    if not line.strip():  # the orchestrator closed its end: no job for this one
+        os._exit(0)
+    order = json.loads(line)
+    importer.join()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(order["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        early = early_log.read_bytes()
+        early_log.unlink()
+        os.write(1, early)
+    os.environ.update(order["env"])
+    sys.argv = ["sweep", *order["args"]]
+    run_and_exit(order["args"])
+
+
+def main(argv: list[str]) -> NoReturn:
+    if argv[:1] == ["--spare"]:
+        wait_for_job(Path(argv[1]))
+    run_and_exit(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
