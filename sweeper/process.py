@@ -31,6 +31,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,10 @@ class WarmPool:
             if slot.name in self.spares:
                 continue
             self.directory.mkdir(parents=True, exist_ok=True)
-            early = self.directory / f"{slot.name}.{self.started}.log"
-            with open(early, "wb") as out:
+            # unique: other orchestrators (on this or another machine) may share the sweep's directory
+            fd, name = tempfile.mkstemp(prefix=f"{slot.name}.", suffix=".log", dir=self.directory)
+            early = Path(name)
+            with os.fdopen(fd, "wb") as out:
                 proc = subprocess.Popen([*COMMAND, "--spare", str(early)], stdin=subprocess.PIPE,
                                         stdout=out, stderr=subprocess.STDOUT,
                                         env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
