@@ -17,7 +17,7 @@ orchestrator, like any job).
 Quick exits. Once `sweep run` has returned (its result, checkpoints, events and logs written
 and closed), a job process waits for its threads and runs its exit handlers (W&B's among them),
 as Python's own shutdown does, then leaves with `os._exit`: tearing down the interpreter with
-torch and transformers loaded takes another 1.4 s per job (docs/benchmarks.md), for nothing.
+torch and transformers loaded takes another 1.3 s per job (docs/benchmarks.md), for nothing.
 """
 
 from __future__ import annotations
@@ -83,8 +83,6 @@ class WarmPool:
         self.directory = directory
         self.enabled = enabled
         self.spares: dict[str, Spare] = {}
-        self.started = 0  # spares started, and how many of them got a job
-        self.used = 0
 
     def prime(self, slots: list[Any]) -> None:
         """Start a spare for each of these slots that has none."""
@@ -103,7 +101,6 @@ class WarmPool:
                                         env={**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"},
                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
             self.spares[slot.name] = Spare(proc, early)
-            self.started += 1
 
     def take(self, slot: Any) -> Spare | None:
         """The slot's spare, if it has a live one (else start the job cold)."""
@@ -111,8 +108,6 @@ class WarmPool:
         if spare is not None and spare.proc.poll() is not None:
             spare.discard()
             return None
-        if spare is not None:
-            self.used += 1
         return spare
 
     def release(self, keep: int) -> None:
