@@ -117,10 +117,11 @@ class StudyRunner:
                     check_interrupt()
                     self._poll()
                     self._fail_stale()
-                    if self.finished() >= self.total and not self.running:
+                    finished = self.finished()
+                    if finished >= self.total and not self.running:
                         break
                     self._start()
-                    self._prime()
+                    self._prime(finished)
                     if self.exhausted and not self.running:
                         # Everything left is under way on other workers: wait for them (or their failure).
                         time.sleep(self.poll_s)
@@ -177,9 +178,9 @@ class StudyRunner:
             self.asking = None
             self._launch(run)
 
-    def _prime(self) -> None:
+    def _prime(self, finished: int) -> None:
         """Warm processes for the busy slots, as many as trials are still to start."""
-        left = 0 if self.exhausted else max(0, self.total - self.finished() - len(self.running))
+        left = 0 if self.exhausted else max(0, self.total - finished - len(self.running))
         self.warm.release(keep=left)
         self.warm.prime([run.slot for run in self.running.values() if run.proc is not None][:left])
 
