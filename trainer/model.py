@@ -52,16 +52,23 @@ class Classifier(nn.Module):
 
 
 def load_encoder(path: str, *, pretrained: bool = True, attention: str = "sdpa") -> nn.Module:
-    """The encoder with SDPA attention where the architecture supports it (or `attention`)."""
+    """The encoder with SDPA attention where the architecture supports it (or `attention`), its
+    weights in float32 whatever dtype the checkpoint was saved in.
+
+    transformers 5 loads a checkpoint in its stored dtype (and `from_config` follows the config's
+    `dtype`): a model saved in float16 or bfloat16 would train with half-precision weights and
+    optimizer updates (float16 fails on the float32 head; bfloat16 under autocast runs and loses
+    small updates). The weights stay float32; `precision` decides the compute dtype (autocast).
+    """
     from transformers import AutoConfig, AutoModel
 
     load = AutoModel.from_pretrained if pretrained else AutoModel.from_config
     source: Any = path if pretrained else AutoConfig.from_pretrained(path)
     try:
-        return load(source, attn_implementation=attention)
+        return load(source, attn_implementation=attention, dtype=torch.float32)
     except (ValueError, ImportError) as exc:  # the architecture has no SDPA path
         log.info("SDPA attention not available for %s (%s); using the default", path, exc)
-        return load(source)
+        return load(source, dtype=torch.float32)
 
 
 def model_max_len(encoder: nn.Module, tokenizer: Any) -> int:

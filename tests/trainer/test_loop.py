@@ -90,6 +90,34 @@ def test_the_saved_model_loads_again_for_inference(tiny_models: dict, tiny_data:
     torch.testing.assert_close(plain, probs)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_checkpoint_saved_in_half_precision_trains_with_float32_weights(
+        tiny_models: dict, tiny_data: Path, tmp_path: Path, dtype: torch.dtype) -> None:
+    # transformers 5 loads a checkpoint in its stored dtype: float16 weights used to crash on
+    # the float32 head, bfloat16 ones to train (and take Adam's updates) in bfloat16.
+    import shutil
+
+    from transformers import AutoModel
+
+    from trainer.model import load_encoder
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_models["bert"], half)
+    AutoModel.from_pretrained(half).to(dtype).save_pretrained(half)
+    encoder = load_encoder(str(half))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    result = run_job(build_job(tiny_job(half, tiny_data)), tmp_path / "job")
+    assert result["status"] == "completed"
+    # the same as training from the float32 upcast of those half-precision weights
+    upcast = tmp_path / "upcast"
+    shutil.copytree(half, upcast)
+    encoder.save_pretrained(upcast)
+    _assert_same_result(result, run_job(build_job(tiny_job(upcast, tiny_data)), tmp_path / "job2"))
+    # and the saved model loads again in float32
+    model, _ = load_classifier(tmp_path / "job" / "model", tmp_path / "job" / WEIGHTS_FILE)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_a_finished_job_started_again_does_no_work(tiny_models: dict, tiny_data: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1))
