@@ -291,6 +291,13 @@ def collate(split: Split, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tens
     }
 
 
-def iterate(split: Split, batches: list[np.ndarray], pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+def iterate(split: Split, batches: list[np.ndarray], pad_id: int, *, pin: bool = False
+            ) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches, collated; with `pin`, in page-locked memory, so that the caller's
+    `.to(cuda, non_blocking=True)` is a real asynchronous copy (from pageable memory the copy
+    is staged, and may wait for the GPU's queue) and the next batch is prepared while the GPU
+    still works on the last. Torch's caching host allocator keeps a pinned block from reuse
+    until the copies reading it are done."""
     for rows in batches:
-        yield collate(split, rows, pad_id)
+        batch = collate(split, rows, pad_id)
+        yield {k: v.pin_memory() for k, v in batch.items()} if pin else batch

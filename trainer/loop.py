@@ -71,17 +71,21 @@ def make_scheduler(cfg: JobConfig, optimizer: torch.optim.Optimizer, total_steps
 def evaluate(
     model: Classifier, split: Split, *, batch_size: int, pad_id: int, device: torch.device, autocast: Any
 ) -> tuple[float, float, np.ndarray]:
-    """Loss, accuracy and per-row class probabilities (in the split's row order)."""
+    """Loss, accuracy and per-row class probabilities (in the split's row order). The
+    probabilities stay on the device until the end: one copy back, no sync per batch."""
     model.eval()
-    probs = np.zeros((len(split), model.head.out_features), dtype=np.float32)
     losses = torch.zeros((), device=device)
     batches = eval_batches(split, batch_size)
-    for rows, batch in zip(batches, iterate(split, batches, pad_id), strict=False):
+    outputs = []
+    for batch in iterate(split, batches, pad_id, pin=device.type == "cuda"):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
             logits = model(batch["input_ids"], batch["attention_mask"]).float()
         losses += F.cross_entropy(logits, batch["labels"], reduction="sum")
-        probs[rows] = logits.softmax(-1).cpu().numpy()
+        outputs.append(logits.softmax(-1))
+    probs = np.zeros((len(split), model.head.out_features), dtype=np.float32)
+    if batches:
+        probs[np.concatenate(batches)] = torch.cat(outputs).cpu().numpy()
     labels = np.asarray(split.labels)
     return losses.item() / len(split), accuracy(probs, labels), probs
 
@@ -186,7 +190,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
             window_n = 0
             seen = 0
             bar = _progress(progress, epoch, cfg.epochs, len(batches))
-            for i, batch in enumerate(iterate(data.train, batches, pad_id)):
+            for i, batch in enumerate(iterate(data.train, batches, pad_id, pin=device.type == "cuda")):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 group_start = (i // cfg.grad_accum) * cfg.grad_accum
                 group_size = min(cfg.grad_accum, len(batches) - group_start)

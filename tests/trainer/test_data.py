@@ -119,3 +119,27 @@ def test_eval_batches_sorted_by_length_and_collate_pads_dynamically(tiny_data: P
     batch = collate(split, batches[-1], pad_id=0)
     assert batch["input_ids"].shape == (len(batches[-1]), widths[-1])
     assert batch["attention_mask"].sum(1).tolist() == split.lengths[batches[-1]].tolist()
+
+
+def test_iterate_pins_batches_only_when_asked(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the training loop asks for pinned batches on a CUDA device (non-blocking copies); a CPU-only
+    # torch cannot pin, so pin_memory is stood in for here
+    import torch
+
+    split = prepare(DataConfig(name=str(tiny_data)), build_tokenizer(), 32, cache_dir=tmp_path).val
+    batches = eval_batches(split, 5)
+    pinned: list[torch.Tensor] = []
+
+    def fake_pin(self: torch.Tensor) -> torch.Tensor:
+        copy = self.clone()
+        pinned.append(copy)
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    plain = list(data_mod.iterate(split, batches, 0))
+    assert not pinned
+    pinned_batches = list(data_mod.iterate(split, batches, 0, pin=True))
+    assert len(pinned) == 3 * len(batches)
+    assert all(any(v is p for p in pinned) for b in pinned_batches for v in b.values())
+    for a, b in zip(plain, pinned_batches, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
