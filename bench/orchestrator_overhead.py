@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data/imdb")
     parser.add_argument("--jobs", type=int, default=4)
     parser.add_argument("--rows", type=int, default=640, help="training rows per job (~1 min at max_len 128)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per job (on a GPU: to make a job last a minute)")
+    parser.add_argument("--eval-rows", type=int, default=200)
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 2],
                         help="run the grid once per value of sweep grid --parallel (overhead figures: the jobs "
                              "run alone only with 1)")
@@ -56,8 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "WANDB_MODE": "disabled"}
     with tempfile.TemporaryDirectory() as tmp:
-        grid = {"name": "overhead", "base": {"model": args.model, "epochs": 1, "max_len": 128,
-                                             "data": {"name": args.data, "limit": args.rows, "eval_limit": 200}},
+        grid = {"name": "overhead", "base": {"model": args.model, "epochs": args.epochs, "max_len": 128,
+                                             "data": {"name": args.data, "limit": args.rows,
+                                                      "eval_limit": args.eval_rows}},
                 "seeds": list(range(1, args.jobs + 1))}
         path = Path(tmp) / "g.yaml"
         path.write_text(yaml.safe_dump(grid))
@@ -95,7 +98,7 @@ def main() -> None:
                 "from pathlib import Path\nfrom transformers import AutoTokenizer\nfrom trainer.config import DataConfig\n"
                 f"from trainer.data import prepare\ntok = AutoTokenizer.from_pretrained({args.model!r})\n"
                 "t = time.perf_counter()\n"
-                f"prepare(DataConfig(name={args.data!r}, limit={args.rows}, eval_limit=200), tok, 128, "
+                f"prepare(DataConfig(name={args.data!r}, limit={args.rows}, eval_limit={args.eval_rows}), tok, 128, "
                 f"cache_dir=Path({str(cache)!r}))"),
         }
     first = rows[0]

@@ -112,7 +112,7 @@ def bench_hf_trainer(args: argparse.Namespace, train: dict, val: dict) -> dict:
 
     train_ds = datasets.Dataset.from_dict(train).map(enc, batched=True, remove_columns=["text"])
     val_ds = datasets.Dataset.from_dict(val).map(enc, batched=True, remove_columns=["text"])
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
@@ -144,7 +144,7 @@ def bench_users_loop(args: argparse.Namespace, train: dict, val: dict) -> dict:
         return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(split["label"]))
 
     train_ds, val_ds = tensors(train), tensors(val)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2).to(DEVICE)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2, dtype=torch.float32).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(train_ds, batch_size=args.batch, shuffle=True)
     autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=BF16)
