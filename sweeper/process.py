@@ -28,11 +28,14 @@ import ctypes
 import importlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -119,6 +122,26 @@ class WarmPool:
         self.release(0)
         with contextlib.suppress(OSError):
             self.directory.rmdir()
+
+
+def wait_for_exit(procs: Iterable[subprocess.Popen[Any]], timeout: float) -> None:
+    """Sleep up to `timeout` seconds, waking as soon as one of `procs` exits (Linux pidfds), so
+    the orchestrator refills a finished job's slot at once instead of at its next poll. Where
+    pidfds are missing (another OS, an old kernel) it just sleeps."""
+    fds = []
+    try:
+        for proc in procs:
+            try:
+                fds.append(os.pidfd_open(proc.pid))
+            except (AttributeError, OSError):  # no pidfds; or the child is already reaped (polled)
+                continue
+        if fds:
+            select.select(fds, [], [], timeout)  # a pidfd turns readable when its process exits
+        else:
+            time.sleep(timeout)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 # -- the spare process --------------------------------------------------------------------------

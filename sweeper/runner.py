@@ -24,7 +24,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from sweeper.process import COMMAND, WarmPool, die_with_parent
+from sweeper.process import COMMAND, WarmPool, die_with_parent, wait_for_exit
 from sweeper.spec import Grid, Job
 from sweeper.store import FINISHED, HEARTBEAT_S, SweepStore
 
@@ -218,7 +218,7 @@ class Orchestrator:
                     self._heartbeats()
                     if on_tick is not None:
                         on_tick(self)
-                    time.sleep(self.poll_s)
+                    wait_for_exit((run.proc for run in self.running.values()), self.poll_s)
                 check_interrupt()
             except BaseException:
                 self._stop_children()

@@ -28,7 +28,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from sweeper.process import WarmPool
+from sweeper.process import WarmPool, wait_for_exit
 from sweeper.runner import (
     EXIT_BUSY,
     EXIT_CONFIG,
@@ -128,7 +128,7 @@ class StudyRunner:
                         self.exhausted = False
                     if on_tick is not None:
                         on_tick(self)
-                    time.sleep(self.poll_s)
+                    wait_for_exit((run.proc for run in self.running.values() if run.proc is not None), self.poll_s)
                 check_interrupt()
             except BaseException:
                 self._stop_all()

@@ -322,3 +322,21 @@ def test_a_warm_started_job_closes_its_wandb_run_like_a_cold_one(tiny_models: di
     a, b = run_files(warm), run_files(plain)
     assert a.keys() == b.keys() and all(a.values())
     assert last_line(warm) == last_line(plain)
+
+
+def test_the_loop_wakes_when_a_job_process_exits_not_at_the_next_poll() -> None:
+    from sweeper.process import wait_for_exit
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        t0 = time.monotonic()
+        wait_for_exit([slow, quick], timeout=30)
+        assert time.monotonic() - t0 < 20  # woken by quick's exit, long before the timeout
+        assert quick.wait(timeout=5) == 0 and slow.poll() is None
+        t0 = time.monotonic()
+        wait_for_exit([quick], timeout=0.3)  # reaped already: nothing to wait on, a plain sleep
+        assert time.monotonic() - t0 >= 0.3
+    finally:
+        slow.kill()
+        slow.wait()
