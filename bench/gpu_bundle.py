@@ -59,16 +59,18 @@ def subset_imdb(source: Path, dest: Path, rows: int, seed: int) -> None:
                        compression_level=19)
 
 
-def half_model(source: Path, dest: Path) -> None:
+def half_model(source: Path, dest: Path, *, weights: bool = True) -> None:
+    """The model's config and tokenizer files, and (with `weights`) its weights in float16."""
     from safetensors.torch import load_file, save_file
 
     dest.mkdir(parents=True)
     for path in source.iterdir():
         if path.name != "model.safetensors":
             shutil.copy(path, dest / path.name)
-    weights = load_file(str(source / "model.safetensors"))
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, str(dest / "model.safetensors"),
-              metadata={"format": "pt"})
+    if weights:
+        tensors = load_file(str(source / "model.safetensors"))
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()},
+                  str(dest / "model.safetensors"), metadata={"format": "pt"})
 
 
 def size_mib(path: Path) -> float:
@@ -87,23 +89,17 @@ def main() -> None:
     for path in (data / "train.parquet", model / "model.safetensors"):
         if not path.exists():
             sys.exit(f"gpu_bundle.py: {path} not found; --shared names the folder holding data/ and models/")
-    if args.out.exists():
-        shutil.rmtree(args.out)
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     download_wheels(tmp / "whl", args.python)
     subset_imdb(data, tmp / "imdb", args.rows, seed=0)
-    if args.no_weights:
-        (tmp / "minilm").mkdir()
-        for path in model.iterdir():
-            if path.name != "model.safetensors":
-                shutil.copy(path, tmp / "minilm" / path.name)
-    else:
-        half_model(model, tmp / "minilm")
+    half_model(model, tmp / "minilm", weights=not args.no_weights)
     total = size_mib(tmp)
     if total > LIMIT_MIB:
         sys.exit(f"gpu_bundle.py: {total:.1f} MiB is over {LIMIT_MIB} MiB; lower --rows or add --no-weights "
                  f"(left in {tmp})")
+    if args.out.exists():  # replaced only once the new bundle is whole
+        shutil.rmtree(args.out)
     tmp.rename(args.out)
     for part in sorted(args.out.iterdir()):
         print(f"{part.relative_to(REPO) if part.is_relative_to(REPO) else part}: {size_mib(part):.1f} MiB")
