@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.config import ConfigError, JobConfig
+from trainer.config import ConfigError, JobConfig, defaults_filled
 from trainer.io import atomic_write, write_json
 from trainer.model import WEIGHTS_FILE, Classifier
 
@@ -62,7 +62,7 @@ def claim(out_dir: Path, cfg: JobConfig) -> None:
     """Write `config.json`, or check that the directory already belongs to this job."""
     path = out_dir / "config.json"
     if path.exists():
-        stored = json.loads(path.read_text())
+        stored = defaults_filled(json.loads(path.read_text()))  # written before a key was added
         if stored != cfg.to_dict():
             changed = sorted(k for k in set(stored) | set(cfg.to_dict()) if stored.get(k) != cfg.to_dict().get(k))
             raise ConfigError(

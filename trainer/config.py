@@ -96,12 +96,35 @@ class JobConfig:
         return d
 
     def job_id(self) -> str:
-        """Stable short id of the resolved configuration: same configuration, same id."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable short id of the resolved configuration: same configuration, same id.
+
+        Keys added after the first release are hashed only when they differ from their default,
+        so the jobs (and job directories) of earlier sweeps keep their ids."""
+        blob = json.dumps(id_fields(self.to_dict()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 DATA_SEED = 42
+
+# The keys of the first release: every other key is left out of a job's id at its default.
+FIRST_JOB_KEYS = frozenset({"model", "pooling", "dropout", "max_len", "batch_size", "grad_accum", "lr", "optimizer",
+                            "weight_decay", "clip", "scheduler", "warmup_ratio", "epochs", "seed", "precision", "data"})
+FIRST_DATA_KEYS = frozenset({"name", "split", "limit", "eval_limit", "text", "label"})
+
+
+def defaults_filled(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored configuration (config.json, job.json) with every key added since at its default."""
+    default = JobConfig().to_dict()
+    return {**default, **d, "data": {**default["data"], **(d.get("data") or {})}}
+
+
+def id_fields(d: Mapping[str, Any]) -> dict[str, Any]:
+    """What a job's id hashes: the configuration less the later keys at their defaults."""
+    default = JobConfig().to_dict()
+    out = {k: v for k, v in d.items() if k in FIRST_JOB_KEYS or v != default.get(k)}
+    data = d.get("data") or {}
+    out["data"] = {k: v for k, v in data.items() if k in FIRST_DATA_KEYS or v != default["data"].get(k)}
+    return out
 
 _JOB_KEYS = [f.name for f in dataclasses.fields(JobConfig)]
 _DATA_KEYS = [f.name for f in dataclasses.fields(DataConfig)]
