@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.loop import FINISHED
-from trainer.model import CLASSIFIER_FILE, WEIGHTS_FILE
+from trainer.jobdir import CLASSIFIER_FILE, FINISHED, WEIGHTS_FILE
 
 JOB_ID = re.compile(r"[0-9a-f]{12}")
 

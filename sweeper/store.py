@@ -30,14 +30,12 @@ import optuna.storages.journal
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.spec import Job
+from trainer.jobdir import FINISHED, RESULT_KEYS  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 10.0
 STALE_S = 120.0
-RESULT_KEYS = ("status", "best_epoch", "val_acc", "test_acc", "test_loss", "test_ece", "runtime_s",
-               "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb", "effective_batch_size", "epochs")
-FINISHED = ("completed", "collapsed", "diverged")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

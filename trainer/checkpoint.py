@@ -21,10 +21,8 @@ import torch
 
 from trainer.config import ConfigError, JobConfig, defaults_filled
 from trainer.io import atomic_write, write_json
+from trainer.jobdir import PREDICTIONS_FILE, STATE_FILE  # noqa: F401 - re-exported
 from trainer.model import WEIGHTS_FILE, Classifier
-
-STATE_FILE = "last.pt"
-PREDICTIONS_FILE = "test_predictions.npz"
 
 
 class JobBusy(RuntimeError):

@@ -25,13 +25,13 @@ from trainer import checkpoint
 from trainer.config import JobConfig
 from trainer.data import Split, eval_batches, iterate, prepare, train_batches
 from trainer.io import write_json
+from trainer.jobdir import FINISHED  # noqa: F401 - re-exported
 from trainer.metrics import accuracy, expected_calibration_error, majority_fraction
 from trainer.model import Classifier, check_encoder, load_encoder, save_model_files
 from trainer.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
-FINISHED = ("completed", "collapsed", "diverged")
 LOG_EVERY = 10  # optimizer steps between `step` events (one host sync each)
 CHANCE_MARGIN = 0.02  # "collapsed": validation accuracy within 2 points of the majority class
 # "diverged": a non-finite loss, or a logged mean loss this many times the untrained loss

@@ -16,13 +16,12 @@ from torch import nn
 
 from trainer.config import ConfigError, JobConfig
 from trainer.io import write_json
+from trainer.jobdir import CLASSIFIER_FILE, WEIGHTS_FILE  # noqa: F401 - re-exported
 from trainer.modeling_sweep import accepts_token_type_ids, pool
 from trainer.modeling_sweep import masked_mean as masked_mean  # re-exported: one pooling for training and export
 
 log = logging.getLogger(__name__)
 
-CLASSIFIER_FILE = "classifier.json"
-WEIGHTS_FILE = "best.safetensors"
 
 
 class Classifier(nn.Module):
