@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import traceback
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +16,6 @@ from trainer.config import ConfigError, load_job
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hyperparameter sweeps for encoder classifiers.")
 err = Console(stderr=True)
-EXIT_BUSY = 75  # EX_TEMPFAIL: the job directory is being run by another live process
-
 
 @app.callback()
 def main() -> None:
@@ -29,19 +26,6 @@ def _fail(exc: Exception) -> typer.Exit:
     """Bad input: the message on stderr, exit 2."""
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
-
-
-def _setup_logging(log_file: Path) -> None:
-    from rich.logging import RichHandler
-
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    root.addHandler(RichHandler(console=err, show_path=False, rich_tracebacks=False))
-    handler = logging.FileHandler(log_file)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "datasets", "fsspec"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -62,33 +46,23 @@ def run(
         cfg = load_job(job, set_ or [])
     except ConfigError as exc:
         raise _fail(exc) from None
-    out.mkdir(parents=True, exist_ok=True)
-    _setup_logging(out / "train.log")
-    from trainer.checkpoint import JobBusy
-    from trainer.io import write_json
-    from trainer.loop import FINISHED, run_job
+    from trainer.job import execute, setup_logging
+    from trainer.jobdir import EXIT_BUSY, EXIT_OK, LOG_FILE
 
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / LOG_FILE, _rich_handler(show_time=True))
     try:
-        result = run_job(cfg, out, cache_dir=cache_dir, progress=progress and err.is_terminal)
+        code, result = execute(cfg, out, cache_dir=cache_dir, progress=progress and err.is_terminal)
     except ConfigError as exc:
         raise _fail(exc) from None
-    except JobBusy as exc:
-        err.print(f"[yellow]busy:[/] {exc}", highlight=False)
-        raise typer.Exit(code=EXIT_BUSY) from None
-    except KeyboardInterrupt:
-        err.print("interrupted: run the same command again to resume from the last finished epoch")
-        raise typer.Exit(code=130) from None
-    except Exception as exc:
-        result_path = out / "result.json"
-        tail = traceback.format_exc().splitlines()[-30:]
-        if not result_path.exists() or '"failed"' in result_path.read_text():
-            write_json(result_path, {"status": "failed", "job_id": cfg.job_id(), "config": cfg.to_dict(),
-                                     "error": f"{type(exc).__name__}: {exc}", "traceback": tail})
-        logging.getLogger("sweep").exception("job failed")
-        raise typer.Exit(code=1) from None
-    _print_result(result)
-    if result["status"] not in FINISHED:
-        raise typer.Exit(code=1)
+    if code == EXIT_BUSY:
+        err.print(f"[yellow]busy:[/] {out}: another process is running this job; not starting it twice", highlight=False)
+    elif code in (130, 143):
+        err.print("stopped: run the same command again to resume from the last finished epoch")
+    if result is not None and code in (EXIT_OK, 1) and "best_epoch" in result:
+        _print_result(result)
+    if code != EXIT_OK:
+        raise typer.Exit(code=code)
 
 
 RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="SWEEP_RUNS_DIR", help="Where job directories live.")]
@@ -117,6 +91,9 @@ WarmStart = Annotated[
 ]
 
 
+MaxJobs = Annotated[int, typer.Option(min=1, help="Refuse a grid of more jobs than this, before expanding it.")]
+
+
 @app.command()
 def grid(
     grid_file: Annotated[Path, typer.Argument(help="Grid file (grids/NAME.yaml).")],
@@ -129,6 +106,7 @@ def grid(
     retries: Retries = 1,
     cache_dir: CacheDir = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded jobs; run nothing.")] = False,
+    max_jobs: MaxJobs = 10_000,
     live: LiveView = True,
     warm_start: WarmStart = True,
 ) -> None:
@@ -136,7 +114,7 @@ def grid(
     from sweeper.spec import load_grid
 
     try:
-        spec = load_grid(grid_file, set_ or [])
+        spec = load_grid(grid_file, set_ or [], max_jobs=max_jobs)
     except ConfigError as exc:
         raise _fail(exc) from None
     from sweeper import view
@@ -144,24 +122,25 @@ def grid(
     if dry_run:
         Console().print(view.jobs_table(spec))
         return
-    from sweeper.runner import Orchestrator
+    from sweeper.grid_source import GridSource
+    from sweeper.scheduler import Scheduler
     from sweeper.store import SweepStore, default_storage, open_storage
 
     slots = _slots(gpus, jobs_per_gpu, parallel)
     store = SweepStore(open_storage(storage or default_storage(runs_dir)), spec.name, lock_dir=runs_dir)
-    orchestrator = Orchestrator(spec, store, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir,
-                                warm=warm_start)
+    source = GridSource(spec, store, runs_dir=runs_dir)
+    scheduler = Scheduler(source, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir, warm=warm_start)
     keys = spec.varied
 
     def table() -> Any:
-        return view.progress_table(spec.name, keys, list(orchestrator.progress.values()), slots=len(slots))
+        return view.progress_table(spec.name, keys, list(source.progress.values()), slots=len(slots))
 
     err.print(f"{spec.name}: {len(spec.jobs)} jobs on {len(slots)} slot(s) ({', '.join(s.name for s in slots)}); "
               f"runs in {runs_dir / spec.name}", highlight=False)
-    _run_with_view(orchestrator.run, table, live=live,
-                   interrupted="jobs stopped; run the same command again to continue the sweep")
+    _run_with_view(scheduler.run, table, live=live,
+                   interrupted="jobs stopped and queued again; run the same command to continue the sweep")
     Console().print(table())
-    failed = [p for p in orchestrator.progress.values() if p.state == "failed"]
+    failed = [p for p in source.progress.values() if p.state == "failed"]
     for p in failed:
         err.print(f"[red]failed[/] {p.job.id} {p.job.point}: {p.note} (log: {runs_dir / spec.name / p.job.id / 'job.log'})")
     if failed:
@@ -174,19 +153,19 @@ def status(
     runs_dir: RunsDir = Path("runs"),
     storage: Storage = None,
 ) -> None:
-    """Print each sweep's jobs and states from the storage, from any shell, at any time."""
+    """Print each sweep's jobs and states from the storage, from any shell, at any time (read-only)."""
     from sweeper import view
     from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
 
     url = storage or default_storage(runs_dir)
     if why := missing_storage(url):
         raise _fail(ValueError(why))
-    backend = open_storage(url)
+    backend = open_storage(url, readonly=True)
     names = sweep_names(backend)
     if sweep is not None and sweep not in names:
         raise _fail(ValueError(f"no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}"))
     for name in [sweep] if sweep else names:
-        store = SweepStore(backend, name)
+        store = SweepStore(backend, name, create=False)
         keys, rows = view.status_rows(store, runs_dir)
         Console().print(view.progress_table(name, keys, rows))
 
@@ -208,13 +187,12 @@ def optuna(
     warm_start: WarmStart = True,
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
-    import optuna as _optuna
-
     from reports.collect import study_summary
     from sweeper import view
+    from sweeper.scheduler import Scheduler
     from sweeper.search import load_space
-    from sweeper.store import SweepStore, default_storage
-    from sweeper.study import StudyRunner, open_study_storage
+    from sweeper.store import default_storage, open_storage
+    from sweeper.study import StudySource, open_study
 
     try:
         space = load_space(space_file, set_ or [])
@@ -222,23 +200,22 @@ def optuna(
         raise _fail(exc) from None
     name = study or space.name
     slots = _slots(gpus, jobs_per_gpu, parallel)
-    backend = open_study_storage(storage or default_storage(runs_dir), retries=retries)
-    the_study = _optuna.create_study(study_name=name, storage=backend, sampler=space.make_sampler(),
-                                     pruner=space.make_pruner(), direction="maximize", load_if_exists=True)
-    the_study.set_user_attr("description", space.description)
-    runner = StudyRunner(space, the_study, runs_dir=runs_dir, slots=slots, trials=trials, retries=retries,
-                         cache_dir=cache_dir, warm=warm_start)
+    store = open_study(space, open_storage(storage or default_storage(runs_dir)), name)
+    store.study.set_user_attr("description", space.description)
+    source = StudySource(space, store, runs_dir=runs_dir, trials=trials, retries=retries)
+    scheduler = Scheduler(source, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir, warm=warm_start)
     keys = [p.name for p in space.params]
 
     def table() -> Any:
-        rows = [runner.progress[n] for n in sorted(runner.progress)]
-        return view.progress_table(f"{name} ({runner.finished()}/{trials} finished)", keys, rows, slots=len(slots))
+        rows = list(source.progress.values())
+        return view.progress_table(f"{name} ({source.finished()}/{trials} finished)", keys, rows, slots=len(slots))
 
-    err.print(f"{name}: {runner.finished()} of {trials} trials finished; {len(slots)} slot(s); runs in {runs_dir / name}",
+    source.tick()
+    err.print(f"{name}: {source.finished()} of {trials} trials finished; {len(slots)} slot(s); runs in {runs_dir / name}",
               highlight=False)
-    _run_with_view(runner.run, table, live=live,
+    _run_with_view(scheduler.run, table, live=live,
                    interrupted="trials stopped and queued again; run the same command to continue the study")
-    Console().print(view.study_summary_table(name, study_summary(SweepStore(backend, name)), the_study))
+    Console().print(view.study_summary_table(name, study_summary(store), store.study))
 
 
 class ReportFormat(str, Enum):
@@ -418,7 +395,7 @@ def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int | None) -> list[An
     """Where jobs run (and the orchestrator's logging, which both sweep commands share)."""
     import os
 
-    from sweeper.runner import make_slots, visible_gpus
+    from sweeper.scheduler import make_slots, visible_gpus
 
     if parallel is None:  # measured: two one-thread jobs beat one two-thread job on 2 cores
         parallel = 2 if (os.cpu_count() or 1) >= 2 else 1
@@ -429,22 +406,25 @@ def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int | None) -> list[An
 
 
 def _run_with_view(run: Any, table: Any, *, live: bool, interrupted: str) -> None:
-    """Run an orchestrator loop under a live table (on a terminal); Ctrl-C exits 130."""
+    """Run a scheduler loop under a live table (on a terminal); Ctrl-C exits 130, SIGTERM 143."""
     try:
         if live and err.is_terminal:
             with Live(table(), console=err, refresh_per_second=2) as screen:
                 run(on_tick=lambda _: screen.update(table()))
         else:
             run()
-    except KeyboardInterrupt:
-        err.print(f"interrupted: {interrupted}")
-        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt as exc:
+        from trainer.signals import exit_code
+
+        code = exit_code(exc)
+        err.print(f"{'terminated (SIGTERM)' if code == 143 else 'interrupted'}: {interrupted}")
+        raise typer.Exit(code=code) from None
 
 
-def _rich_handler() -> logging.Handler:
+def _rich_handler(*, show_time: bool = False) -> logging.Handler:
     from rich.logging import RichHandler
 
-    return RichHandler(console=err, show_path=False, show_time=False)
+    return RichHandler(console=err, show_path=False, show_time=show_time, rich_tracebacks=False)
 
 
 def _print_result(result: dict) -> None:

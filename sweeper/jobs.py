@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.jobdir import CLASSIFIER_FILE, FINISHED, WEIGHTS_FILE
+from trainer.jobdir import CLASSIFIER_FILE, FINISHED, METRICS, WEIGHTS_FILE
 
 JOB_ID = re.compile(r"[0-9a-f]{12}")
 
@@ -64,25 +64,30 @@ def resolve(ref: str, *, runs_dir: Path, storage: str | None = None) -> Finished
 
 
 def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
-    """The directory of the sweep's completed job with the highest validation accuracy
-    (ties: the smallest job id, so the answer never depends on storage order)."""
-    from reports.collect import load_records
+    """The directory of the sweep's completed job with the best selection metric (`metric` of its
+    results, val_acc by default; lower is better for val_loss). Ties: the smallest job id, so the
+    answer never depends on storage order. Reads the storage without writing to it."""
     from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
 
     url = storage or default_storage(runs_dir)
     if why := missing_storage(url):
         raise JobRefError(f"JOB: best:{sweep} needs the sweep storage: {why}")
-    backend = open_storage(url)
+    backend = open_storage(url, readonly=True)
     names = sweep_names(backend)
     if sweep not in names:
         raise JobRefError(f"JOB: no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}")
-    records = load_records(SweepStore(backend, sweep))
-    done = [r for r in records if r.status == "completed" and r.result and r.result.get("val_acc") is not None]
+    store = SweepStore(backend, sweep, create=False)
+    states = {job_id: store.state(trials) for job_id, trials in store.trials_by_job().items()}
+    done = {job_id: s.result for job_id, s in states.items() if s.status == "completed" and s.result}
+    metrics = {str(r.get("metric") or "val_acc") for r in done.values()}
+    metric = metrics.pop() if len(metrics) == 1 else "val_acc"
+    done = {job_id: r for job_id, r in done.items() if r.get(metric) is not None}
     if not done:
-        states = sorted({r.status for r in records})
-        raise JobRefError(f"JOB: sweep {sweep!r} has no completed job yet (its jobs are {', '.join(states) or 'none'})")
-    best = min(done, key=lambda r: (-float(r.result["val_acc"]), r.job_id))  # type: ignore[index]
-    return runs_dir / sweep / best.job_id
+        seen = sorted({s.status for s in states.values()})
+        raise JobRefError(f"JOB: sweep {sweep!r} has no completed job yet (its jobs are {', '.join(seen) or 'none'})")
+    sign = 1.0 if METRICS.get(metric) == "minimize" else -1.0
+    best = min(done, key=lambda job_id: (sign * float(done[job_id][metric]), job_id))
+    return runs_dir / sweep / best
 
 
 def finished(path: Path) -> FinishedJob:

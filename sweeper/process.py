@@ -5,16 +5,17 @@ before it even loads its model (docs/benchmarks.md), and its slot does nothing m
 while a slot's job runs, the orchestrator starts the slot's next process, `python -m
 sweeper.process --spare`: it does those imports in a thread at the lowest CPU priority (nice 19,
 that thread only: it takes only what the running jobs leave idle), then waits on its stdin. When
-the slot frees, the orchestrator writes the next job's `sweep run` arguments there and the
-process runs them exactly as a fresh `sweep run` would: the same arguments, environment (the
+the slot frees, the orchestrator writes the next job's arguments there and the process runs them
+exactly as a fresh job process would (`trainer.job.main`): the same arguments, environment (the
 slot's, set when it started, plus the job's own), log, and exit code. One process still runs one
 job, and only one.
 
 A spare that died or cannot be reached is dropped and the job starts cold (`python -m
-sweeper.process run ...`); a spare nobody needed is killed when the sweep ends (and dies with the
-orchestrator, like any job).
+sweeper.process ARGS`); a spare nobody needed is killed when the sweep ends (and dies with the
+orchestrator, like any job). A spare's early log is named after its orchestrator (host, pid), so
+a later run removes the ones a killed orchestrator left (`remove_leftovers`).
 
-Quick exits. Once `sweep run` has returned (its result, checkpoints, events and logs written
+Quick exits. Once the job has returned (its result, checkpoints, events and logs written
 and closed), a job process waits for its threads and runs its exit handlers (W&B's among them),
 as Python's own shutdown does, then leaves with `os._exit`: tearing down the interpreter with
 torch and transformers loaded takes another 1.3 s per job (docs/benchmarks.md), for nothing.
@@ -28,8 +29,10 @@ import ctypes
 import importlib
 import json
 import os
+import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -40,11 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-COMMAND = (sys.executable, "-m", "sweeper.process")  # + `run ...` (cold) or `--spare EARLY_LOG`
-# What every `sweep run` imports before its model loads; the model's own module (BERT,
-# ModernBERT, ...) is left to the job.
-HEAVY = ("trainer.loop", "sweeper.cli", "transformers.models.auto.modeling_auto",
+COMMAND = (sys.executable, "-m", "sweeper.process")  # + the job's arguments (cold) or `--spare EARLY_LOG`
+# What every job imports before its model loads; the model's own module (BERT, ModernBERT, ...)
+# is left to the job.
+HEAVY = ("trainer.loop", "trainer.job", "transformers.models.auto.modeling_auto",
          "transformers.models.auto.tokenization_auto")
+_HOST = socket.gethostname().split(".")[0].replace(".", "_")
+EARLY_LOG = re.compile(r"^(?P<slot>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^.]+\.log$")
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
@@ -58,7 +63,7 @@ class Spare:
     early_log: Path  # what it printed before it had a job (import warnings): copied into the job's log
 
     def give(self, args: list[str], env: dict[str, str], log: Path) -> bool:
-        """Hand it its job: `sweep run ARGS` with ENV added, writing to LOG. False if it is gone."""
+        """Hand it its job: the job process's ARGS with ENV added, writing to LOG. False if it is gone."""
         order = json.dumps({"args": args, "env": env, "log": str(log)}) + "\n"
         try:
             assert self.proc.stdin is not None
@@ -96,7 +101,8 @@ class WarmPool:
                 continue
             self.directory.mkdir(parents=True, exist_ok=True)
             # unique: other orchestrators (on this or another machine) may share the sweep's directory
-            fd, name = tempfile.mkstemp(prefix=f"{slot.name}.", suffix=".log", dir=self.directory)
+            fd, name = tempfile.mkstemp(prefix=f"{slot.name}.{_HOST}.{os.getpid()}.", suffix=".log",
+                                        dir=self.directory)
             early = Path(name)
             with os.fdopen(fd, "wb") as out:
                 proc = subprocess.Popen([*COMMAND, "--spare", str(early)], stdin=subprocess.PIPE,
@@ -122,6 +128,36 @@ class WarmPool:
         self.release(0)
         with contextlib.suppress(OSError):
             self.directory.rmdir()
+
+
+def remove_leftovers(directory: Path) -> int:
+    """Remove the early logs of spares whose orchestrator on this host is gone (a kill -9 leaves
+    them); those of live orchestrators, and of other hosts, are theirs. Returns how many went."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        m = EARLY_LOG.match(name)
+        if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            (directory / name).unlink()
+            removed += 1
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def wait_for_exit(procs: Iterable[subprocess.Popen[Any]], timeout: float) -> None:
@@ -158,12 +194,12 @@ def _import_heavy() -> None:
 
 
 def run_and_exit(args: list[str]) -> NoReturn:
-    """`sweep ARGS`, then a quick exit with its exit code (see the module's docstring)."""
-    from sweeper.cli import app
+    """The job process (`trainer.job.main(ARGS)`), then a quick exit with its exit code (see the
+    module's docstring)."""
+    from trainer.job import main as job_main
 
     try:
-        app(args=args, prog_name="sweep")
-        code = 0
+        code = job_main(args)
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
@@ -200,7 +236,7 @@ def wait_for_job(early_log: Path) -> NoReturn:
         early_log.unlink()
         os.write(1, early)
     os.environ.update(order["env"])
-    sys.argv = ["sweep", *order["args"]]
+    sys.argv = ["python -m trainer.job", *order["args"]]
     run_and_exit(order["args"])
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from sweeper.spec import _flatten, _nest, _Reporter, read_sweep_file
 from trainer.config import ALL_KEYS, ConfigError, JobConfig, _nearest, build_job
 
-SPACE_KEYS = ["name", "description", "base", "params", "metric", "sampler", "pruner"]
+SPACE_KEYS = ["name", "description", "base", "params", "metric", "sampler", "pruner", "seeds"]
 METRICS = ("val_acc",)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
@@ -48,6 +48,8 @@ class Space:
     metric: str
     sampler: tuple[str, dict[str, Any]]
     pruner: tuple[str, dict[str, Any]]
+    # Each trial runs these seeds as jobs and reports their mean (None: the base's seed, one job).
+    seeds: tuple[int, ...] | None = None
 
     def config(self, values: dict[str, Any]) -> JobConfig:
         return build_job(_nest({**self.base, **values}))
@@ -129,7 +131,14 @@ def load_space(path: Path, overrides: list[str] | None = None) -> Space:
     if metric not in METRICS:
         raise report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: {', '.join(METRICS)} "
                                         "(maximised)")
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+                              or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)):
+        raise report.error(("seeds",), f"seeds: {seeds!r} is not allowed; expected a non-empty list of distinct integers")
+    if seeds is not None and "seed" in flat_base:
+        raise report.error(("seeds",), "seeds: the base sets a seed too; give the seeds here only")
     return Space(name=name, description=str(raw.get("description") or ""), base=flat_base, params=params,
+                 seeds=tuple(seeds) if seeds is not None else None,
                  metric=metric, sampler=_named(report, "sampler", raw.get("sampler"), SAMPLERS, "tpe"),
                  pruner=_named(report, "pruner", raw.get("pruner"), PRUNERS, "median"))
 

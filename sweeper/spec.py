@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,16 @@ from typing import Any
 
 import yaml
 
-from trainer.config import ALL_KEYS, ConfigError, JobConfig, YamlLoader, _nearest, apply_overrides, build_job
+from trainer.config import (
+    ALL_KEYS,
+    ConfigError,
+    JobConfig,
+    YamlLoader,
+    _nearest,
+    apply_overrides,
+    build_job,
+    refuse_aliases,
+)
 
 GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -121,6 +131,7 @@ def read_sweep_file(path: Path, keys: list[str],
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    refuse_aliases(text, str(path))
     try:
         raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
         report = _Reporter(path, text)
@@ -147,8 +158,12 @@ def read_sweep_file(path: Path, keys: list[str],
     return raw, report, name, base
 
 
-def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
-    """Read, validate and expand a grid file. Raises ConfigError naming file, line and key."""
+MAX_JOBS = 10_000
+
+
+def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS) -> Grid:
+    """Read, validate and expand a grid file. Raises ConfigError naming file, line and key; a
+    grid of more than `max_jobs` jobs is refused with its size before it is expanded."""
     raw, report, name, base = read_sweep_file(path, GRID_KEYS, overrides)
 
     axes = raw.get("axes") or {}
@@ -166,6 +181,15 @@ def load_grid(path: Path, overrides: list[str] | None = None) -> Grid:
         raise report.error(("seeds",), f"seeds: {seeds!r} is not a non-empty list of integers")
     if len(set(seeds)) != len(seeds):
         raise report.error(("seeds",), f"seeds: {seeds!r} lists a seed twice")
+
+    sizes = [len(v) for v in axes.values()]
+    includes: list[Any] = raw["include"] if isinstance(raw.get("include"), list) else []
+    size = (math.prod(sizes) + len(includes)) * len(seeds)
+    if size > max_jobs:
+        shape = " x ".join(f"{len(v)} {k}" for k, v in axes.items()) or "1 point"
+        extra = f" + {len(includes)} included" if includes else ""
+        raise ConfigError(f"{path}: the grid has {size:,} jobs (({shape}{extra}) x {len(seeds)} seed(s)), more than "
+                          f"--max-jobs {max_jobs:,}; shrink an axis, or raise --max-jobs if you mean it")
 
     # Each point with the YAML path that locates it: its last axis value, or its include entry.
     located: list[tuple[dict[str, Any], tuple[str, ...]]] = [({}, ("base",))]

@@ -1,144 +1,233 @@
-"""Optuna studies: ask for a trial, run it as a job (the same subprocess core, directory and
-W&B run as a grid job), report each epoch's validation accuracy, prune, tell.
+"""An Optuna study as a scheduler source: ask for a trial, run it as jobs (one per seed of the
+space: the same subprocess core, directory and W&B run as a grid job), report each epoch's
+selection metric (the mean over the seeds that have reached it), prune, tell.
 
 `--trials N` is the study's total of finished (complete or pruned) trials, shared by every
 worker on the storage. A trial number decides who runs: a trial asked when N trials are
 already finished or under way is dropped (failed as `surplus`), so workers never overshoot.
-A worker that dies leaves its trial RUNNING: on PostgreSQL/SQLite, Optuna's heartbeat
-(`heartbeat_interval`, `grace_period`) fails it and `RetryHeartbeatStaleTrialCallback` enqueues a
-retry; on the journal file (no heartbeat there) a dead pid on this host does the same. A retry
-has the same parameters, hence the same job directory, and resumes from its last epoch. A
-trial asked by a worker stopped before it could record its pid is failed after the grace
-period (`orphaned`), so no study waits on it for ever.
+
+No configuration is evaluated twice:
+- a seeded sampler is made again for every trial, seeded from the space's seed and the trial's
+  number (`PerTrialSeeded`; the seed is recorded on the trial), so two workers of one study never
+  draw the same values, and a study is reproducible whatever the number of workers;
+- a suggested configuration that the study has already completed reuses that result instead of
+  running (said in the log; the trial records `reused_from`).
+
+A worker that dies leaves its trial RUNNING: `store.owner_gone` (a dead pid on this host, or no
+heartbeat for STALE_S: the same rule as grids) lets a survivor fail it and queue a retry with the
+same parameters, which resumes from the dead trial's last epoch (same job directories).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.samplers import BaseSampler
+from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.process import WarmPool, wait_for_exit
-from sweeper.runner import (
-    EXIT_BUSY,
-    EXIT_CONFIG,
-    Progress,
-    Slot,
-    _read_result,
-    interrupt_guard,
-    launch_job,
-    log_tail,
-    read_event_stream,
-    read_events,
-)
-from sweeper.search import Space, suggest
+from sweeper.scheduler import Progress, Ticket
+from sweeper.search import SAMPLERS, Space, suggest
 from sweeper.spec import Job
-from sweeper.store import FINISHED, RESULT_KEYS, _alive
+from sweeper.store import SweepStore, owner_gone
+from trainer.jobdir import METRICS, RESULT_KEYS
 
 log = logging.getLogger(__name__)
 
-# Heartbeat every 10 s, a trial silent for 60 s is failed and retried (env overrides for tests).
-HEARTBEAT_S = int(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
-GRACE_S = int(os.environ.get("SWEEP_GRACE_S", "60"))
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def open_study_storage(url: str, *, retries: int) -> optuna.storages.BaseStorage:
-    """Like sweeper.store.open_storage, with Optuna's heartbeat and retry callback on RDB storages
-    (`RetryFailedTrialCallback` is deprecated since Optuna 4.9 for `RetryHeartbeatStaleTrialCallback`)."""
-    from sweeper.store import open_storage
+class PerTrialSeeded(BaseSampler):
+    """A seeded sampler made afresh for every trial, with a seed derived from (seed, trial number).
 
-    if "://" not in url:
-        return open_storage(url)
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries),
-            )
-        except Exception as exc:  # two workers creating the schema at once: one loses, then finds it
-            if attempt == 4 or "already exists" not in str(exc):
-                raise
-            time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
+    Optuna's samplers keep one random stream per process: two workers seeded alike draw the same
+    values (issue #17). This one gives every trial its own stream, whoever asks for it."""
+
+    def __init__(self, factory: Callable[[int], BaseSampler], seed: int) -> None:
+        self._factory = factory
+        self.seed = seed
+        self._samplers: dict[int, BaseSampler] = {}
+
+    def trial_seed(self, number: int) -> int:
+        return int.from_bytes(hashlib.sha256(f"{self.seed}:{number}".encode()).digest()[:4], "big")
+
+    def _for(self, trial: FrozenTrial) -> BaseSampler:
+        if trial.number not in self._samplers:
+            self._samplers[trial.number] = self._factory(self.trial_seed(trial.number))
+        return self._samplers[trial.number]
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: Any) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self._samplers.pop(trial.number, self._factory(0)).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:  # the streams are derived, never reseeded at random
+        pass
+
+
+def make_sampler(space: Space) -> BaseSampler:
+    """The space's sampler; a seeded one becomes `PerTrialSeeded`."""
+    name, kwargs = space.sampler
+    cls = getattr(optuna.samplers, SAMPLERS[name])
+    seed = kwargs.get("seed")
+    if seed is None:
+        return cls(**kwargs)
+    return PerTrialSeeded(lambda s: cls(**{**kwargs, "seed": s}), int(seed))
+
+
+def open_study(space: Space, storage: optuna.storages.BaseStorage, name: str) -> SweepStore:
+    """The study's store, with the space's sampler, pruner and direction."""
+    return SweepStore(storage, name, sampler=make_sampler(space), pruner=space.make_pruner(),
+                      direction=METRICS.get(space.metric, "maximize"))
 
 
 @dataclass
-class TrialRun:
+class TrialGroup:
+    """One trial of this worker: its jobs (one per seed), their epochs and results."""
+
     trial: optuna.Trial
-    job: Job
-    slot: Slot
-    proc: subprocess.Popen[bytes] | None
-    attempt: int
-    reported: int = 0
-    last_beat: float = 0.0
-    retry_at: float = 0.0  # a busy job directory: try again then
+    trial_id: int
+    point: dict[str, Any]
+    jobs: dict[int, Job]  # by seed
+    pending: list[int]  # seeds not handed out yet
+    epochs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    results: dict[int, dict[str, Any]] = field(default_factory=dict)
+    reported: int = 0  # epochs reported to Optuna
+    ended: str | None = None  # pruned / failed / interrupted: its other jobs stop
 
 
-class StudyRunner:
-    def __init__(self, space: Space, study: optuna.Study, *, runs_dir: Path, slots: list[Slot], trials: int,
-                 retries: int, cache_dir: Path | None = None, poll_s: float = 0.5, warm: bool = True) -> None:
+class StudySource:
+    def __init__(self, space: Space, store: SweepStore, *, runs_dir: Path, trials: int, retries: int,
+                 wandb_env: dict[str, str] | None = None) -> None:
         self.space = space
-        self.study = study
-        self.storage: Any = study._storage
-        self.dir = runs_dir / study.study_name
-        self.slots = slots
+        self.store = store
+        self.study = store.study
+        self.name = store.sweep
+        self.runs_dir = runs_dir
         self.total = trials
         self.retries = retries
-        self.cache_dir = cache_dir
-        self.poll_s = poll_s
-        self.running: dict[int, TrialRun] = {}
-        self.progress: dict[int, Progress] = {}
-        self.host, self.pid = socket.gethostname(), os.getpid()
-        self.asking: optuna.trial.Trial | None = None  # between ask() and its launch
-        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
-        self.exhausted = False
-        self.warm = WarmPool(self.dir / ".warm", enabled=warm)
-        # Optuna wraps an RDB storage in a cache; the heartbeat lives on the RDB storage.
-        self.heartbeats = isinstance(getattr(self.storage, "_backend", self.storage), optuna.storages.RDBStorage)
+        self.metric = space.metric
+        self.seeds: list[int] = list(getattr(space, "seeds", None) or [space.config({}).seed])
+        self.several_seeds = bool(getattr(space, "seeds", None))
+        self.target: float | None = getattr(space, "target", None)
+        self.wandb_env = wandb_env or {}
+        self.groups: dict[int, TrialGroup] = {}  # my open trials, by number
+        self.progress: dict[str, Progress] = {}
+        self.trials: list[FrozenTrial] = []
+        self.stop_asking = ""  # why this worker asks for no more trials (target reached, space exhausted)
+
+    # -- reading the storage ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.trials = self.study.get_trials(deepcopy=False)
+        mine = {g.trial.number for g in self.groups.values()}
+        for trial in self.trials:
+            if trial.state == TrialState.RUNNING and trial.number not in mine and owner_gone(trial, me=self.store.pid):
+                self._take_over(trial)
+        if self.target is not None and not self.stop_asking:
+            best = self._best_value()
+            if best is not None and not self._better(self.target, best):
+                self.stop_asking = f"target {self.metric} {self.target:g} reached ({best:.4g})"
+                log.info("%s: %s; no new trials", self.name, self.stop_asking)
 
     def finished(self) -> int:
-        return len(self.study.get_trials(deepcopy=False, states=DONE))
+        return sum(t.state in DONE for t in self.trials)
 
-    def run(self, on_tick: Callable[[StudyRunner], None] | None = None) -> None:
-        with interrupt_guard() as check_interrupt:
-            try:
-                while True:
-                    check_interrupt()
-                    self._poll()
-                    self._fail_stale()
-                    finished = self.finished()
-                    if finished >= self.total and not self.running:
-                        break
-                    self._start()
-                    self._prime(finished)
-                    if self.exhausted and not self.running:
-                        # Everything left is under way on other workers: wait for them (or their failure).
-                        time.sleep(self.poll_s)
-                        self.exhausted = False
-                    if on_tick is not None:
-                        on_tick(self)
-                    wait_for_exit((run.proc for run in self.running.values() if run.proc is not None), self.poll_s)
-                check_interrupt()
-            except BaseException:
-                self._stop_all()
-                raise
-            finally:
-                self.warm.close()
-        if on_tick is not None:
-            on_tick(self)
+    def exhausted(self) -> bool:
+        return bool(self.stop_asking) or self.finished() >= self.total
 
-    # -- starting -------------------------------------------------------------------------------
+    def waiting(self) -> int:
+        if self.exhausted():
+            return 0
+        pending = sum(len(g.pending) for g in self.groups.values())
+        return pending + max(0, self.total - self.finished() - len(self.groups)) * len(self.seeds)
+
+    def _best_value(self) -> float | None:
+        values = [t.value for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+        if not values:
+            return None
+        return min(values) if METRICS.get(self.metric) == "minimize" else max(values)
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if METRICS.get(self.metric) == "minimize" else a > b
+
+    def _take_over(self, trial: FrozenTrial) -> None:
+        """A dead worker's trial: fail it (one survivor wins) and queue a retry with its parameters."""
+        attrs = trial.user_attrs
+        owner = f"{attrs.get('host', '?')}:{attrs.get('pid', '?')}"
+        if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status="lost"):
+            return  # another survivor got there first
+        retries = int(attrs.get("retries", 0))
+        if not trial.params or len(trial.params) < len(self.space.params) or retries >= max(self.retries, 1):
+            log.warning("trial #%d: its worker %s is gone; not retried", trial.number, owner)
+            return
+        log.warning("trial #%d: its worker %s is gone; queued again with the same parameters", trial.number, owner)
+        self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+
+    # -- handing out jobs -------------------------------------------------------------------------
+
+    def take(self) -> Ticket | None:
+        for group in self.groups.values():
+            if group.pending and group.ended is None:
+                return self._ticket(group, group.pending.pop(0))
+        while not self.exhausted():
+            under_way = sum(t.state in (*DONE, TrialState.RUNNING) for t in self.study.get_trials(deepcopy=False))
+            if under_way >= self.total:
+                return None  # the rest is under way on other workers: wait for them (or their loss)
+            asked = self._ask()
+            if asked == "surplus":
+                return None  # workers asked at once; the next tick looks again
+            if isinstance(asked, TrialGroup):
+                return self._ticket(asked, asked.pending.pop(0))
+        return None
+
+    def _ask(self) -> TrialGroup | str:
+        """A new trial, with its jobs; or why none runs ("surplus", "reused")."""
+        trial = self.study.ask()
+        trial_id = self.store.trial_id(trial)
+        try:
+            self.store.mark_owner(trial_id)  # at once: a trial without an owner is taken over
+            if not self._budget_left(trial.number):
+                self.store.fail(trial_id, "asked past the study's total of trials", status="surplus")
+                return "surplus"
+            values = suggest(trial, self.space)
+            config = self.space.config(values)
+            jobs = {seed: Job(config=replace(config, seed=seed), point={**values, "seed": seed}) for seed in self.seeds}
+            first = jobs[self.seeds[0]]
+            attrs: dict[str, Any] = {"job_id": first.id, "config": first.config.to_dict(), "point": values, "reason": ""}
+            if isinstance(self.study.sampler, PerTrialSeeded):
+                attrs["sampler_seed"] = self.study.sampler.trial_seed(trial.number)
+            if self.several_seeds:
+                attrs["seeds"] = [{"job_id": j.id, "seed": s, "status": "waiting", "result": None} for s, j in jobs.items()]
+            for key, value in attrs.items():
+                self.store.set_attr(trial_id, key, value)
+            if self._reuse(trial, trial_id, first.id):
+                return "reused"
+        except BaseException:
+            self.store.fail(trial_id, "stopped before it started", status="interrupted")
+            raise
+        group = TrialGroup(trial, trial_id, values, jobs, pending=list(self.seeds))
+        self.groups[trial.number] = group
+        for job in jobs.values():
+            self.progress[job.id] = Progress(job, state="waiting", note=f"#{trial.number}")
+        return group
 
     def _budget_left(self, number: int) -> bool:
         """True while fewer than N trials numbered before this one are finished or under way."""
@@ -146,174 +235,150 @@ class StudyRunner:
                  if t.number < number and t.state in (*DONE, TrialState.RUNNING, TrialState.WAITING)]
         return len(ahead) < self.total
 
-    def _start(self) -> None:
-        busy = {r.slot.name for r in self.running.values()}
-        free = [s for s in self.slots if s.name not in busy]
-        for run in self.running.values():  # busy directories waiting for another try
-            if run.proc is None and time.time() >= run.retry_at:
-                self._launch(run)
-        while free and not self.exhausted:
-            under_way = len(self.study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING)))
-            if under_way >= self.total:
-                self.exhausted = True
-                return
-            self.asking = trial = self.study.ask()
-            if self.heartbeats:  # at once: a trial with no heartbeat at all is never found stale
-                self.storage.record_heartbeat(trial._trial_id)
-            if not self._budget_left(trial.number):
-                self.storage.set_trial_user_attr(trial._trial_id, "status", "surplus")
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.asking = None
-                self.exhausted = True
-                return
-            values = suggest(trial, self.space)
-            config = self.space.config(values)
-            job = Job(config=config, point=values)
-            for key, value in (("job_id", job.id), ("config", config.to_dict()), ("point", values),
-                               ("host", self.host), ("pid", self.pid), ("reason", "")):
-                self.storage.set_trial_user_attr(trial._trial_id, key, value)
-            run = TrialRun(trial, job, free.pop(0), None, attempt=1)
-            self.running[trial.number] = run
-            self.progress[trial.number] = Progress(job, state="running", started=time.time(), note=f"#{trial.number}")
-            self.asking = None
-            self._launch(run)
-
-    def _prime(self, finished: int) -> None:
-        """Warm processes for the busy slots, as many as trials are still to start."""
-        left = 0 if self.exhausted else max(0, self.total - finished - len(self.running))
-        self.warm.release(keep=left)
-        self.warm.prime([run.slot for run in self.running.values() if run.proc is not None][:left])
-
-    def _launch(self, run: TrialRun) -> None:
-        env = {"WANDB_RUN_GROUP": self.study.study_name, "WANDB_NAME": f"{self.study.study_name}/{run.trial.number}",
-               "WANDB_RUN_ID": f"{run.job.id}-t{run.trial.number}"}
-        run.proc = launch_job(self.dir / run.job.id, run.job.config.to_dict(), run.slot, attempt=run.attempt,
-                              cache_dir=self.cache_dir, env=env, warm=self.warm)
-        run.last_beat = 0.0
-
-    # -- watching -------------------------------------------------------------------------------
-
-    def _poll(self) -> None:
-        for number, run in list(self.running.items()):
-            if run.proc is None:
-                continue
-            job_dir = self.dir / run.job.id
-            p = self.progress[number]
-            p.epoch, p.val_acc = read_events(job_dir / "events.jsonl")
-            self._heartbeat(run)
-            if self._report_and_prune(run, job_dir):
-                continue
-            code = run.proc.poll()
-            if code is None:
-                continue
-            result = _read_result(job_dir / "result.json")
-            if code == 0 and result is not None and result.get("status") in FINISHED:
-                self._finish(run, result)
-            elif code == EXIT_BUSY:  # the same configuration runs on another worker: wait for it
-                run.proc, run.retry_at = None, time.time() + 5
-            elif code != EXIT_CONFIG and run.attempt <= self.retries:
-                run.attempt += 1
-                self._launch(run)
-            else:
-                self._fail(run, f"exit code {code}", log_tail(job_dir / "job.log"))
-
-    def _report_and_prune(self, run: TrialRun, job_dir: Path) -> bool:
-        epochs = _epoch_rows(job_dir / "events.jsonl")
-        for row in epochs[run.reported:]:
-            run.trial.report(row["val_acc"], step=row["epoch"])
-            run.reported += 1
-            if row["epoch"] < run.job.config.epochs and run.trial.should_prune():
-                assert run.proc is not None
-                run.proc.send_signal(signal.SIGINT)  # it keeps its last epoch's state
-                try:
-                    run.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    run.proc.kill()
-                self.storage.set_trial_user_attr(run.trial._trial_id, "status", "pruned")
-                self.storage.set_trial_user_attr(run.trial._trial_id, "result", {"status": "pruned", "epochs": epochs})
-                self.storage.set_trial_user_attr(run.trial._trial_id, "reason", f"pruned after epoch {row['epoch']}")
-                self.study.tell(run.trial, state=TrialState.PRUNED)
-                self._done(run, "pruned", f"after epoch {row['epoch']}")
+    def _reuse(self, trial: optuna.Trial, trial_id: int, job_id: str) -> bool:
+        """A configuration the study has completed already: tell its value again, run nothing."""
+        for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if done.user_attrs.get("job_id") == job_id and done.value is not None:
+                log.info("trial #%d: the same configuration as trial #%d (job %s), which is complete: its result is "
+                         "reused, nothing runs", trial.number, done.number, job_id)
+                for key in ("result", "status", "seeds"):
+                    if key in done.user_attrs:
+                        self.store.set_attr(trial_id, key, done.user_attrs[key])
+                self.store.set_attr(trial_id, "reused_from", done.number)
+                for step, value in sorted(done.intermediate_values.items()):
+                    trial.report(value, step)
+                _tell(self.study, trial, done.value)
                 return True
         return False
 
-    def _finish(self, run: TrialRun, result: dict[str, Any]) -> None:
-        self.storage.set_trial_user_attr(run.trial._trial_id, "result", {k: result.get(k) for k in RESULT_KEYS})
-        self.storage.set_trial_user_attr(run.trial._trial_id, "status", result["status"])
-        if result["status"] == "diverged" or result.get("val_acc") is None:
-            self.study.tell(run.trial, state=TrialState.PRUNED)
+    def _ticket(self, group: TrialGroup, seed: int) -> Ticket:
+        job = group.jobs[seed]
+        number = group.trial.number
+        suffix = f"/seed{seed}" if self.several_seeds else ""
+        env = {**self.wandb_env, "WANDB_RUN_GROUP": self.name, "WANDB_NAME": f"{self.name}/{number}{suffix}",
+               "WANDB_RUN_ID": f"{job.id}-t{number}"}
+        return Ticket(job=job, config=job.config, handle=(number, seed), env=env)
+
+    def _group(self, ticket: Ticket) -> TrialGroup:
+        return self.groups[ticket.handle[0]]
+
+    # -- what the jobs ended with ------------------------------------------------------------------
+
+    def heartbeat(self, ticket: Ticket) -> None:
+        self.store.heartbeat(self._group(ticket).trial_id)
+
+    def report(self, ticket: Ticket, epochs: list[dict[str, Any]]) -> str | None:
+        group = self._group(ticket)
+        if group.ended is not None:
+            return group.ended
+        group.epochs[ticket.handle[1]] = epochs
+        last = ticket.job.config.epochs
+        while True:
+            step = group.reported + 1
+            reached = [rows[step - 1].get(self.metric) for rows in group.epochs.values() if len(rows) >= step]
+            values = [float(v) for v in reached if v is not None]
+            if not values:
+                return None
+            try:
+                group.trial.report(sum(values) / len(values), step=step)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker judged it lost
+                group.ended = "taken over by another worker"
+                return group.ended
+            group.reported = step
+            if step < last and group.trial.should_prune():
+                self.store.set_attr(group.trial_id, "status", "pruned")
+                self.store.set_attr(group.trial_id, "reason", f"pruned after epoch {step}")
+                self.store.set_attr(group.trial_id, "result", {"status": "pruned", "epochs": epochs})
+                _tell(self.study, group.trial, state=TrialState.PRUNED)
+                group.ended = f"pruned after epoch {step}"
+                return group.ended
+
+    def finish(self, ticket: Ticket, result: dict[str, Any]) -> None:
+        group = self._group(ticket)
+        seed = ticket.handle[1]
+        group.results[seed] = {k: result.get(k) for k in RESULT_KEYS}
+        p = self.progress[ticket.job.id]
+        p.state, p.seconds, p.val_acc = result["status"], result.get("runtime_s"), result.get("val_acc")
+        if self.several_seeds:
+            self.store.set_attr(group.trial_id, "seeds", self._seed_rows(group))
+        if group.ended is not None:
+            self._close_if_idle(group)
+            return
+        if len(group.results) < len(group.jobs):
+            return
+        values = [r[self.metric] for r in group.results.values()
+                  if r.get(self.metric) is not None and r.get("status") != "diverged"]
+        statuses = [r["status"] for r in group.results.values()]
+        status = next((s for s in statuses if s != "completed"), "completed")
+        summary = group.results[self.seeds[0]] if not self.several_seeds else _mean_result(list(group.results.values()))
+        self.store.set_attr(group.trial_id, "result", {**summary, "status": status})
+        self.store.set_attr(group.trial_id, "status", status)
+        if values:
+            _tell(self.study, group.trial, sum(values) / len(values))
         else:
-            self.study.tell(run.trial, float(result[self.space.metric]))
-        p = self.progress[run.trial.number]
-        p.seconds = result.get("runtime_s")
-        self._done(run, result["status"], "")
+            _tell(self.study, group.trial, state=TrialState.PRUNED)
+        self._close(group)
 
-    def _fail(self, run: TrialRun, reason: str, tail: list[str]) -> None:
-        self.storage.set_trial_user_attr(run.trial._trial_id, "status", "failed")
-        self.storage.set_trial_user_attr(run.trial._trial_id, "reason", reason)
-        self.storage.set_trial_user_attr(run.trial._trial_id, "log_tail", tail)
-        self.study.tell(run.trial, state=TrialState.FAIL)
-        self._done(run, "failed", reason)
+    def _seed_rows(self, group: TrialGroup) -> list[dict[str, Any]]:
+        rows = []
+        for seed, job in group.jobs.items():
+            result = group.results.get(seed)
+            rows.append({"job_id": job.id, "seed": seed, "status": result["status"] if result else
+                         self.progress[job.id].state, "result": result})
+        return rows
 
-    def _done(self, run: TrialRun, state: str, note: str) -> None:
-        del self.running[run.trial.number]
-        p = self.progress[run.trial.number]
-        p.state, p.note = state, note or p.note
+    def retrying(self, ticket: Ticket, attempt: int, reason: str, tail: list[str]) -> None:
+        self.store.set_attr(self._group(ticket).trial_id, f"attempt_{attempt}_failure",
+                            {"reason": reason, "log_tail": tail, "seed": ticket.handle[1]})
 
-    def _heartbeat(self, run: TrialRun) -> None:
-        if self.heartbeats and time.time() - run.last_beat >= HEARTBEAT_S:
-            self.storage.record_heartbeat(run.trial._trial_id)
-            run.last_beat = time.time()
+    def fail(self, ticket: Ticket, reason: str, tail: list[str]) -> None:
+        group = self._group(ticket)
+        self.progress[ticket.job.id].state = "failed"
+        self.progress[ticket.job.id].note = reason
+        if group.ended is None:
+            group.ended = f"failed: {reason}"
+            self.store.fail(group.trial_id, reason, tail)
+        self._close_if_idle(group)
 
-    def _fail_stale(self) -> None:
-        """Fail the trials of dead workers and enqueue their retries."""
-        if self.heartbeats:
-            optuna.storages.fail_stale_trials(self.study)  # heartbeat + RetryHeartbeatStaleTrialCallback
-        mine = {run.trial.number for run in self.running.values()}
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            attrs = trial.user_attrs
-            dead = (not self.heartbeats and attrs.get("host") == self.host and attrs.get("pid") not in (None, self.pid)
-                    and not _alive(attrs["pid"]))
-            # A worker records its pid within milliseconds of ask(); a trial still without one after
-            # the grace period was asked by a worker stopped in between (e.g. Ctrl-C): nobody runs it.
-            started = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
-            orphan = "pid" not in attrs and trial.number not in mine and time.time() - started > GRACE_S
-            if dead or orphan:
-                try:
-                    self.storage.set_trial_user_attr(trial._trial_id, "reason", "worker lost" if dead else "orphaned")
-                    self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                except RuntimeError:  # UpdateFinishedTrialError: another worker got there first
-                    continue
-                if dead:
-                    self.retry(self.study, self.storage.get_trial(trial._trial_id))
+    def stopped(self, ticket: Ticket, reason: str) -> None:
+        group = self._group(ticket)
+        p = self.progress[ticket.job.id]
+        p.state, p.note = ("pruned" if reason.startswith("pruned") else "stopped"), reason
+        self._close_if_idle(group)
 
-    def _stop_all(self) -> None:
-        """Ctrl-C: stop the jobs, fail their trials and enqueue retries (the next run resumes them)."""
-        if self.asking is not None:  # asked, not yet launched: nothing to resume, just not left RUNNING
-            self.storage.set_trial_user_attr(self.asking._trial_id, "reason", "interrupted before it started")
-            self.storage.set_trial_state_values(self.asking._trial_id, TrialState.FAIL)
-            self.asking = None
-        for run in self.running.values():
-            if run.proc is not None and run.proc.poll() is None:
-                run.proc.send_signal(signal.SIGINT)
-        for run in list(self.running.values()):
-            if run.proc is not None:
-                try:
-                    run.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    run.proc.kill()
-            self.storage.set_trial_user_attr(run.trial._trial_id, "reason", "interrupted")
-            self.study.tell(run.trial, state=TrialState.FAIL)
-            self.retry(self.study, self.storage.get_trial(run.trial._trial_id))
-        self.running.clear()
+    def interrupt(self, ticket: Ticket) -> None:
+        """Ctrl-C / SIGTERM: the trial ends `interrupted` and a retry with its parameters is queued."""
+        group = self._group(ticket)
+        p = self.progress[ticket.job.id]
+        p.state, p.note = "waiting", "interrupted, queued (resumes from its last epoch)"
+        if group.ended is None:
+            group.ended = "interrupted"
+            if self.store.fail(group.trial_id, f"interrupted at {time.strftime('%F %T')}", status="interrupted"):
+                self.study.enqueue_trial(group.trial.params, user_attrs={"retry_of": group.trial.number})
+
+    def _close_if_idle(self, group: TrialGroup) -> None:
+        """Forget a trial once none of its jobs is still being handed out or run here."""
+        busy = any(self.progress[j.id].state == "running" for j in group.jobs.values())
+        if not busy:
+            self._close(group)
+
+    def _close(self, group: TrialGroup) -> None:
+        self.groups.pop(group.trial.number, None)
 
 
-def _epoch_rows(path: Path) -> list[dict[str, Any]]:
-    """The job's finished epochs, in order (a resumed run repeats none, but be exact)."""
-    rows: list[dict[str, Any]] = []
-    for event in read_event_stream(path):
-        if event.get("event") == "epoch":
-            rows.append(event)
-        elif event.get("event") == "start" and event.get("resumed_from_epoch", 0) < len(rows):
-            rows = rows[: event["resumed_from_epoch"]]
-    return rows
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None, *,
+          state: TrialState | None = None) -> None:
+    """Tell, unless the trial has been finished by another worker (which judged this one lost)."""
+    study.tell(trial, value, state=state, skip_if_finished=True)
+
+
+def _mean_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over seeds of each numeric result key (the per-seed results stay under `seeds`)."""
+    mean: dict[str, Any] = {}
+    for key in RESULT_KEYS:
+        values = [r.get(key) for r in results]
+        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if numbers and len(numbers) == len(values):
+            mean[key] = sum(numbers) / len(numbers)
+    mean["seeds"] = len(results)
+    return mean

@@ -9,9 +9,11 @@ from typing import Any
 
 from rich.table import Table
 
-from sweeper.runner import Progress, read_events
+from sweeper.scheduler import Progress
 from sweeper.spec import Grid, Job
 from sweeper.store import FINISHED, SweepStore
+from trainer.jobdir import EVENTS_FILE
+from trainer.jobdir import progress as read_progress
 
 COLOURS = {"completed": "green", "running": "cyan", "waiting": "white", "failed": "red", "collapsed": "red",
            "diverged": "red"}
@@ -82,12 +84,12 @@ def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Prog
         first = trials[0].user_attrs
         job = Job(config=build_job(first["config"]), point=first.get("point", {}))
         state = store.state(trials)
-        p = Progress(job, state=state.status)
+        p = Progress(job, state=state.status, note=state.note)
         if state.result is not None:
             p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
             p.epoch = len(state.result.get("epochs") or [])
         elif state.status == "running":
-            p.epoch, p.val_acc = read_events(runs_dir / store.sweep / job_id / "events.jsonl")
+            p.epoch, p.val_acc = read_progress(runs_dir / store.sweep / job_id / EVENTS_FILE)
             p.note = f"on {state.owner}"
             if state.trial is not None and state.trial.datetime_start is not None:
                 p.started = state.trial.datetime_start.timestamp()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.config import ConfigError, JobConfig, defaults_filled
+from trainer.config import ConfigError, JobConfig, defaults_filled, id_fields
 from trainer.io import atomic_write, write_json
 from trainer.jobdir import PREDICTIONS_FILE, STATE_FILE  # noqa: F401 - re-exported
 from trainer.model import WEIGHTS_FILE, Classifier
@@ -61,6 +61,9 @@ def claim(out_dir: Path, cfg: JobConfig) -> None:
     path = out_dir / "config.json"
     if path.exists():
         stored = defaults_filled(json.loads(path.read_text()))  # written before a key was added
+        if stored != cfg.to_dict() and id_fields(stored) == id_fields(cfg.to_dict()):
+            write_json(path, cfg.to_dict())  # the same job run another way (a smaller micro-batch)
+            return
         if stored != cfg.to_dict():
             changed = sorted(k for k in set(stored) | set(cfg.to_dict()) if stored.get(k) != cfg.to_dict().get(k))
             raise ConfigError(

@@ -50,6 +50,19 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def refuse_aliases(text: str, source: str) -> None:
+    """YAML aliases (`*name`, `<<: *name`) are refused before anything is built from the file:
+    ten lines of nested aliases expand to gigabytes (a "billion laughs"). Read as a stream of
+    events, so checking takes no more memory than the text."""
+    try:
+        for event in yaml.parse(text, Loader=YamlLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise ConfigError(f"{source}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                                  "allowed in sweep files; write the values out")
+    except yaml.YAMLError:
+        return  # not valid YAML: the loader reports it, with its line
+
+
 class ConfigError(ValueError):
     """A job configuration that cannot run. The message names the key, value and fix."""
 
@@ -74,6 +87,10 @@ class JobConfig:
     max_len: int = 128
     batch_size: int = 16  # micro-batch; the effective batch is batch_size * grad_accum
     grad_accum: int = 1
+    # How the batch is run, not what is trained: an out-of-memory retry runs batch_size in
+    # micro-batches of this size (batch_size / micro_batch_size more accumulation steps, the
+    # same effective batch). Never part of the job's id. None: batch_size.
+    micro_batch_size: int | None = None
     lr: float = 5e-5
     optimizer: str = "adam"
     weight_decay: float = 0.0
@@ -89,6 +106,24 @@ class JobConfig:
     def model_path(self) -> str:
         """What `from_pretrained` is given: the alias resolved, or the id/directory as is."""
         return MODEL_ALIASES.get(self.model, self.model)
+
+    @property
+    def micro_batch(self) -> int:
+        """The batch one forward pass takes."""
+        return self.micro_batch_size or self.batch_size
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step."""
+        return self.grad_accum * self.batch_size // self.micro_batch
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum
+
+    def with_micro_batch(self, size: int) -> JobConfig:
+        """The same job run in micro-batches of `size` (validated like any configuration)."""
+        return build_job({**self.to_dict(), "micro_batch_size": None if size == self.batch_size else size})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -118,10 +153,15 @@ def defaults_filled(d: Mapping[str, Any]) -> dict[str, Any]:
     return {**default, **d, "data": {**default["data"], **(d.get("data") or {})}}
 
 
+# How a job runs, not what it trains: never in its id (an out-of-memory retry stays the same job).
+RUN_KEYS = frozenset({"micro_batch_size"})
+
+
 def id_fields(d: Mapping[str, Any]) -> dict[str, Any]:
-    """What a job's id hashes: the configuration less the later keys at their defaults."""
+    """What a job's id hashes: the configuration less the later keys at their defaults (and
+    less RUN_KEYS)."""
     default = JobConfig().to_dict()
-    out = {k: v for k, v in d.items() if k in FIRST_JOB_KEYS or v != default.get(k)}
+    out = {k: v for k, v in d.items() if k not in RUN_KEYS and (k in FIRST_JOB_KEYS or v != default.get(k))}
     data = d.get("data") or {}
     out["data"] = {k: v for k, v in data.items() if k in FIRST_DATA_KEYS or v != default["data"].get(k)}
     return out
@@ -266,12 +306,20 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         raise ConfigError(
             f"{_where(source, 'warmup_ratio')}: {warmup:g} is out of range; expected 0 <= warmup_ratio < 1"
         )
+    batch_size = _int(source, "batch_size", get("batch_size", d.batch_size), minimum=1)
+    micro = get("micro_batch_size")
+    if micro is not None:
+        micro = _int(source, "micro_batch_size", micro, minimum=1)
+        if batch_size % micro:
+            raise ConfigError(f"{_where(source, 'micro_batch_size')}: {micro} does not divide batch_size {batch_size}; "
+                              "expected a divisor of batch_size (or null)")
     return JobConfig(
         model=_model(source, get("model", d.model)),
         pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
         dropout=dropout,
         max_len=max_len,
-        batch_size=_int(source, "batch_size", get("batch_size", d.batch_size), minimum=1),
+        batch_size=batch_size,
+        micro_batch_size=micro,
         grad_accum=_int(source, "grad_accum", get("grad_accum", d.grad_accum), minimum=1),
         lr=lr,
         optimizer=_choice(source, "optimizer", get("optimizer", d.optimizer), OPTIMIZERS),
@@ -312,6 +360,7 @@ def read_mapping(path: Path) -> dict[str, Any]:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    refuse_aliases(text, str(path))
     try:
         raw = yaml_load(text)  # JSON is YAML
     except yaml.YAMLError as exc:

@@ -151,8 +151,8 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)
     model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     optimizer = make_optimizer(cfg, model, device)
-    batches_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
+    batches_per_epoch = math.ceil(len(data.train) / cfg.micro_batch)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch * cfg.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     use_autocast = dtype != torch.float32
@@ -161,7 +161,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
         return torch.autocast(device.type, dtype=dtype) if use_autocast else nullcontext()
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eval_batch = max(64, 2 * cfg.batch_size)
+    eval_batch = max(64, 2 * cfg.micro_batch)
     loss_limit = DIVERGED_FACTOR * math.log(max(data.num_labels, 2))
     majority = majority_fraction(np.asarray(data.val.labels))
     save_model_files(out_dir / "model", model, tokenizer, data.label_names)
@@ -182,7 +182,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             model.train()
-            batches = train_batches(data.train, cfg.batch_size, seed=cfg.seed, epoch=epoch)
+            batches = train_batches(data.train, cfg.micro_batch, seed=cfg.seed, epoch=epoch)
             t0 = time.perf_counter()
             epoch_loss = torch.zeros((), device=device)
             window_loss = torch.zeros((), device=device)
@@ -192,8 +192,8 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
             bar = _progress(progress, epoch, cfg.epochs, len(batches))
             for i, batch in enumerate(iterate(data.train, batches, pad_id, pin=device.type == "cuda")):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                group_start = (i // cfg.grad_accum) * cfg.grad_accum
-                group_size = min(cfg.grad_accum, len(batches) - group_start)
+                group_start = (i // cfg.accumulation) * cfg.accumulation
+                group_size = min(cfg.accumulation, len(batches) - group_start)
                 with autocast():
                     logits = model(batch["input_ids"], batch["attention_mask"])
                 loss = F.cross_entropy(logits.float(), batch["labels"])
@@ -287,7 +287,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
         majority_class_acc=majority,
         num_labels=data.num_labels,
         rows={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        effective_batch_size=cfg.batch_size * cfg.grad_accum,
+        effective_batch_size=cfg.effective_batch,
         global_steps=state["global_step"],
         runtime_s=round(state["sessions_seconds"], 3),
         train_seconds=round(state["train_seconds"], 3),

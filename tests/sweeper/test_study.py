@@ -151,9 +151,15 @@ def test_interrupting_and_rerunning_continues_the_same_study_to_its_total(tiny_m
     s = study(runs)
     assert len(finished(s)) == 4
     interrupted = [t for t in s.trials if t.state == TrialState.FAIL]
-    assert all(t.user_attrs.get("reason") == "interrupted" for t in interrupted)
-    retried = [t for t in s.trials if "failed_trial" in t.system_attrs]
-    assert len(retried) == len(interrupted) and all(t.state == TrialState.COMPLETE for t in retried)
+    assert interrupted and all(t.user_attrs.get("status") == "interrupted" for t in interrupted)
+    assert all(t.user_attrs["reason"].startswith("interrupted at ") for t in interrupted)
+    retried = [t for t in s.trials if "retry_of" in t.user_attrs]
+    assert {t.user_attrs["retry_of"] for t in retried} == {t.number for t in interrupted}
+    assert all(t.state == TrialState.COMPLETE for t in retried)
+    for t in retried:  # the same configuration, resumed in the same job directory
+        assert t.params == s.trials[t.user_attrs["retry_of"]].params
+        result = json.loads((runs / "s" / t.user_attrs["job_id"] / "result.json").read_text())
+        assert result["status"] == "completed"
 
 
 # -- PostgreSQL: several workers on one study ----------------------------------------------------
@@ -210,13 +216,14 @@ def test_a_trial_asked_by_a_worker_stopped_before_it_recorded_itself_does_not_bl
     runs = _mk(tmp_path / "runs")
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(runs / "sweeps.journal")))
     orphan = optuna.create_study(study_name="s", storage=storage, direction="maximize").ask()
-    env = {**os.environ, "SWEEP_GRACE_S": "1"}
+    time.sleep(1.5)
+    env = {**os.environ, "SWEEP_STALE_S": "1"}
     done = subprocess.run(cmd(path, runs, 2), cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     s = study(runs)
     assert len(finished(s)) == 2
     lost = s.trials[orphan.number]
-    assert lost.state == TrialState.FAIL and lost.user_attrs["reason"] == "orphaned"
+    assert lost.state == TrialState.FAIL and lost.user_attrs["status"] == "lost"
 
 
 def test_two_workers_on_postgres_finish_exactly_n_trials(postgres: str, tiny_models: dict, tiny_data: Path,
@@ -240,13 +247,15 @@ def test_two_workers_on_postgres_finish_exactly_n_trials(postgres: str, tiny_mod
 def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried_by_the_survivor(
     postgres: str, tiny_models: dict, tmp_path: Path
 ) -> None:
+    """The victim and the survivor pose as two machines (SWEEP_HOST), so the survivor cannot see
+    the victim's pid: only the lapsed heartbeat tells it the trial is nobody's."""
     data = write_dataset(tmp_path / "data", n_train=1000, n_test=100, seed=8)
     path = space_file(tmp_path, tiny_models["bert"], data, epochs=3)
     runs = tmp_path / "runs"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SWEEP_HEARTBEAT_S": "1", "SWEEP_GRACE_S": "4"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SWEEP_HEARTBEAT_S": "1", "SWEEP_STALE_S": "4"}
     # One slot per worker: the victim holds exactly one trial when it is killed.
     victim = subprocess.Popen(cmd(path, runs, 3, "--storage", postgres, "--study", "pg2", "--parallel", "1"),
-                              cwd=REPO, env=env,
+                              cwd=REPO, env={**env, "SWEEP_HOST": "machine-a"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until the victim runs a trial
@@ -260,13 +269,16 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried_by_the_surviv
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     survivor = subprocess.run(cmd(path, runs, 3, "--storage", postgres, "--study", "pg2", "--parallel", "1"),
-                              cwd=REPO, env=env,
+                              cwd=REPO, env={**env, "SWEEP_HOST": "machine-b"},
                               capture_output=True, text=True, timeout=600)
     assert survivor.returncode == 0, survivor.stderr
     s = optuna.load_study(study_name="pg2", storage=postgres)
     failed = [t for t in s.trials if t.state == TrialState.FAIL]
-    assert failed and all(t.user_attrs["pid"] == victim.pid for t in failed)
-    retries = [t for t in s.trials if "failed_trial" in t.system_attrs]
-    assert {t.system_attrs["failed_trial"] for t in retries} == {t.number for t in failed}
+    assert failed and all(t.user_attrs["pid"] == victim.pid and t.user_attrs["status"] == "lost" for t in failed)
+    retries = [t for t in s.trials if "retry_of" in t.user_attrs]
+    assert {t.user_attrs["retry_of"] for t in retries} == {t.number for t in failed}
     assert all(t.state == TrialState.COMPLETE and t.user_attrs["pid"] != victim.pid for t in retries)
-    assert len(finished(s)) == 3
+    done = finished(s)
+    assert len(done) == 3
+    # the retry is the dead trial's configuration, counted once: 3 trials, 3 configurations
+    assert len({t.user_attrs["job_id"] for t in done}) == 3

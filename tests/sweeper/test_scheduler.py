@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.runner import Orchestrator, Running, make_slots
+from sweeper.scheduler import make_slots
 from sweeper.spec import load_grid
 from sweeper.store import SweepStore, open_storage
 from tests.conftest import REPO, sigint_like_a_terminal, write_dataset
@@ -151,25 +151,6 @@ def test_two_orchestrators_at_once_never_run_the_same_job(tiny_models: dict, tin
     assert len(workers) == 2  # both shared the work
 
 
-def test_out_of_memory_retries_with_half_the_micro_batch(tiny_models: dict, tiny_data: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    grid = load_grid(grid_file(tmp_path, tiny_models["bert"], tiny_data, seeds=(1,)))
-    store = SweepStore(open_storage(str(tmp_path / "s.journal")), "g")
-    orch = Orchestrator(grid, store, runs_dir=tmp_path / "runs", slots=make_slots(gpus=[0], jobs_per_gpu=1,
-                        parallel=1), retries=0)
-    job = grid.jobs[0]
-    job_dir = tmp_path / "runs" / "g" / job.id
-    job_dir.mkdir(parents=True)
-    (job_dir / "job.log").write_text("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n")
-    launched: list[dict] = []
-    monkeypatch.setattr(orch, "_launch", lambda job, trial_id, slot, *, attempt, config=None: launched.append(config))
-    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
-    dead.wait()
-    orch.running[job.id] = Running(job, 0, orch.slots[0], dead, time.time(), 1, job.config.to_dict())
-    orch._poll_children()
-    assert launched and (launched[0]["batch_size"], launched[0]["grad_accum"]) == (8, 2)  # same effective batch
-
-
 def test_gpu_slots_share_devices_and_cpu_lanes() -> None:
     slots = make_slots(gpus=[0, 1], jobs_per_gpu=2, parallel=1)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "1", "1"]
@@ -201,8 +182,12 @@ def test_ctrl_c_stops_the_jobs_writes_their_state_and_the_next_run_continues(tin
     interrupted = [j for j in grid.jobs if not (runs / "g" / j.id / "result.json").exists()]
     assert interrupted, "the sweep finished before Ctrl-C"
     by_job = trials(runs, "g")
-    for job in interrupted:
-        assert by_job[job.id][-1].state == TrialState.FAIL and by_job[job.id][-1].user_attrs["reason"] == "interrupted"
+    for job in interrupted:  # interrupted, and queued again at once: not failed
+        *_, stopped, queued = by_job[job.id]
+        assert stopped.state == TrialState.FAIL and stopped.user_attrs["status"] == "interrupted"
+        assert queued.state == TrialState.WAITING
+    status = CliRunner().invoke(app, ["status", "g", "--runs-dir", str(runs)])
+    assert "interrupted" in status.output and "failed" not in status.output
     done = subprocess.run(sweep_cmd(path, runs, "--parallel", "2"), cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
@@ -256,8 +241,9 @@ def test_warm_started_jobs_give_the_cold_results_and_leave_no_process_behind(
 def test_a_spare_that_died_means_a_cold_start_and_an_unused_one_is_killed(
     tiny_models: dict, tiny_data: Path, tmp_path: Path
 ) -> None:
+    from sweeper.grid_source import GridSource
     from sweeper.process import WarmPool
-    from sweeper.runner import launch_job
+    from sweeper.scheduler import Scheduler
 
     slot = make_slots(gpus=None, jobs_per_gpu=1, parallel=1)[0]
     pool = WarmPool(tmp_path / ".warm")
@@ -270,9 +256,16 @@ def test_a_spare_that_died_means_a_cold_start_and_an_unused_one_is_killed(
     spare.proc.wait()
     grid = load_grid(grid_file(tmp_path, tiny_models["bert"], tiny_data, models=[str(tiny_models["bert"])],
                                seeds=(1,), epochs=1))
-    job_dir = tmp_path / "runs" / "job"
-    proc = launch_job(job_dir, grid.jobs[0].config.to_dict(), slot, attempt=1, cache_dir=None, env={}, warm=pool)
-    assert proc.pid != spare.proc.pid and proc.wait(timeout=120) == 0
+    store = SweepStore(open_storage(str(tmp_path / "runs" / "sweeps.journal")), "g")
+    scheduler = Scheduler(GridSource(grid, store, runs_dir=tmp_path / "runs"), runs_dir=tmp_path / "runs", slots=[slot],
+                          retries=0)
+    scheduler.warm = pool
+    scheduler.source.tick()
+    scheduler._fill()
+    (run,) = scheduler.running.values()
+    job_dir = tmp_path / "runs" / "g" / grid.jobs[0].id
+    proc = run.proc
+    assert proc is not None and proc.pid != spare.proc.pid and proc.wait(timeout=120) == 0
     assert "(warm start)" not in (job_dir / "job.log").read_text()
     assert "test_acc" in json.loads((job_dir / "result.json").read_text())  # it ran to the end
     assert not spare.early_log.exists() and pool.spares == {}
@@ -288,7 +281,7 @@ def test_a_job_process_exits_with_its_command_s_code(tiny_models: dict, tiny_dat
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": str(tiny_models["bert"]), "data": {"name": str(tiny_data)},
                                    "pooling": "max"}))
-    done = subprocess.run([*COMMAND, "run", str(bad), "--out", str(tmp_path / "out")], cwd=REPO,
+    done = subprocess.run([*COMMAND, str(bad), "--out", str(tmp_path / "out")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "pooling" in done.stderr and "bad.yaml" in done.stderr
 

@@ -1,0 +1,153 @@
+"""A grid's jobs as a scheduler source: claim pre-expanded jobs from the storage, record results.
+
+Every orchestrator on the same storage and runs directory runs the same loop over the same jobs;
+the storage's atomic claims (sweeper/store.py) make each job run once. A job whose worker is
+gone (`store.owner_gone`) is taken over and resumes from its last epoch in the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.scheduler import Progress, Ticket
+from sweeper.spec import Grid, Job
+from sweeper.store import FINISHED, SweepStore, owner_gone, param_choice
+from trainer.config import ConfigError, JobConfig, build_job
+from trainer.jobdir import EVENTS_FILE, JOB_FILE, progress
+
+log = logging.getLogger(__name__)
+
+
+def distributions(grid: Grid) -> dict[str, CategoricalDistribution]:
+    """Each swept key (seed included) as a categorical distribution over the grid's values."""
+    values: dict[str, list[Any]] = {}
+    for job in grid.jobs:
+        for key, value in job.point.items():
+            choice = param_choice(value)
+            if choice not in values.setdefault(key, []):
+                values[key].append(choice)
+    return {key: CategoricalDistribution(choices) for key, choices in values.items()}
+
+
+class GridSource:
+    def __init__(self, grid: Grid, store: SweepStore, *, runs_dir: Path, wandb_env: dict[str, str] | None = None) -> None:
+        self.grid = grid
+        self.store = store
+        self.name = grid.name
+        self.progress = {job.id: Progress(job) for job in grid.jobs}
+        self.distributions = distributions(grid)
+        self.wandb_env = wandb_env or {}
+        self.mine: set[str] = set()  # job ids running here
+        self.gave_up: set[str] = set()  # failed here after their retries: not again in this run
+        self.remaining: list[Job] = []
+        self.by_job: dict[str, list[FrozenTrial]] = {}
+        self.runs_dir = runs_dir
+        store.sync(grid.jobs)
+
+    # -- reading the storage ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.by_job = self.store.trials_by_job()
+        remaining = []
+        for job in self.grid.jobs:
+            if job.id in self.mine:
+                continue
+            p = self.progress[job.id]
+            state = self.store.state(self.by_job.get(job.id, []))
+            p.state, p.note = state.status, state.note
+            if state.result is not None:
+                p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
+                p.epoch = len(state.result.get("epochs") or [])
+            if state.status == "running":
+                p.note = f"on {state.owner}"
+                p.epoch, p.val_acc = progress(self.runs_dir / self.name / job.id / EVENTS_FILE)
+            if state.status == "failed" and state.trial is not None:
+                p.note = str(state.trial.user_attrs.get("reason", ""))
+            if state.status in FINISHED or job.id in self.gave_up:
+                continue
+            remaining.append(job)
+        self.remaining = remaining
+
+    def exhausted(self) -> bool:
+        return not self.remaining
+
+    def waiting(self) -> int:
+        return sum(job.id not in self.mine and self.progress[job.id].state != "running" for job in self.remaining)
+
+    # -- handing out jobs -------------------------------------------------------------------------
+
+    def take(self) -> Ticket | None:
+        for job in self.remaining:
+            if job.id in self.mine:
+                continue
+            trial = self.store.canonical(self.by_job.get(job.id, []))
+            if trial is not None and trial.state == TrialState.RUNNING and owner_gone(trial, me=self.store.pid):
+                owner = f"{trial.user_attrs.get('host')}:{trial.user_attrs.get('pid')}"
+                log.warning("job %s: its worker %s is gone; running it again (it resumes)", job.id, owner)
+                self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status="lost")
+                trial = None
+            if trial is None:  # never enqueued, or its last trial failed (an earlier run's): again
+                self.store.sync([job])
+                self.by_job = self.store.trials_by_job()
+                trial = self.store.canonical(self.by_job.get(job.id, []))
+            if trial is None or trial.state != TrialState.WAITING or not self.store.claim(trial, self.distributions):
+                continue  # another worker has it
+            self.mine.add(job.id)
+            trial_id = self.store.trial_id(trial)
+            env = {**self.wandb_env, "WANDB_RUN_GROUP": self.name, "WANDB_NAME": f"{self.name}/{job.id}",
+                   "WANDB_RUN_ID": job.id}
+            return Ticket(job=job, config=self._config(job), handle=trial_id, env=env)
+        return None
+
+    def _config(self, job: Job) -> JobConfig:
+        """The job's configuration, or the smaller micro-batch an out-of-memory retry ran it with."""
+        try:
+            stored = build_job(json.loads((self.runs_dir / self.name / job.id / JOB_FILE).read_text()))
+        except (OSError, ValueError, ConfigError):
+            return job.config
+        return stored if stored.job_id() == job.id else job.config
+
+    # -- what the jobs ended with ------------------------------------------------------------------
+
+    def heartbeat(self, ticket: Ticket) -> None:
+        self.store.heartbeat(ticket.handle)
+
+    def report(self, ticket: Ticket, epochs: list[dict[str, Any]]) -> str | None:
+        return None  # grid jobs run to their end
+
+    def finish(self, ticket: Ticket, result: dict[str, Any]) -> None:
+        if ticket.config.micro_batch != ticket.job.config.micro_batch:
+            self.store.set_attr(ticket.handle, "micro_batch_adjusted",
+                                {"micro_batch_size": ticket.config.micro_batch, "accumulation": ticket.config.accumulation})
+        self.store.finish(ticket.handle, result)
+        self.mine.discard(ticket.job.id)
+        p = self.progress[ticket.job.id]
+        p.state, p.val_acc, p.seconds, p.note = result["status"], result.get("val_acc"), result.get("runtime_s"), ""
+
+    def retrying(self, ticket: Ticket, attempt: int, reason: str, tail: list[str]) -> None:
+        self.store.set_attr(ticket.handle, f"attempt_{attempt}_failure", {"reason": reason, "log_tail": tail})
+
+    def fail(self, ticket: Ticket, reason: str, tail: list[str]) -> None:
+        self.store.fail(ticket.handle, reason, tail)
+        self.mine.discard(ticket.job.id)
+        self.gave_up.add(ticket.job.id)
+        p = self.progress[ticket.job.id]
+        p.state, p.note = "failed", reason
+
+    def stopped(self, ticket: Ticket, reason: str) -> None:  # pragma: no cover - grids never stop a job
+        self.interrupt(ticket)
+
+    def interrupt(self, ticket: Ticket) -> None:
+        """Back in the queue at once: its trial ends `interrupted` and a fresh one waits for it."""
+        self.store.fail(ticket.handle, f"interrupted at {time.strftime('%F %T')}", status="interrupted")
+        self.store.sync([ticket.job])
+        self.mine.discard(ticket.job.id)
+        p = self.progress[ticket.job.id]
+        p.state, p.note = "waiting", "interrupted, queued (resumes from its last epoch)"

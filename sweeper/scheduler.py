@@ -1,0 +1,359 @@
+"""The one scheduling loop of `sweep grid` and `sweep optuna`: launch jobs into free slots, wait
+on their exits, beat their hearts, record what they end with, retry, stop.
+
+Where the jobs come from is plugged in, as Optuna has one `_optimize` loop whatever the sampler:
+a *source* hands out claimed jobs and is told how each went. `sweeper.grid_source.GridSource`
+claims the pre-expanded jobs of a grid; `sweeper.study.StudySource` asks Optuna for trials,
+reports their epochs, prunes and tells. Every behaviour here is one behaviour for both:
+- a job runs in its own process (`trainer.job`, warm-started when it can: sweeper/process.py)
+  on a slot (a GPU share or a CPU lane); the process dies with the orchestrator (PDEATHSIG);
+- its exit code decides (trainer/jobdir.py): a final result is recorded; "busy" (another live
+  process runs its directory) is tried again after a back-off; an out-of-memory failure is run
+  again with half the micro-batch (same effective batch, same job: `JobConfig.with_micro_batch`);
+  any other failure is retried `retries` times, then recorded with the tail of its log; a
+  configuration error is never retried;
+- Ctrl-C and SIGTERM stop every job at a safe point (the same signal is passed on), put them
+  back in the queue, and leave with KeyboardInterrupt / `trainer.signals.Terminated`.
+
+The orchestrator never imports torch: it talks to jobs through their config file, their
+`events.jsonl`, their `result.json` and their exit code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from sweeper.process import COMMAND, WarmPool, die_with_parent, remove_leftovers, wait_for_exit
+from sweeper.spec import Job
+from trainer.config import JobConfig
+from trainer.io import write_json
+from trainer.jobdir import (
+    EVENTS_FILE,
+    EXIT_BUSY,
+    EXIT_CONFIG,
+    EXIT_OK,
+    FINISHED,
+    JOB_FILE,
+    JOB_LOG_FILE,
+    RESULT_FILE,
+    log_tail,
+    read_event_stream,
+    read_result,
+)
+from trainer.signals import Terminated, stop_signals
+
+log = logging.getLogger(__name__)
+
+OOM_PATTERN = re.compile(r"OutOfMemoryError|CUDA out of memory|out of memory", re.IGNORECASE)
+BUSY_BACKOFF_S = (5.0, 60.0)  # first wait, longest wait (doubling in between)
+STOP_GRACE_S = 30.0  # a stopped job gets this long to reach its safe point before it is killed
+HEARTBEAT_S = float(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str  # "cpu:0", "gpu:1#0"
+    env: dict[str, str]
+
+
+def make_slots(*, gpus: list[int] | None, jobs_per_gpu: int, parallel: int) -> list[Slot]:
+    """GPU shares when there are GPUs (each job sees one through CUDA_VISIBLE_DEVICES), else CPU lanes.
+
+    The machine's cores are divided among the slots: jobs that each start one thread per core
+    oversubscribe the CPU and run many times slower (two tiny jobs on 2 cores: 50x).
+    """
+    n = len(gpus) * jobs_per_gpu if gpus else parallel
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    limits = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    if gpus:
+        return [Slot(f"gpu:{g}#{i}", {"CUDA_VISIBLE_DEVICES": str(g), **limits})
+                for g in gpus for i in range(jobs_per_gpu)]
+    return [Slot(f"cpu:{i}", {"CUDA_VISIBLE_DEVICES": "", **limits}) for i in range(parallel)]
+
+
+def visible_gpus() -> list[int]:
+    """GPUs this machine shows (CUDA_VISIBLE_DEVICES, else nvidia-smi), without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return list(range(len([line for line in out.splitlines() if line.startswith("GPU ")])))
+
+
+@dataclass
+class Progress:
+    """What the live view and the summary show of one job."""
+
+    job: Job
+    state: str = "waiting"
+    epoch: float = 0
+    val_acc: float | None = None
+    started: float | None = None
+    seconds: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Ticket:
+    """One job handed out by a source: claimed for this worker, to be run once here."""
+
+    job: Job  # its id names the job directory
+    config: JobConfig  # what runs: the job's own, or an out-of-memory retry's smaller micro-batch
+    handle: Any  # the source's own (a trial id; a trial group and a seed)
+    env: dict[str, str] = field(default_factory=dict)  # the job's W&B run: group, name, id
+
+
+class Source(Protocol):
+    """Where the jobs come from, and where what they ended with goes."""
+
+    name: str  # the sweep or study: jobs live in RUNS_DIR/<name>/<job id>
+    progress: dict[str, Progress]  # by job id
+
+    def tick(self) -> None:
+        """Read the storage (once per loop turn); take over the jobs of workers that are gone."""
+
+    def exhausted(self) -> bool:
+        """Nothing is left for this worker to start, now or later (the loop ends when nothing runs)."""
+
+    def waiting(self) -> int:
+        """How many jobs may still start here (as many warm processes are worth making)."""
+
+    def take(self) -> Ticket | None:
+        """The next job to run here, claimed; None when there is none now."""
+
+    def heartbeat(self, ticket: Ticket) -> None: ...
+
+    def report(self, ticket: Ticket, epochs: list[dict[str, Any]]) -> str | None:
+        """The job's finished epochs so far; a reason to stop it now (pruned), or None."""
+
+    def finish(self, ticket: Ticket, result: dict[str, Any]) -> None: ...
+
+    def retrying(self, ticket: Ticket, attempt: int, reason: str, tail: list[str]) -> None: ...
+
+    def fail(self, ticket: Ticket, reason: str, tail: list[str]) -> None: ...
+
+    def stopped(self, ticket: Ticket, reason: str) -> None:
+        """The job was stopped for `reason` (from `report`) and has exited."""
+
+    def interrupt(self, ticket: Ticket) -> None:
+        """Ctrl-C or SIGTERM: the job stopped at a safe point; put it back in the queue."""
+
+
+@dataclass
+class Running:
+    ticket: Ticket
+    slot: Slot
+    proc: subprocess.Popen[bytes] | None  # None while it waits to try a busy directory again
+    attempt: int = 1
+    started: float = field(default_factory=time.time)
+    last_beat: float = 0.0
+    retry_at: float = 0.0
+    busy_waits: int = 0
+
+
+class Scheduler:
+    def __init__(self, source: Source, *, runs_dir: Path, slots: list[Slot], retries: int,
+                 cache_dir: Path | None = None, poll_s: float = 0.5, warm: bool = True) -> None:
+        self.source = source
+        self.dir = runs_dir / source.name
+        self.slots = slots
+        self.retries = retries
+        self.cache_dir = cache_dir
+        self.poll_s = poll_s
+        self.running: dict[str, Running] = {}  # by job id
+        self.warm = WarmPool(self.dir / ".warm", enabled=warm)
+        self.launched = 0
+
+    @property
+    def progress(self) -> dict[str, Progress]:
+        return self.source.progress
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, on_tick: Callable[[Scheduler], None] | None = None) -> dict[str, Progress]:
+        if n := remove_leftovers(self.dir / ".warm"):
+            log.info("removed %d file(s) a killed orchestrator left in %s", n, self.dir / ".warm")
+        with stop_signals() as check_stop:
+            try:
+                while True:
+                    check_stop()
+                    self._poll()
+                    self.source.tick()
+                    if not self.running and self.source.exhausted():
+                        break
+                    self._fill()
+                    self._prime()
+                    self._heartbeats()
+                    if on_tick is not None:
+                        on_tick(self)
+                    wait_for_exit((r.proc for r in self.running.values() if r.proc is not None), self.poll_s)
+                check_stop()
+            except BaseException as exc:
+                self._stop_all(signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+                raise
+            finally:
+                self.warm.close()
+        if on_tick is not None:
+            on_tick(self)
+        return self.progress
+
+    def _fill(self) -> None:
+        busy = {r.slot.name for r in self.running.values()}
+        free = [s for s in self.slots if s.name not in busy]
+        while free:
+            ticket = self.source.take()
+            if ticket is None:
+                return
+            run = Running(ticket, free.pop(0), None)
+            self.running[ticket.job.id] = run
+            self._launch(run)
+
+    def _prime(self) -> None:
+        """Warm processes for the busy slots, as many as jobs may still start here."""
+        wanted = self.source.waiting()
+        self.warm.release(keep=wanted)
+        self.warm.prime([r.slot for r in self.running.values() if r.proc is not None][:wanted])
+
+    def _launch(self, run: Running) -> None:
+        """Start the job in a child that dies with this process: the slot's warm spare when it has
+        one (sweeper/process.py), else a fresh process."""
+        ticket = run.ticket
+        job_dir = self.dir / ticket.job.id
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_json(job_dir / JOB_FILE, ticket.config.to_dict())
+        args = [str(job_dir / JOB_FILE), "--out", str(job_dir)]
+        if self.cache_dir is not None:
+            args += ["--cache-dir", str(self.cache_dir)]
+        log_path = job_dir / JOB_LOG_FILE
+        spare = self.warm.take(run.slot)
+        with open(log_path, "ab") as out:
+            out.write(f"\n== attempt {run.attempt} on {run.slot.name} at {time.strftime('%F %T')}"
+                      f"{' (warm start)' if spare else ''}\n".encode())
+            out.flush()
+            proc = None
+            if spare is not None:
+                if spare.give(args, ticket.env, log_path):
+                    proc = spare.proc
+                else:
+                    out.write(b"(its warm process was gone: starting a fresh one)\n")
+                    out.flush()
+            if proc is None:
+                proc = subprocess.Popen([*COMMAND, *args], stdout=out, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **run.slot.env, "PYTHONUNBUFFERED": "1", **ticket.env},
+                                        preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
+        run.proc, run.started, run.last_beat = proc, time.time(), 0.0
+        p = self.progress[ticket.job.id]
+        p.state, p.started, p.note, p.epoch, p.val_acc = "running", time.time(), run.slot.name, 0, None
+        self.launched += 1
+
+    # -- watching -------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        for job_id, run in list(self.running.items()):
+            if run.proc is None:
+                if time.time() >= run.retry_at:
+                    self._launch(run)
+                continue
+            job_dir = self.dir / job_id
+            epochs = self._watch(run, job_dir / EVENTS_FILE)
+            reason = self.source.report(run.ticket, epochs)
+            if reason is not None:
+                _stop(run.proc, signal.SIGINT)  # it keeps its last epoch's state
+                del self.running[job_id]
+                self.source.stopped(run.ticket, reason)
+                continue
+            code = run.proc.poll()
+            if code is not None:
+                self._exited(run, code, job_dir)
+
+    def _watch(self, run: Running, events: Path) -> list[dict[str, Any]]:
+        """Update the job's progress from its event stream; return its finished epochs."""
+        epochs: list[dict[str, Any]] = []
+        p = self.progress[run.ticket.job.id]
+        for event in read_event_stream(events):
+            kind = event.get("event")
+            if kind == "epoch":
+                epochs.append(event)
+                p.epoch, p.val_acc = event.get("epoch", 0), event.get("val_acc")
+            elif kind == "step":
+                p.epoch = max(p.epoch, event.get("epoch", 0))
+            elif kind == "start" and event.get("resumed_from_epoch", 0) < len(epochs):
+                epochs = epochs[: event["resumed_from_epoch"]]  # a kill between the event and the checkpoint
+        return epochs
+
+    def _exited(self, run: Running, code: int, job_dir: Path) -> None:
+        ticket = run.ticket
+        result = read_result(job_dir / RESULT_FILE)
+        if code == EXIT_OK and result is not None and result.get("status") in FINISHED:
+            del self.running[ticket.job.id]
+            self.source.finish(ticket, result)
+            return
+        if code == EXIT_BUSY:  # another live process runs this directory: try again once it is done
+            first, longest = BUSY_BACKOFF_S
+            wait = min(longest, first * 2 ** run.busy_waits)
+            run.proc, run.retry_at, run.busy_waits = None, time.time() + wait, run.busy_waits + 1
+            self.progress[ticket.job.id].note = f"its directory is busy (another process runs it): again in {wait:.0f} s"
+            return
+        tail = log_tail(job_dir / JOB_LOG_FILE)
+        smaller = ticket.config.with_micro_batch(ticket.config.micro_batch // 2) if ticket.config.micro_batch > 1 else None
+        if smaller is not None and any(OOM_PATTERN.search(line) for line in tail):
+            log.warning("job %s ran out of memory: again with micro-batch %d (x%d accumulation, the same effective "
+                        "batch %d)", ticket.job.id, smaller.micro_batch, smaller.accumulation, smaller.effective_batch)
+            ticket.config = smaller
+            self._launch(run)
+            return
+        reason = f"exit code {code}" + (f": {result.get('error')}" if result and result.get("error") else "")
+        if code != EXIT_CONFIG and run.attempt <= self.retries:
+            log.warning("job %s failed (%s); retry %d of %d", ticket.job.id, reason, run.attempt, self.retries)
+            self.source.retrying(ticket, run.attempt, reason, tail)
+            run.attempt += 1
+            self._launch(run)
+            return
+        del self.running[ticket.job.id]
+        self.source.fail(ticket, reason, tail)
+
+    def _heartbeats(self) -> None:
+        now = time.time()
+        for run in self.running.values():
+            if now - run.last_beat >= HEARTBEAT_S:
+                self.source.heartbeat(run.ticket)
+                run.last_beat = now
+
+    def _stop_all(self, signum: int) -> None:
+        """Stop every job with the signal this process got (each keeps its last finished epoch)
+        and put it back in the queue; the next run resumes it."""
+        for run in self.running.values():
+            if run.proc is not None and run.proc.poll() is None:
+                run.proc.send_signal(signum)
+        deadline = time.time() + STOP_GRACE_S
+        for run in self.running.values():
+            if run.proc is not None:
+                _wait_or_kill(run.proc, max(0.1, deadline - time.time()))
+            self.source.interrupt(run.ticket)
+        self.running.clear()
+
+
+def _stop(proc: subprocess.Popen[bytes], signum: int) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signum)
+    _wait_or_kill(proc, STOP_GRACE_S)
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
