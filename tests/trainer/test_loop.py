@@ -18,6 +18,7 @@ from sweeper.cli import app
 from tests.conftest import REPO, tiny_job, write_dataset
 from trainer import checkpoint
 from trainer.config import build_job
+from trainer.io import is_temporary
 from trainer.loop import run_job
 from trainer.model import WEIGHTS_FILE, load_classifier
 
@@ -172,10 +173,9 @@ def test_kill_9_mid_run_then_the_same_command_resumes(tiny_models: dict, tmp_pat
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "sweeper.cli", "run", str(job), "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    events = out / "events.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if events.exists() and '"event":"epoch"' in events.read_text():
+        if (out / checkpoint.STATE_FILE).exists():  # the first epoch's state is on disk
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -223,7 +223,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(
          "json": lambda: write_json(out / "result.json", {"status": "failed"})}[target]()
     monkeypatch.undo()
     assert files[target].read_bytes() == before
-    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+    assert not [p.name for p in out.iterdir() if is_temporary(p)]  # no temporary left
     if target == "best":
         checkpoint.load_best(out, model, torch.device("cpu"))
     elif target == "state":
