@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -197,3 +198,144 @@ def test_a_state_of_the_earlier_pickled_format_is_set_aside(straight: tuple, tmp
     assert len(_set_aside(out, STATE_FILE)) == 1 and result["resumed"] is False
     _assert_same_as(straight, result, out)
     shutil.rmtree(out)
+
+
+# -- a full disk, an interrupt: the error is raised, nothing written is damaged, a rerun completes --
+
+
+class Terminated(KeyboardInterrupt):
+    """Like trainer.job's: SIGTERM (preemption, a time limit) turned into an interrupt."""
+
+
+def _fail_at_write(monkeypatch: pytest.MonkeyPatch, out: Path, name: str, nth: int, exc: BaseException) -> dict:
+    """Make the `nth` atomic write of `out/name` fail as its data is flushed (os.fsync), as a
+    full disk does; returns a snapshot of the directory's files taken at that moment."""
+    real_fsync = os.fsync
+    seen: dict = {"n": 0, "files": None}
+
+    def fsync(fd: int) -> None:
+        target = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if target.parent == out and target.name.startswith(f".{name}.tmp-"):
+            seen["n"] += 1
+            if seen["n"] == nth:
+                seen["files"] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name[0] != "."}
+                raise exc
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+def _fail_at_epoch_event(monkeypatch: pytest.MonkeyPatch, out: Path, name: str, epoch: int, exc: BaseException) -> dict:
+    """The `epoch` event of `epoch` is half written to `out/name` (events.jsonl), then the disk is full."""
+    import builtins
+
+    import trainer.io
+    import trainer.tracking
+
+    real_append, real_open = trainer.tracking.append_jsonl, builtins.open
+    seen: dict = {"files": None, "armed": False}
+
+    class FullDisk:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def __enter__(self) -> FullDisk:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            self.f.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+        def write(self, data: bytes) -> None:
+            self.f.write(data[: len(data) // 2])
+            self.f.flush()
+            raise exc
+
+    def open_(path: Any, *args: Any, **kwargs: Any) -> Any:
+        f = real_open(path, *args, **kwargs)
+        return FullDisk(f) if seen["armed"] and Path(path) == out / name else f
+
+    def append(path: Path, record: dict) -> None:
+        if record["event"] == "epoch" and record["epoch"] == epoch:
+            seen["files"] = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name[0] != "."}
+            seen["armed"] = True
+        real_append(path, record)
+
+    monkeypatch.setattr(trainer.tracking, "append_jsonl", append)
+    monkeypatch.setattr(trainer.io, "open", open_, raising=False)
+    return seen
+
+
+ENOSPC = [(STATE_FILE, 2, True), (WEIGHTS_FILE, 1, False), (RESULT_FILE, 1, True), (PREDICTIONS_FILE, 1, True),
+          ("events.jsonl", 2, True)]
+
+
+@pytest.mark.parametrize(("name", "nth", "resumes"), ENOSPC, ids=[f"{n}-{i}" for n, i, _ in ENOSPC])
+def test_a_full_disk_fails_the_job_clearly_damages_nothing_and_the_rerun_completes(
+        straight: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, nth: int, resumes: bool) -> None:
+    import errno
+
+    from trainer.io import is_temporary
+    from trainer.jobdir import read_event_stream
+
+    cfg = straight[0]
+    out = tmp_path / "job"
+    out.mkdir()
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with monkeypatch.context() as m:
+        fail = _fail_at_epoch_event if name == "events.jsonl" else _fail_at_write
+        seen = fail(m, out, name, nth, full)
+        with pytest.raises(OSError) as caught:
+            run_job(cfg, out)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(out / name)
+    assert f"No space left on device: '{out / name}'" in str(caught.value)  # what the failure result will say
+    # nothing already written was damaged: every file as it was when the disk filled up
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name[0] != "."}
+    if name == "events.jsonl":
+        assert files.pop(name).startswith(seen["files"].pop(name))  # plus the torn line
+        files = {k: v for k, v in files.items() if k != "train.log"}
+    assert files == {k: v for k, v in seen["files"].items() if k != "train.log"}
+    assert not [p for p in out.rglob("*") if is_temporary(p)]
+    if (out / STATE_FILE).exists():
+        assert torch.load(out / STATE_FILE, weights_only=True)["progress"]["epoch"] >= 1
+    # space is back: the same command completes, as an uninterrupted run
+    result = run_job(cfg, out)
+    assert result["resumed"] is resumes
+    _assert_same_as(straight, result, out)
+    from trainer.jobdir import epoch_rows
+
+    assert [row["epoch"] for row in epoch_rows(out / "events.jsonl")] == [1, 2, 3]
+    assert read_event_stream(out / "events.jsonl")[-1]["event"] == "end"
+
+
+@pytest.mark.parametrize("where", ["mid-epoch", "mid-write"])
+def test_an_interrupt_stops_at_the_last_finished_epoch_and_the_rerun_resumes(
+        straight: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    from trainer.io import is_temporary
+    from trainer.tracking import Tracker
+
+    cfg = straight[0]
+    out = tmp_path / "job"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        if where == "mid-write":  # while epoch 2's state is being written
+            _fail_at_write(m, out, STATE_FILE, 2, Terminated())
+        else:  # during epoch 2's optimizer steps
+            real_step = Tracker.step
+
+            def step(self: Tracker, **kw: object) -> None:
+                if kw["epoch"] > 1.2:  # type: ignore[operator]
+                    raise Terminated
+                real_step(self, **kw)  # type: ignore[arg-type]
+
+            m.setattr(Tracker, "step", step)
+        with pytest.raises(Terminated):
+            run_job(cfg, out)
+    assert not [p for p in out.rglob("*") if is_temporary(p)] and not (out / RESULT_FILE).exists()
+    assert torch.load(out / STATE_FILE, weights_only=True)["progress"]["epoch"] == 1
+    result = run_job(cfg, out)
+    assert result["resumed"] is True
+    _assert_same_as(straight, result, out)
