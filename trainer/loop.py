@@ -336,6 +336,9 @@ def _end_epoch(s: Setup, state: LoopState, epoch: int, train: EpochTraining, tra
 # -- test the best --------------------------------------------------------------------------------
 
 
+TEST_KEYS = ("test_acc", "test_loss", "test_ece", "test_macro_f1", "test_per_class", "test_confusion")
+
+
 def _test_best(s: Setup) -> dict[str, Any]:
     """The best checkpoint on the test split: metrics for result.json, per-row probabilities to
     test_predictions.npz. A damaged best checkpoint raises checkpoint.SetAside (train again)."""
@@ -375,8 +378,7 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "epochs": state.history,
         "best_epoch": state.best_epoch or None,
         "val_acc": best.get("val_acc"),
-        "test_acc": None, "test_loss": None, "test_ece": None,
-        **(test or {}),
+        **(test or dict.fromkeys(TEST_KEYS)),  # a diverged job has no test: every key, null
         "metric": cfg.metric,  # what chose best_epoch
         "val_macro_f1": best.get("val_macro_f1"),
         "val_loss": best.get("val_loss"),

@@ -249,6 +249,7 @@ def test_divergence_is_detected(tiny_models: dict, tiny_data: Path, tmp_path: Pa
     result = run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, lr=1e4)), tmp_path / "job")
     assert result["status"] == "diverged"
     assert result["test_acc"] is None and result["epochs"] == []
+    assert result["test_macro_f1"] is None and result["test_confusion"] is None and result["best_epoch"] is None
     events = (tmp_path / "job" / "events.jsonl").read_text()
     assert '"kind":"diverged"' in events
 
