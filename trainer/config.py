@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from trainer.jobdir import METRICS
+
 MODEL_ALIASES: dict[str, str] = {
     "bert": "bert-base-uncased",
     "modernbert": "answerdotai/ModernBERT-base",
@@ -101,6 +103,9 @@ class JobConfig:
     seed: int = 42
     precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
+    # Added with issue #14 (left out of job ids while at their defaults, today's behaviour):
+    metric: str = "val_acc"  # keeps the best checkpoint: val_acc, val_macro_f1 (maximised), val_loss (minimised)
+    patience: int | None = None  # stop after this many epochs without improvement of `metric`; None: off
 
     @property
     def model_path(self) -> str:
@@ -313,6 +318,12 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         if batch_size % micro:
             raise ConfigError(f"{_where(source, 'micro_batch_size')}: {micro} does not divide batch_size {batch_size}; "
                               "expected a divisor of batch_size (or null)")
+    patience = get("patience", d.patience)
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(
+            f"{_where(source, 'patience')}: {patience!r} is not allowed; expected an integer >= 1 (epochs without "
+            "improvement before stopping) or null (no early stopping)"
+        )
     return JobConfig(
         model=_model(source, get("model", d.model)),
         pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
@@ -329,6 +340,8 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         seed=_int(source, "seed", get("seed", d.seed)),
         precision=_choice(source, "precision", get("precision", d.precision), PRECISIONS),
         data=_build_data(source, get("data", {})),
+        metric=_choice(source, "metric", get("metric", d.metric), tuple(METRICS)),
+        patience=patience,
         **nonneg,
     )
 

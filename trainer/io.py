@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same directory, fsync, then rename.
 
 A reader (or a job killed half-way through a write) sees the old file or the new one, never
-a torn one.
+a torn one. The temporaries are named `.NAME.tmp-XXXXXXXX`, so that what a kill (or a full
+disk) leaves behind is recognisable: `remove_temporaries` deletes it when the job next starts.
 """
 
 from __future__ import annotations
@@ -15,11 +16,48 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+TMP_MARK = ".tmp-"
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}{TMP_MARK}"
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether `path` is the temporary of an atomic write (`.NAME.tmp-XXXXXXXX`)."""
+    return path.name.startswith(".") and TMP_MARK in path.name
+
+
+def remove_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporaries that atomic writes killed mid-write left in `directory` and below;
+    returns what was removed. Call it only while no one writes there (the job's lock held)."""
+    removed = []
+    for path in sorted(directory.rglob(f".*{TMP_MARK}*")):
+        if not is_temporary(path) or not path.exists():
+            continue  # inside a temporary directory removed a moment ago
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """The same error with the file it was writing in its message (ENOSPC alone names none)."""
+    if exc.errno is None or exc.filename is not None:
+        return exc
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)`, then move the finished file over `path`."""
+    """Call `write(tmp_path)`, then move the finished file over `path`. On any failure (a full
+    disk, an interrupt) the temporary is removed and `path` keeps its old content."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=_tmp_prefix(path), dir=path.parent)
+    except OSError as exc:
+        raise _named(exc, path) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -28,6 +66,9 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for everyone to read
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _named(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -43,10 +84,21 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One JSON line, written with a single `write` so concurrent readers see whole lines."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record, separators=(",", ":")) + "\n")
-        f.flush()
+    """One JSON line, written with a single `write` so concurrent readers see whole lines.
+
+    A line torn by a kill or a full disk is ended first, so that it stays one unreadable line
+    (which readers skip) instead of swallowing this record too."""
+    line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+    try:
+        with open(path, "a+b") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+            f.write(line)
+            f.flush()
+    except OSError as exc:
+        raise _named(exc, path) from exc
 
 
 class DestinationError(ValueError):
@@ -67,12 +119,12 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     """A temporary directory beside `out`, renamed over it when the block ends without error;
     on error it is removed and `out` is left as it was."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), dir=out.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            old = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(out)}old-", dir=out.parent))
             os.rename(out, old / "x")
             os.rename(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

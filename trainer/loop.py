@@ -1,12 +1,16 @@
 """The training core: one job configuration in; checkpoints, events and `result.json` out.
 
-Reads top to bottom: set up, loop over epochs (train, validate, checkpoint), test the best
-checkpoint, write the result. A job directory is its own state: started again, a finished
-job returns its stored result and an interrupted one resumes from its last epoch.
+Reads top to bottom (`_run`): set up, loop over epochs (train one epoch, validate, keep the
+best, checkpoint), test the best checkpoint, build and write the result. A job directory is
+its own state: started again, a finished job returns its stored result and an interrupted one
+resumes from its last finished epoch (`LoopState`, saved in `last.pt` after every epoch). An
+exception or an interrupt (Ctrl-C, SIGTERM turned into one) at any point leaves the last
+finished epoch's files whole: every file is written atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -14,6 +18,7 @@ import platform
 import resource
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +28,14 @@ import torch.nn.functional as F
 
 from trainer import checkpoint
 from trainer.config import JobConfig
-from trainer.data import Split, eval_batches, iterate, prepare, train_batches
-from trainer.io import write_json
-from trainer.jobdir import FINISHED  # noqa: F401 - re-exported
-from trainer.metrics import accuracy, expected_calibration_error, majority_fraction
+from trainer.data import Prepared, Split, eval_batches, iterate, prepare, train_batches
+from trainer.io import remove_temporaries, write_json
+from trainer.jobdir import FINISHED, RESULT_FILE, STATE_FILE, better, set_aside
+from trainer.metrics import accuracy, class_report, expected_calibration_error, macro_f1, majority_fraction
 from trainer.model import Classifier, check_encoder, load_encoder, save_model_files
 from trainer.tracking import Tracker
+
+__all__ = ["FINISHED", "LoopState", "evaluate", "run_job"]  # FINISHED: re-exported
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +74,25 @@ def make_scheduler(cfg: JobConfig, optimizer: torch.optim.Optimizer, total_steps
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
+def eval_batch_size(cfg: JobConfig) -> int:
+    """Rows per evaluation batch: no gradients to keep, so twice the training batch, at least 64."""
+    return max(64, 2 * cfg.micro_batch)
+
+
+@dataclass
+class Scores:
+    loss: float
+    acc: float
+    macro_f1: float
+    probs: np.ndarray  # per row (in the split's row order) and class
+
+
 @torch.inference_mode()
 def evaluate(
     model: Classifier, split: Split, *, batch_size: int, pad_id: int, device: torch.device, autocast: Any
-) -> tuple[float, float, np.ndarray]:
-    """Loss, accuracy and per-row class probabilities (in the split's row order). The
-    probabilities stay on the device until the end: one copy back, no sync per batch."""
+) -> Scores:
+    """Loss, accuracy, macro-F1 and per-row class probabilities. The probabilities stay on the
+    device until the end: one copy back, no sync per batch."""
     model.eval()
     losses = torch.zeros((), device=device)
     batches = eval_batches(split, batch_size)
@@ -80,22 +100,401 @@ def evaluate(
     for batch in iterate(split, batches, pad_id, pin=device.type == "cuda"):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
-            logits = model(batch["input_ids"], batch["attention_mask"]).float()
+            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+        logits = logits.float()
         losses += F.cross_entropy(logits, batch["labels"], reduction="sum")
         outputs.append(logits.softmax(-1))
     probs = np.zeros((len(split), model.head.out_features), dtype=np.float32)
     if batches:
         probs[np.concatenate(batches)] = torch.cat(outputs).cpu().numpy()
     labels = np.asarray(split.labels)
-    return losses.item() / len(split), accuracy(probs, labels), probs
+    return Scores(losses.item() / len(split), accuracy(probs, labels), macro_f1(probs, labels), probs)
+
+
+# -- what a job carries from epoch to epoch -------------------------------------------------------
+
+
+@dataclass
+class LoopState:
+    """What survives a kill: saved with the weights in `last.pt` after every epoch, as plain data."""
+
+    epoch: int = 0  # the last finished epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
+    best_epoch: int = 0  # 0: none yet
+    best_metric: float | None = None  # the job's `metric` at best_epoch
+    since_best: int = 0  # finished epochs since best_epoch: what `patience` counts
+    stopped_early: dict[str, int] | None = None  # {"epoch", "patience"} once patience ran out
+    global_step: int = 0  # optimizer steps
+    train_seconds: float = 0.0
+    train_samples: int = 0
+    train_tokens: int = 0  # real tokens, padding excluded
+    sessions_seconds: float = 0.0  # wall time of every session, up to its last checkpoint
+
+    @classmethod
+    def from_dict(cls, progress: dict[str, Any]) -> LoopState:
+        """The state stored in `last.pt`; ValueError when it is not one this code wrote."""
+        fields = dataclasses.fields(cls)
+        if set(progress) != {f.name for f in fields}:
+            raise ValueError(f"holds {sorted(progress)}; expected {sorted(f.name for f in fields)}")
+        for f in fields:
+            allowed = {t.strip().split("[")[0] for t in str(f.type).split("|")}  # e.g. "float | None"
+            value = progress[f.name]
+            if ("None" if value is None else type(value).__name__) not in allowed:
+                raise ValueError(f"{f.name}: {value!r} is not {f.type}")
+        return cls(**progress)
+
+
+class _Stopwatch:
+    """Wall time since the session started, in laps (a session's time is added at each checkpoint)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        return seconds
+
+
+# -- set up ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What a session builds before its first epoch: device, data, model, optimizer, schedule."""
+
+    cfg: JobConfig
+    out_dir: Path
+    device: torch.device
+    dtype: torch.dtype
+    tokenizer: Any
+    data: Prepared
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    pad_id: int
+    eval_batch: int
+    loss_limit: float  # a logged mean training loss above this is divergence
+    majority: float  # validation accuracy of always answering the majority class
+
+    def autocast(self) -> Any:
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.data.label_names or [str(i) for i in range(self.data.num_labels)]
+
+
+def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
+    """Seed, then build in a fixed order (the RNG draws, e.g. the head's initialisation, follow it)."""
+    from transformers import AutoTokenizer, set_seed
+
+    set_seed(cfg.seed)
+    device, dtype = resolve_device_and_dtype(cfg.precision)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    encoder = load_encoder(cfg.model_path)
+    check_encoder(cfg, encoder, tokenizer)
+    data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)
+    model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
+    optimizer = make_optimizer(cfg, model, device)
+    batches_per_epoch = math.ceil(len(data.train) / cfg.micro_batch)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch * cfg.epochs)
+    save_model_files(out_dir / "model", model, tokenizer, data.label_names)
+    return Setup(
+        cfg=cfg, out_dir=out_dir, device=device, dtype=dtype, tokenizer=tokenizer, data=data, model=model,
+        optimizer=optimizer, scheduler=scheduler,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        eval_batch=eval_batch_size(cfg),
+        loss_limit=DIVERGED_FACTOR * math.log(max(data.num_labels, 2)),
+        majority=majority_fraction(np.asarray(data.val.labels)),
+    )
+
+
+def _resume(s: Setup) -> LoopState | None:
+    """The last finished epoch's state, restored into the model, optimizer, schedule and RNGs
+    (None: none, or an unusable one set aside, so the job starts from epoch 1)."""
+    progress = checkpoint.load_state(s.out_dir, s.model, s.optimizer, s.scheduler, s.scaler)
+    if progress is None:
+        return None
+    try:
+        return LoopState.from_dict(progress)
+    except ValueError as exc:  # the weights are in already: the objects must be built again
+        set_aside(s.out_dir / STATE_FILE, f"not a resume state of this code ({exc}); the job starts over")
+        raise checkpoint.SetAside(f"{s.out_dir / STATE_FILE}: the resume state was unusable") from exc
+
+
+# -- one epoch ------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochTraining:
+    loss: float
+    acc: float
+    seconds: float
+
+
+def _train_epoch(s: Setup, state: LoopState, epoch: int, tracker: Tracker, progress: bool) -> EpochTraining | None:
+    """One pass over the training rows, an optimizer step per `grad_accum` batches; None when
+    the loss diverged (a `step` event and one host sync every LOG_EVERY steps)."""
+    cfg, model, optimizer, scheduler, scaler = s.cfg, s.model, s.optimizer, s.scheduler, s.scaler
+    model.train()
+    batches = train_batches(s.data.train, cfg.micro_batch, seed=cfg.seed, epoch=epoch)
+    t0 = time.perf_counter()
+    epoch_loss = torch.zeros((), device=s.device)
+    window_loss = torch.zeros((), device=s.device)
+    correct = torch.zeros((), device=s.device, dtype=torch.long)
+    window_n = 0
+    seen = 0
+    bar = _progress(progress, epoch, cfg.epochs, len(batches))
+    try:
+        for i, batch in enumerate(iterate(s.data.train, batches, s.pad_id, pin=s.device.type == "cuda")):
+            batch = {k: v.to(s.device, non_blocking=True) for k, v in batch.items()}
+            group_start = (i // cfg.accumulation) * cfg.accumulation
+            group_size = min(cfg.accumulation, len(batches) - group_start)
+            with s.autocast():
+                logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+            loss = F.cross_entropy(logits.float(), batch["labels"])
+            scaler.scale(loss / group_size).backward()
+            detached = loss.detach()
+            epoch_loss += detached * len(batch["labels"])
+            window_loss += detached
+            window_n += 1
+            correct += (logits.argmax(-1) == batch["labels"]).sum()
+            seen += len(batch["labels"])
+            if i + 1 == group_start + group_size:  # end of an accumulation group: step
+                if cfg.clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                if state.global_step % LOG_EVERY == 0 or i + 1 == len(batches):
+                    mean_loss = window_loss.item() / window_n  # the one host sync per window
+                    if not mean_loss <= s.loss_limit:  # also true for NaN
+                        return None
+                    tracker.step(step=state.global_step, epoch=epoch - 1 + (i + 1) / len(batches),
+                                 loss=mean_loss, lr=scheduler.get_last_lr()[0])
+                    window_loss.zero_()
+                    window_n = 0
+            if bar is not None:
+                bar.advance()
+    finally:
+        if bar is not None:
+            bar.close()
+    state.train_tokens += int(s.data.train.lengths.sum())
+    seconds = time.perf_counter() - t0
+    state.train_seconds += seconds
+    state.train_samples += seen
+    return EpochTraining(loss=epoch_loss.item() / seen, acc=correct.item() / seen, seconds=seconds)
+
+
+def _improved(value: float, best: float | None, metric: str) -> bool:
+    if best is None or math.isnan(best):
+        return True
+    return better(value, best, metric)
+
+
+def _end_epoch(s: Setup, state: LoopState, epoch: int, train: EpochTraining, tracker: Tracker,
+               clock: _Stopwatch) -> None:
+    """Validate, keep the best weights, count patience, report the epoch, then checkpoint.
+
+    The `epoch` event comes before the checkpoint: a kill between them repeats the epoch, and
+    readers drop the first report of it (`jobdir.epoch_rows`)."""
+    cfg = s.cfg
+    val = evaluate(s.model, s.data.val, batch_size=s.eval_batch, pad_id=s.pad_id, device=s.device,
+                   autocast=s.autocast)
+    row = {"epoch": epoch, "train_loss": train.loss, "train_acc": train.acc, "val_loss": val.loss,
+           "val_acc": val.acc, "val_macro_f1": val.macro_f1, "seconds": round(train.seconds, 3)}
+    state.history.append(row)
+    log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f | %.1fs", epoch,
+             cfg.epochs, train.loss, train.acc, val.loss, val.acc, val.macro_f1, train.seconds)
+    if _improved(row[cfg.metric], state.best_metric, cfg.metric):
+        state.best_metric, state.best_epoch, state.since_best = row[cfg.metric], epoch, 0
+        checkpoint.save_best(s.out_dir, s.model)
+    else:
+        state.since_best += 1
+    if cfg.patience is not None and state.since_best >= cfg.patience and epoch < cfg.epochs:
+        state.stopped_early = {"epoch": epoch, "patience": cfg.patience}
+        log.info("epoch %d: no better %s for %d epochs (best: epoch %d); stopping early", epoch, cfg.metric,
+                 cfg.patience, state.best_epoch)
+    if epoch == 1 and val.acc <= s.majority + CHANCE_MARGIN:
+        log.warning("epoch 1: validation accuracy %.4f is at chance (majority class %.4f)", val.acc, s.majority)
+        tracker.event("warning", kind="at_chance", epoch=epoch, val_acc=val.acc, majority=s.majority)
+    state.epoch = epoch
+    state.sessions_seconds += clock.lap()
+    tracker.epoch(row)
+    checkpoint.save_state(s.out_dir, s.model, s.optimizer, s.scheduler, s.scaler, dataclasses.asdict(state))
+
+
+# -- test the best --------------------------------------------------------------------------------
+
+
+TEST_KEYS = ("test_acc", "test_loss", "test_ece", "test_macro_f1", "test_per_class", "test_confusion")
+
+
+def _test_best(s: Setup) -> dict[str, Any]:
+    """The best checkpoint on the test split: metrics for result.json, per-row probabilities to
+    test_predictions.npz. A damaged best checkpoint raises checkpoint.SetAside (train again)."""
+    checkpoint.load_best(s.out_dir, s.model, s.device)
+    test = evaluate(s.model, s.data.test, batch_size=s.eval_batch, pad_id=s.pad_id, device=s.device,
+                    autocast=s.autocast)
+    labels = np.asarray(s.data.test.labels)
+    checkpoint.save_predictions(s.out_dir, rows=np.asarray(s.data.test.rows), labels=labels, probs=test.probs)
+    per_class, confusion = class_report(test.probs, labels, s.label_names)
+    return {"test_acc": test.acc, "test_loss": test.loss, "test_ece": expected_calibration_error(test.probs, labels),
+            "test_macro_f1": test.macro_f1, "test_per_class": per_class, "test_confusion": confusion}
+
+
+# -- build the result -----------------------------------------------------------------------------
+
+
+def _status(s: Setup, state: LoopState, *, diverged: bool) -> str:
+    """Collapse is judged on accuracy against the majority class, whatever the selection metric."""
+    if diverged:
+        return "diverged"
+    chance = s.majority + CHANCE_MARGIN
+    if state.history and state.history[0]["val_acc"] <= chance and state.history[-1]["val_acc"] <= chance:
+        log.error("validation accuracy stayed at chance (majority class %.4f): status collapsed", s.majority)
+        return "collapsed"
+    return "completed"
+
+
+def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, Any] | None,
+                  resumed: bool) -> dict[str, Any]:
+    cfg, data, device = s.cfg, s.data, s.device
+    best = state.history[state.best_epoch - 1] if state.best_epoch else {}
+    train_s = state.train_seconds
+    return {
+        "status": status,
+        "job_id": cfg.job_id(),
+        "config": cfg.to_dict(),
+        "epochs": state.history,
+        "best_epoch": state.best_epoch or None,
+        "val_acc": best.get("val_acc"),
+        **(test or dict.fromkeys(TEST_KEYS)),  # a diverged job has no test: every key, null
+        "metric": cfg.metric,  # what chose best_epoch
+        "val_macro_f1": best.get("val_macro_f1"),
+        "val_loss": best.get("val_loss"),
+        "stopped_early": state.stopped_early,
+        # -- the data
+        "majority_class_acc": s.majority,
+        "num_labels": data.num_labels,
+        "label_names": s.label_names,
+        "rows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        "tokenization_cache_hit": data.cache_hit,
+        # -- the run
+        "effective_batch_size": cfg.effective_batch,
+        "global_steps": state.global_step,
+        "runtime_s": round(state.sessions_seconds, 3),
+        "train_seconds": round(state.train_seconds, 3),
+        "train_samples_per_s": state.train_samples / train_s if train_s else None,
+        "train_tokens_per_s": state.train_tokens / train_s if train_s else None,
+        "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "precision": str(s.dtype).removeprefix("torch."),
+        "resumed": resumed,
+        "versions": _versions(),
+    }
+
+
+# -- the job --------------------------------------------------------------------------------------
+
+
+def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run (or resume, or just report) one job in `out_dir`; returns the result dict.
+
+    Raises ConfigError if the directory holds another job, JobBusy if a live process runs it.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.lock(out_dir)
+    try:
+        for path in remove_temporaries(out_dir):  # no one else writes here while the lock is held
+            log.warning("%s: removed (left by a write that was interrupted)", path)
+        checkpoint.claim(out_dir, cfg)
+        try:
+            return _run(cfg, out_dir, cache_dir=cache_dir, progress=progress)
+        except checkpoint.SetAside as exc:
+            log.warning("%s; starting the job again from what is left", exc)
+            return _run(cfg, out_dir, cache_dir=cache_dir, progress=progress)
+    finally:
+        checkpoint.unlock(out_dir)
+
+
+def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: bool) -> dict[str, Any]:
+    from transformers.utils import logging as hf_logging
+
+    stored = _finished_result(out_dir)
+    if stored is not None:
+        log.info("%s already finished (%s); nothing to do", out_dir, stored["status"])
+        return stored
+
+    # -- set up
+    hf_logging.disable_progress_bar()
+    clock = _Stopwatch()
+    s = _set_up(cfg, out_dir, cache_dir)
+    restored = _resume(s)
+    state = restored or LoopState()
+    tracker = Tracker(out_dir, job_id=cfg.job_id(), config=cfg.to_dict())
+    tracker.event("start", job_id=cfg.job_id(), resumed_from_epoch=state.epoch, device=str(s.device),
+                  train_rows=len(s.data.train), val_rows=len(s.data.val), test_rows=len(s.data.test),
+                  cache_hit=s.data.cache_hit)
+    log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), s.device, s.dtype,
+             len(s.data.train), len(s.data.val), len(s.data.test),
+             f"resuming after epoch {state.epoch}" if restored else "new")
+
+    try:
+        # -- train: one epoch at a time, each ending in a checkpoint
+        diverged = False
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            if state.stopped_early:
+                break
+            train = _train_epoch(s, state, epoch, tracker, progress)
+            if train is None:
+                log.error("epoch %d: the training loss is not finite or exploded; stopping (status diverged)", epoch)
+                tracker.event("warning", kind="diverged", epoch=epoch, step=state.global_step)
+                diverged = True
+                break
+            _end_epoch(s, state, epoch, train, tracker, clock)
+
+        # -- test the best checkpoint
+        test = _test_best(s) if not diverged and state.best_epoch else None
+
+        # -- the result
+        status = _status(s, state, diverged=diverged)
+        state.sessions_seconds += clock.lap()
+        result = _build_result(s, state, status=status, test=test, resumed=restored is not None)
+        write_json(out_dir / RESULT_FILE, result)
+    except BaseException:
+        tracker.abort()
+        raise
+    # The result is final: the resume state (weights + optimizer, ~3x the model) is not needed.
+    (out_dir / STATE_FILE).unlink(missing_ok=True)
+    tracker.finish(result)
+    return result
 
 
 def _finished_result(out_dir: Path) -> dict[str, Any] | None:
-    path = out_dir / "result.json"
-    if not path.exists():
+    """The stored final result, if any. An unreadable result.json (torn, garbage) is set aside:
+    the job then resumes from what is left, or runs again."""
+    path = out_dir / RESULT_FILE
+    try:
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
-    result = json.loads(path.read_text())
-    return result if result.get("status") in FINISHED else None
+    except ValueError as exc:  # not JSON, not UTF-8
+        set_aside(path, f"not readable as JSON ({exc})")
+        return None
+    if not isinstance(result, dict) or not isinstance(result.get("status"), str):
+        set_aside(path, f"not a job result (a {type(result).__name__} without a status)")
+        return None
+    return result if result["status"] in FINISHED else None
 
 
 def _versions() -> dict[str, str]:
@@ -115,196 +514,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def run_job(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run (or resume, or just report) one job in `out_dir`; returns the result dict.
-
-    Raises ConfigError if the directory holds another job, JobBusy if a live process runs it.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.lock(out_dir)
-    try:
-        checkpoint.claim(out_dir, cfg)
-        return _run(cfg, out_dir, cache_dir=cache_dir, progress=progress)
-    finally:
-        checkpoint.unlock(out_dir)
-
-
-def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: bool) -> dict[str, Any]:
-    from transformers import AutoTokenizer, set_seed
-    from transformers.utils import logging as hf_logging
-
-    stored = _finished_result(out_dir)
-    if stored is not None:
-        log.info("%s already finished (%s); nothing to do", out_dir, stored["status"])
-        return stored
-
-    # -- set up -----------------------------------------------------------------------------
-    hf_logging.disable_progress_bar()
-    started = time.perf_counter()
-    set_seed(cfg.seed)
-    device, dtype = resolve_device_and_dtype(cfg.precision)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
-    encoder = load_encoder(cfg.model_path)
-    check_encoder(cfg, encoder, tokenizer)
-    data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)
-    model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
-    optimizer = make_optimizer(cfg, model, device)
-    batches_per_epoch = math.ceil(len(data.train) / cfg.micro_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
-    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch * cfg.epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    use_autocast = dtype != torch.float32
-
-    def autocast() -> Any:
-        return torch.autocast(device.type, dtype=dtype) if use_autocast else nullcontext()
-
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eval_batch = max(64, 2 * cfg.micro_batch)
-    loss_limit = DIVERGED_FACTOR * math.log(max(data.num_labels, 2))
-    majority = majority_fraction(np.asarray(data.val.labels))
-    save_model_files(out_dir / "model", model, tokenizer, data.label_names)
-
-    state = checkpoint.load_state(out_dir, model, optimizer, scheduler, scaler)
-    resumed = state is not None
-    state = state or {"epoch": 0, "history": [], "best_val_acc": -1.0, "best_epoch": 0, "global_step": 0,
-                      "train_seconds": 0.0, "train_samples": 0, "train_tokens": 0, "sessions_seconds": 0.0}
-    tracker = Tracker(out_dir, job_id=cfg.job_id(), config=cfg.to_dict())
-    tracker.event("start", job_id=cfg.job_id(), resumed_from_epoch=state["epoch"], device=str(device),
-                  train_rows=len(data.train), val_rows=len(data.val), test_rows=len(data.test),
-                  cache_hit=data.cache_hit)
-    log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), device, dtype, len(data.train),
-             len(data.val), len(data.test), f"resuming after epoch {state['epoch']}" if resumed else "new")
-
-    # -- train ------------------------------------------------------------------------------
-    status = "completed"
-    try:
-        for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            model.train()
-            batches = train_batches(data.train, cfg.micro_batch, seed=cfg.seed, epoch=epoch)
-            t0 = time.perf_counter()
-            epoch_loss = torch.zeros((), device=device)
-            window_loss = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            window_n = 0
-            seen = 0
-            bar = _progress(progress, epoch, cfg.epochs, len(batches))
-            for i, batch in enumerate(iterate(data.train, batches, pad_id, pin=device.type == "cuda")):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                group_start = (i // cfg.accumulation) * cfg.accumulation
-                group_size = min(cfg.accumulation, len(batches) - group_start)
-                with autocast():
-                    logits = model(batch["input_ids"], batch["attention_mask"])
-                loss = F.cross_entropy(logits.float(), batch["labels"])
-                scaler.scale(loss / group_size).backward()
-                detached = loss.detach()
-                epoch_loss += detached * len(batch["labels"])
-                window_loss += detached
-                window_n += 1
-                correct += (logits.argmax(-1) == batch["labels"]).sum()
-                seen += len(batch["labels"])
-                if i + 1 == group_start + group_size:  # end of an accumulation group: step
-                    if cfg.clip > 0:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state["global_step"] += 1
-                    if state["global_step"] % LOG_EVERY == 0 or i + 1 == len(batches):
-                        mean_loss = window_loss.item() / window_n  # the one host sync per window
-                        if not mean_loss <= loss_limit:  # also true for NaN
-                            status = "diverged"
-                            break
-                        tracker.step(step=state["global_step"], epoch=epoch - 1 + (i + 1) / len(batches),
-                                     loss=mean_loss, lr=scheduler.get_last_lr()[0])
-                        window_loss.zero_()
-                        window_n = 0
-                if bar is not None:
-                    bar.advance()
-            if bar is not None:
-                bar.close()
-            if status == "diverged":
-                log.error("epoch %d: the training loss is not finite or exploded; stopping (status diverged)", epoch)
-                tracker.event("warning", kind="diverged", epoch=epoch, step=state["global_step"])
-                break
-            state["train_tokens"] += int(data.train.lengths.sum())  # real tokens, padding excluded
-            seconds = time.perf_counter() - t0
-            state["train_seconds"] += seconds
-            state["train_samples"] += seen
-
-            # -- validate, checkpoint ---------------------------------------------------------
-            val_loss, val_acc, _ = evaluate(model, data.val, batch_size=eval_batch, pad_id=pad_id,
-                                            device=device, autocast=autocast)
-            row = {"epoch": epoch, "train_loss": epoch_loss.item() / seen, "train_acc": correct.item() / seen,
-                   "val_loss": val_loss, "val_acc": val_acc, "seconds": round(seconds, 3)}
-            state["history"].append(row)
-            log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs", epoch, cfg.epochs,
-                     row["train_loss"], row["train_acc"], val_loss, val_acc, seconds)
-            if val_acc > state["best_val_acc"]:
-                state["best_val_acc"], state["best_epoch"] = val_acc, epoch
-                checkpoint.save_best(out_dir, model)
-            if epoch == 1 and val_acc <= majority + CHANCE_MARGIN:
-                log.warning("epoch 1: validation accuracy %.4f is at chance (majority class %.4f)", val_acc, majority)
-                tracker.event("warning", kind="at_chance", epoch=epoch, val_acc=val_acc, majority=majority)
-            state["epoch"] = epoch
-            state["sessions_seconds"] += time.perf_counter() - started
-            started = time.perf_counter()
-            checkpoint.save_state(out_dir, model, optimizer, scheduler, scaler, state)
-            tracker.epoch(row)
-    except BaseException:
-        tracker.abort()
-        raise
-
-    # -- test the best checkpoint -----------------------------------------------------------
-    history = state["history"]
-    result: dict[str, Any] = {
-        "status": status,
-        "job_id": cfg.job_id(),
-        "config": cfg.to_dict(),
-        "epochs": history,
-        "best_epoch": state["best_epoch"] or None,
-        "val_acc": state["best_val_acc"] if state["best_epoch"] else None,
-        "test_acc": None,
-        "test_loss": None,
-        "test_ece": None,
-    }
-    if status != "diverged" and state["best_epoch"]:
-        checkpoint.load_best(out_dir, model, device)
-        test_loss, test_acc, probs = evaluate(model, data.test, batch_size=eval_batch, pad_id=pad_id,
-                                              device=device, autocast=autocast)
-        labels = np.asarray(data.test.labels)
-        checkpoint.save_predictions(out_dir, rows=np.asarray(data.test.rows), labels=labels, probs=probs)
-        result.update(test_acc=test_acc, test_loss=test_loss, test_ece=expected_calibration_error(probs, labels))
-        if history[0]["val_acc"] <= majority + CHANCE_MARGIN and history[-1]["val_acc"] <= majority + CHANCE_MARGIN:
-            result["status"] = "collapsed"
-            log.error("validation accuracy stayed at chance (majority class %.4f): status collapsed", majority)
-    state["sessions_seconds"] += time.perf_counter() - started
-    train_s = state["train_seconds"]
-    result.update(
-        majority_class_acc=majority,
-        num_labels=data.num_labels,
-        rows={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        effective_batch_size=cfg.effective_batch,
-        global_steps=state["global_step"],
-        runtime_s=round(state["sessions_seconds"], 3),
-        train_seconds=round(state["train_seconds"], 3),
-        train_samples_per_s=state["train_samples"] / train_s if train_s else None,
-        train_tokens_per_s=state["train_tokens"] / train_s if train_s else None,
-        peak_memory_mb=round(_peak_memory_mb(device), 1),
-        device=str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        precision=str(dtype).removeprefix("torch."),
-        resumed=resumed,
-        tokenization_cache_hit=data.cache_hit,
-        versions=_versions(),
-    )
-    write_json(out_dir / "result.json", result)
-    # The result is final: the resume state (weights + optimizer, ~3x the model) is not needed.
-    (out_dir / checkpoint.STATE_FILE).unlink(missing_ok=True)
-    tracker.finish(result)
-    return result
 
 
 class _Bar:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -29,3 +31,45 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 def majority_fraction(labels: np.ndarray) -> float:
     """Accuracy of always predicting the most frequent class: the chance line."""
     return float(np.bincount(labels).max() / len(labels))
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_labels: int) -> np.ndarray:
+    """counts[i, j]: examples of class i predicted as j (rows true, columns predicted, as sklearn)."""
+    counts = np.bincount(labels * num_labels + predicted, minlength=num_labels * num_labels)
+    return counts.reshape(num_labels, num_labels)
+
+
+def per_class(confusion: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and support of each class; a ratio with nothing to divide by is 0
+    (scikit-learn's `zero_division=0`): a class never predicted has precision 0 and F1 0."""
+    true_pos = np.diag(confusion).astype(np.float64)
+    predicted = confusion.sum(axis=0)
+    support = confusion.sum(axis=1)
+    precision = np.divide(true_pos, predicted, out=np.zeros_like(true_pos), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros_like(true_pos), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(true_pos), where=both > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The unweighted mean of the per-class F1 over the classes that occur in `labels` or in the
+    predictions (scikit-learn's `f1_score(average="macro", zero_division=0)`): a class never
+    predicted counts with F1 0; a class neither present nor predicted says nothing and is left
+    out, so a perfect model scores 1 on a split that lacks a class."""
+    confusion = confusion_matrix(labels, probs.argmax(axis=1), probs.shape[1])
+    seen = (confusion.sum(axis=0) + confusion.sum(axis=1)) > 0
+    return float(per_class(confusion)["f1"][seen].mean()) if seen.any() else 0.0
+
+
+def class_report(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Per-class rows ({label, precision, recall, f1, support}) and the confusion matrix, as
+    plain data for result.json."""
+    confusion = confusion_matrix(labels, probs.argmax(axis=1), probs.shape[1])
+    stats = per_class(confusion)
+    rows = [
+        {"label": name, "precision": float(stats["precision"][i]), "recall": float(stats["recall"][i]),
+         "f1": float(stats["f1"][i]), "support": int(stats["support"][i])}
+        for i, name in enumerate(names)
+    ]
+    return rows, confusion.tolist()

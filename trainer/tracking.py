@@ -64,6 +64,8 @@ class Tracker:
         for prefix in ("val", "train_epoch"):
             self.run.define_metric(f"{prefix}/*", step_metric="epoch")
         self.run.define_metric("val/acc", step_metric="epoch", summary="max")
+        self.run.define_metric("val/macro_f1", step_metric="epoch", summary="max")
+        self.run.define_metric("val/loss", step_metric="epoch", summary="min")
 
     def event(self, name: str, /, **fields: Any) -> None:
         append_jsonl(self.events, {"event": name, "time": round(time.time(), 3), **fields})
@@ -81,13 +83,16 @@ class Tracker:
                     "epoch": row["epoch"],
                     "val/acc": row["val_acc"],
                     "val/loss": row["val_loss"],
+                    "val/macro_f1": row["val_macro_f1"],
                     "train_epoch/loss": row["train_loss"],
                     "train_epoch/acc": row["train_acc"],
                 }
             )
 
     def finish(self, result: dict[str, Any]) -> None:
-        summary = {k: result.get(k) for k in ("status", "best_epoch", "val_acc", "test_acc", "test_loss", "test_ece")}
+        keys = ("status", "best_epoch", "metric", "val_acc", "val_macro_f1", "val_loss", "test_acc", "test_macro_f1",
+                "test_loss", "test_ece", "stopped_early")
+        summary = {k: result.get(k) for k in keys}
         self.event("end", **summary)
         if self.run is not None:
             self.run.summary.update({f"test/{k[5:]}" if k.startswith("test_") else k: v for k, v in summary.items()})
@@ -95,6 +100,10 @@ class Tracker:
             self.run = None
 
     def abort(self) -> None:
-        if self.run is not None:
-            self.run.finish(exit_code=1)
-            self.run = None
+        """Close the run as failed (an exception or an interrupt); never hides what stopped the job."""
+        run, self.run = self.run, None
+        if run is not None:
+            try:
+                run.finish(exit_code=1)
+            except Exception:
+                log.warning("the W&B run could not be closed", exc_info=True)

@@ -130,3 +130,23 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path: Path) -> None:
     job.write_text("lr: 3e-5\nweight_decay: 1e-2\n")
     cfg = load_job(job)
     assert (cfg.lr, cfg.weight_decay) == (3e-5, 0.01)
+
+
+def test_metric_and_patience_keys() -> None:
+    cfg = build_job({})
+    assert (cfg.metric, cfg.patience) == ("val_acc", None)  # today's behaviour: accuracy, no early stop
+    assert build_job({"metric": "val_acc", "patience": None}).job_id() == cfg.job_id()  # ids unchanged at defaults
+    other = build_job({"metric": "val_loss", "patience": 2})
+    assert (other.metric, other.patience) == ("val_loss", 2) and other.job_id() != cfg.job_id()
+    assert build_job({"metric": "val_macro_f1"}).metric == "val_macro_f1"
+    for raw, message in [
+        ({"metric": "f1"}, "metric: 'f1' is not allowed; expected one of: val_acc, val_macro_f1, val_loss"),
+        ({"metric": "val_los"}, "metric: 'val_los' is not allowed (did you mean 'val_loss'?)"),
+        ({"patience": 0}, "patience: 0 is not allowed; expected an integer >= 1 (epochs without improvement "
+                          "before stopping) or null (no early stopping)"),
+        ({"patience": 1.5}, "patience: 1.5 is not allowed; expected an integer >= 1"),
+        ({"patience": True}, "patience: True is not allowed"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            build_job(raw, source="job.yaml")
+        assert str(info.value).startswith(f"job.yaml: {message}"), str(info.value)

@@ -18,6 +18,7 @@ from sweeper.cli import app
 from tests.conftest import REPO, tiny_job, write_dataset
 from trainer import checkpoint
 from trainer.config import build_job
+from trainer.io import is_temporary
 from trainer.loop import run_job
 from trainer.model import WEIGHTS_FILE, load_classifier
 
@@ -66,6 +67,21 @@ def test_a_job_trains_tests_and_writes_its_result(tiny_models: dict, tiny_data: 
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 3 and "step" in kinds
     assert not (tmp_path / "job" / checkpoint.STATE_FILE).exists()  # final: resume state removed
+    # accuracy, macro-F1 and loss every epoch; F1 per class and the confusion matrix on test
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    assert result["metric"] == "val_acc" and result["stopped_early"] is None
+    assert all(0 <= row["val_macro_f1"] <= 1 for row in result["epochs"])
+    best = result["epochs"][result["best_epoch"] - 1]
+    assert (result["val_macro_f1"], result["val_loss"]) == (best["val_macro_f1"], best["val_loss"])
+    assert [e["val_macro_f1"] for e in events if e["event"] == "epoch"] == [r["val_macro_f1"] for r in result["epochs"]]
+    predicted = preds["probs"].argmax(1)
+    assert result["test_macro_f1"] == pytest.approx(f1_score(preds["labels"], predicted, average="macro"))
+    assert result["test_confusion"] == confusion_matrix(preds["labels"], predicted, labels=[0, 1]).tolist()
+    assert result["label_names"] == ["0", "1"]  # the synthetic data's labels have no names
+    assert [(c["label"], c["support"]) for c in result["test_per_class"]] == [
+        ("0", int((preds["labels"] == 0).sum())), ("1", int((preds["labels"] == 1).sum()))]
+    assert all(set(c) == {"label", "precision", "recall", "f1", "support"} for c in result["test_per_class"])
 
 
 def test_the_saved_model_loads_again_for_inference(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
@@ -172,10 +188,9 @@ def test_kill_9_mid_run_then_the_same_command_resumes(tiny_models: dict, tmp_pat
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "sweeper.cli", "run", str(job), "--out", str(out), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    events = out / "events.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if events.exists() and '"event":"epoch"' in events.read_text():
+        if (out / checkpoint.STATE_FILE).exists():  # the first epoch's state is on disk
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -223,7 +238,7 @@ def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(
          "json": lambda: write_json(out / "result.json", {"status": "failed"})}[target]()
     monkeypatch.undo()
     assert files[target].read_bytes() == before
-    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary left
+    assert not [p.name for p in out.iterdir() if is_temporary(p)]  # no temporary left
     if target == "best":
         checkpoint.load_best(out, model, torch.device("cpu"))
     elif target == "state":
@@ -234,6 +249,7 @@ def test_divergence_is_detected(tiny_models: dict, tiny_data: Path, tmp_path: Pa
     result = run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, lr=1e4)), tmp_path / "job")
     assert result["status"] == "diverged"
     assert result["test_acc"] is None and result["epochs"] == []
+    assert result["test_macro_f1"] is None and result["test_confusion"] is None and result["best_epoch"] is None
     events = (tmp_path / "job" / "events.jsonl").read_text()
     assert '"kind":"diverged"' in events
 
@@ -278,3 +294,54 @@ def test_cli_run_prints_the_result_and_reports_a_config_error_from_the_model(
     pooler = CliRunner().invoke(app, ["run", str(job), "--out", str(tmp_path / "p"), "--set",
                                       f"model={tiny_models['modernbert']}", "--set", "pooling=pooler"])
     assert pooler.exit_code == 2 and "'pooler' is not available" in pooler.output
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "val_macro_f1"])
+def test_the_best_checkpoint_is_chosen_by_the_metric(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                     metric: str) -> None:
+    from contextlib import nullcontext
+
+    from trainer.data import prepare
+    from trainer.loop import evaluate
+
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=3, dropout=0.3, metric=metric))
+    result = run_job(cfg, tmp_path / "job")
+    rows = result["epochs"]
+    best = (min if metric == "val_loss" else max)(rows, key=lambda r: r[metric])  # the first of equals
+    assert result["metric"] == metric and result["best_epoch"] == best["epoch"]
+    assert (result["val_acc"], result["val_macro_f1"], result["val_loss"]) == (
+        best["val_acc"], best["val_macro_f1"], best["val_loss"])
+    # best.safetensors holds that epoch's weights: they score that epoch's validation loss again
+    model, tokenizer = load_classifier(tmp_path / "job" / "model", tmp_path / "job" / WEIGHTS_FILE)
+    data = prepare(cfg.data, tokenizer, cfg.max_len)
+    val = evaluate(model, data.val, batch_size=64, pad_id=tokenizer.pad_token_id, device=torch.device("cpu"),
+                   autocast=nullcontext)
+    assert val.loss == pytest.approx(best["val_loss"], rel=1e-5) and val.acc == best["val_acc"]
+
+
+def test_patience_stops_early_and_a_resumed_job_keeps_the_count(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # So small a learning rate that no validation prediction changes: accuracy never improves
+    # after epoch 1, and patience 2 stops the job after epoch 3 of 6.
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=6, lr=1e-9, patience=2))
+    straight = run_job(cfg, tmp_path / "straight")
+    assert straight["stopped_early"] == {"epoch": 3, "patience": 2}
+    assert [row["epoch"] for row in straight["epochs"]] == [1, 2, 3] and straight["best_epoch"] == 1
+    assert json.loads((tmp_path / "straight" / "result.json").read_text())["stopped_early"] == {"epoch": 3,
+                                                                                              "patience": 2}
+    real_save = checkpoint.save_state
+    for stop_after in (2, 3):  # one epoch counted; patience used up (the job must not train on)
+        out = tmp_path / f"after{stop_after}"
+
+        def save_then_die(*args: object, stop_after: int = stop_after, **kwargs: object) -> None:
+            real_save(*args, **kwargs)  # type: ignore[arg-type]
+            if args[-1]["epoch"] == stop_after:  # type: ignore[index]
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(checkpoint, "save_state", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_job(cfg, out)
+        monkeypatch.setattr(checkpoint, "save_state", real_save)
+        resumed = run_job(cfg, out)
+        assert resumed["resumed"] is True and resumed["stopped_early"] == straight["stopped_early"]
+        _assert_same_result(resumed, straight)

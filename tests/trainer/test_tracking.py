@@ -57,9 +57,13 @@ def test_one_run_per_job_with_epoch_as_the_x_axis(fake_wandb: list[FakeRun], tin
     epochs = [row for row in run.logged if "val/acc" in row]
     assert [row["epoch"] for row in epochs] == [1, 2]
     assert [row["val/acc"] for row in epochs] == [row["val_acc"] for row in result["epochs"]]
+    assert [row["val/macro_f1"] for row in epochs] == [row["val_macro_f1"] for row in result["epochs"]]
+    assert [row["val/loss"] for row in epochs] == [row["val_loss"] for row in result["epochs"]]
+    assert run.metrics["val/macro_f1"] == {"step_metric": "epoch", "summary": "max"}
     steps = [row for row in run.logged if "train/loss" in row]
     assert steps and all("train/step" in row for row in steps)
     assert run.summary["test/acc"] == result["test_acc"] and run.summary["status"] == result["status"]
+    assert run.summary["test/macro_f1"] == result["test_macro_f1"] and run.summary["metric"] == "val_acc"
     assert run.exit_code == 0
 
 

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix as sk_confusion
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+from trainer.metrics import accuracy, class_report, confusion_matrix, macro_f1
+
+
+def _probs(predicted: np.ndarray, num_labels: int, rng: np.random.Generator) -> np.ndarray:
+    """Random probabilities whose argmax is `predicted`."""
+    probs = rng.random((len(predicted), num_labels)) * 0.5
+    probs[np.arange(len(predicted)), predicted] = 1.0
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+CASES = {
+    "random": lambda rng: (rng.integers(0, 4, 50), rng.integers(0, 4, 50), 4),
+    "a class never predicted": lambda rng: (rng.integers(0, 3, 40), rng.integers(0, 2, 40), 3),
+    "a class never present": lambda rng: (rng.integers(0, 2, 40), rng.integers(0, 3, 40), 3),
+    "a class neither present nor predicted": lambda rng: (rng.integers(0, 2, 30), rng.integers(0, 2, 30), 3),
+    "all one class predicted": lambda rng: (rng.integers(0, 2, 20), np.zeros(20, dtype=int), 2),
+    "perfect": lambda rng: (np.arange(12) % 3, np.arange(12) % 3, 3),
+    "all wrong": lambda rng: (np.zeros(10, dtype=int), np.ones(10, dtype=int), 2),
+    "one example": lambda rng: (np.array([1]), np.array([0]), 2),
+    "imbalanced": lambda rng: (np.array([0] * 45 + [1] * 4 + [2]), rng.choice(3, 50, p=[0.8, 0.15, 0.05]), 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_scikit_learn(case: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels, predicted, k = CASES[case](rng)
+    probs = _probs(predicted, k, rng)
+    assert accuracy(probs, labels) == pytest.approx(float((labels == predicted).mean()))
+    assert macro_f1(probs, labels) == pytest.approx(f1_score(labels, predicted, average="macro", zero_division=0))
+    confusion = confusion_matrix(labels, predicted, k)
+    np.testing.assert_array_equal(confusion, sk_confusion(labels, predicted, labels=list(range(k))))
+    rows, matrix = class_report(probs, labels, [f"c{i}" for i in range(k)])
+    assert matrix == confusion.tolist() and all(type(x) is int for row in matrix for x in row)
+    p, r, f, n = precision_recall_fscore_support(labels, predicted, labels=list(range(k)), zero_division=0)
+    assert [row["label"] for row in rows] == [f"c{i}" for i in range(k)]
+    np.testing.assert_allclose([row["precision"] for row in rows], p)
+    np.testing.assert_allclose([row["recall"] for row in rows], r)
+    np.testing.assert_allclose([row["f1"] for row in rows], f)
+    assert [row["support"] for row in rows] == n.tolist()
+
+
+def test_a_class_never_predicted_has_f1_zero() -> None:
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probs = _probs(np.array([0, 0, 1, 1, 1, 1]), 3, np.random.default_rng(0))
+    rows, _ = class_report(probs, labels, ["a", "b", "c"])
+    assert rows[2] == {"label": "c", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert macro_f1(probs, labels) == pytest.approx((1 + 2 / 3 + 0) / 3)
