@@ -26,6 +26,14 @@ MODEL_ALIASES: dict[str, str] = {
     "roberta": "roberta-base",
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
 }
+# Hub ids from before owners were required; the Hub still serves them (bert-base-uncased is
+# google-bert/bert-base-uncased), and sweep files from other tools name models this way.
+LEGACY_HUB_IDS = frozenset({
+    "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased", "bert-base-multilingual-cased",
+    "bert-base-multilingual-uncased", "roberta-base", "roberta-large", "distilbert-base-uncased",
+    "distilbert-base-cased", "distilroberta-base", "xlm-roberta-base", "xlm-roberta-large", "albert-base-v2",
+    "albert-large-v2",
+})
 POOLINGS = ("cls", "mean", "pooler")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("constant", "linear", "cosine")
@@ -84,6 +92,9 @@ class JobConfig:
     seed: int = 42
     precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
+    # Added after the first release (left out of job ids while at their defaults):
+    eval_batch_size: int | None = None  # evaluation batch; None: max(64, 2 * batch_size)
+    warmup_steps: int = 0  # warmup in optimizer steps, beside warmup_ratio (one of the two)
 
     @property
     def model_path(self) -> str:
@@ -190,7 +201,7 @@ def _str(source: str, key: str, value: Any) -> str:
 
 def _model(source: str, value: Any) -> str:
     value = _str(source, "model", value)
-    if value in MODEL_ALIASES or Path(value).is_dir() or "/" in value:
+    if value in MODEL_ALIASES or value in LEGACY_HUB_IDS or Path(value).is_dir() or "/" in value:
         # Anything with a '/' that is not a directory is taken as a Hub id (owner/name);
         # a wrong one fails when it is fetched, with the Hub's own message.
         return value
@@ -266,6 +277,14 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         raise ConfigError(
             f"{_where(source, 'warmup_ratio')}: {warmup:g} is out of range; expected 0 <= warmup_ratio < 1"
         )
+    eval_batch = get("eval_batch_size", d.eval_batch_size)
+    eval_batch = None if eval_batch is None else _int(source, "eval_batch_size", eval_batch, minimum=1)
+    warmup_steps = _int(source, "warmup_steps", get("warmup_steps", d.warmup_steps), minimum=0)
+    if warmup_steps and warmup:
+        raise ConfigError(
+            f"{_where(source, 'warmup_steps')}: {warmup_steps} with warmup_ratio {warmup:g}: give one of the two "
+            "(the other 0)"
+        )
     return JobConfig(
         model=_model(source, get("model", d.model)),
         pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
@@ -281,6 +300,8 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         seed=_int(source, "seed", get("seed", d.seed)),
         precision=_choice(source, "precision", get("precision", d.precision), PRECISIONS),
         data=_build_data(source, get("data", {})),
+        eval_batch_size=eval_batch,
+        warmup_steps=warmup_steps,
         **nonneg,
     )
 

@@ -61,9 +61,9 @@ def make_scheduler(cfg: JobConfig, optimizer: torch.optim.Optimizer, total_steps
     from transformers import get_scheduler
 
     name = cfg.scheduler
-    if name == "constant" and cfg.warmup_ratio > 0:
+    if name == "constant" and (cfg.warmup_ratio > 0 or cfg.warmup_steps > 0):
         name = "constant_with_warmup"
-    warmup = int(cfg.warmup_ratio * total_steps)
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
@@ -161,7 +161,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
         return torch.autocast(device.type, dtype=dtype) if use_autocast else nullcontext()
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eval_batch = max(64, 2 * cfg.batch_size)
+    eval_batch = cfg.eval_batch_size or max(64, 2 * cfg.batch_size)
     loss_limit = DIVERGED_FACTOR * math.log(max(data.num_labels, 2))
     majority = majority_fraction(np.asarray(data.val.labels))
     save_model_files(out_dir / "model", model, tokenizer, data.label_names)
