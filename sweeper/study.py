@@ -220,7 +220,7 @@ class StudyRunner:
     def _report_and_prune(self, run: TrialRun, job_dir: Path) -> bool:
         epochs = _epoch_rows(job_dir / "events.jsonl")
         for row in epochs[run.reported:]:
-            run.trial.report(row["val_acc"], step=row["epoch"])
+            run.trial.report(row.get(self.space.metric, row["val_acc"]), step=row["epoch"])
             run.reported += 1
             if row["epoch"] < run.job.config.epochs and run.trial.should_prune():
                 assert run.proc is not None
@@ -243,7 +243,7 @@ class StudyRunner:
         if result["status"] == "diverged" or result.get("val_acc") is None:
             self.study.tell(run.trial, state=TrialState.PRUNED)
         else:
-            self.study.tell(run.trial, float(result[self.space.metric]))
+            self.study.tell(run.trial, _metric(result, self.space.metric))
         p = self.progress[run.trial.number]
         p.seconds = result.get("runtime_s")
         self._done(run, result["status"], "")
@@ -317,3 +317,12 @@ def _epoch_rows(path: Path) -> list[dict[str, Any]]:
         elif event.get("event") == "start" and event.get("resumed_from_epoch", 0) < len(rows):
             rows = rows[: event["resumed_from_epoch"]]
     return rows
+
+
+def _metric(result: dict[str, Any], metric: str) -> float:
+    """The result's value of the space's metric; a result without it (jobs that select by val_acc)
+    gives the metric's value at its best epoch, and val_acc when its rows lack the metric too."""
+    if result.get(metric) is not None:
+        return float(result[metric])
+    best = [row for row in result.get("epochs") or [] if row.get("epoch") == result.get("best_epoch")]
+    return float(best[0][metric] if best and best[0].get(metric) is not None else result["val_acc"])
