@@ -246,7 +246,7 @@ def _from_wandb(path: Path, raw: dict[str, Any], report: _Reporter, overrides: l
             base_ok = False
             where = constants[key].where if key in constants and key not in fixed else ()
             label = f"parameters.{constants[key].name}" if where else f"--set {key}"
-            problems.add(where, f"{label}: {_core_says(exc)}")
+            problems.add(where, f"{label}: {key} {_core_says(exc)}")
     if base_ok:
         try:
             build_job(_nest(base))
