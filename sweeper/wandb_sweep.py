@@ -128,8 +128,20 @@ def job_key(name: str) -> str | None:
     return NAMES.get(leaf) or (leaf if leaf in ALL_KEYS and leaf != "data" else None)
 
 
+# A word inside a foreign name that points at a job key (min_lr -> lr, warmup_epochs -> warmup_steps).
+_WORDS = {"lr": "lr", "learning": "lr", "warmup": "warmup_steps", "drop": "dropout", "dropout": "dropout",
+          "batch": "batch_size", "epoch": "epochs", "epochs": "epochs", "len": "max_len", "length": "max_len",
+          "seq": "max_len", "model": "model", "data": "data.name", "dataset": "data.name", "decay": "weight_decay",
+          "clip": "clip", "norm": "clip", "accumulation": "grad_accum", "seed": "seed", "opt": "optimizer",
+          "optimizer": "optimizer", "scheduler": "scheduler", "pool": "pooling", "pooling": "pooling",
+          "precision": "precision", "fp16": "precision", "bf16": "precision"}
+
+
 def nearest_key(name: str) -> str:
     leaf = name.rsplit(".", 1)[-1].lower()
+    for word in re.split(r"[_\-/]", leaf):
+        if word in _WORDS:
+            return _WORDS[word]
     candidates = sorted(set(NAMES) | set(ALL_KEYS))
     best = difflib.get_close_matches(leaf, candidates, n=1, cutoff=0.0)
     return NAMES.get(best[0], best[0]) if best else "lr"
