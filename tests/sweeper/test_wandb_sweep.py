@@ -21,7 +21,7 @@ from sweeper.search import Param, Space, describe, load_sweep, read_sweep, sugge
 from sweeper.spec import Grid
 from tests.conftest import REPO
 from trainer.config import ConfigError
-from trainer.jobdir import epoch_rows
+from trainer.jobdir import FINISHED, epoch_rows
 
 DATA = REPO / "tests" / "data" / "wandb"
 
@@ -425,3 +425,27 @@ def test_a_wandb_study_runs_tiny_jobs_and_prunes_on_the_mapped_metric(tiny_model
         assert reported == ([1, 2] if t.state == TrialState.PRUNED else [1, 2, 3])  # hyperband's rung: epoch 2
         config = json.loads((runs / "sweep" / t.user_attrs["job_id"] / "config.json").read_text())
         assert config["model"] in {str(tiny_models["bert"]), str(tiny_models["roberta"])}
+
+
+def test_a_json_wandb_file_is_read_with_its_lines(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.json"
+    path.write_text('{\n  "method": "random",\n  "parameters": {\n    "learning_rate": {"values": [1e-5]},\n'
+                    '    "channels_one": {"values": [3]}\n  }\n}\n')
+    message = str(pytest.raises(ConfigError, load_sweep, path).value)
+    assert "line 5: parameters.channels_one: not a setting" in message
+
+
+def test_optuna_runs_a_wandb_grid_as_the_grid_sweep(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    path = wandb_file(tmp_path, {"learning_rate": {"values": [1e-3, 2e-3]}, "num_train_epochs": {"value": 1},
+                                 "max_seq_length": {"value": 32}}, method="grid", name="wgrid")
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper.cli", "optuna", "--space", str(path), "--runs-dir", str(runs), "--no-live",
+         "--set", f"model={tiny_models['bert']}", "--set", f"data.name={tiny_data}"],
+        capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grid = load_sweep(path, [f"model={tiny_models['bert']}", f"data.name={tiny_data}"])
+    assert isinstance(grid, Grid) and len(grid.jobs) == 2
+    for job in grid.jobs:  # the grid's own job directories, each finished (1 tiny epoch may be `collapsed`)
+        result = json.loads((runs / "wgrid" / job.id / "result.json").read_text())
+        assert result["status"] in FINISHED and result["config"]["lr"] == job.config.lr
