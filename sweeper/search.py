@@ -1,4 +1,4 @@
-"""Optuna search spaces, in the shape W&B sweep users know.
+"""Optuna search spaces in sweep's own format (W&B sweep files are read by `load_sweep`).
 
     name: imdb_search
     base: {epochs: 3, max_len: 128}

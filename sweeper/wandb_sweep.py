@@ -150,7 +150,7 @@ def nearest_key(name: str) -> str:
 def metric_key(name: str) -> tuple[str | None, str]:
     """The job metric a W&B metric name means, or None with the reason."""
     lowered = name.lower()
-    if "test" in lowered or "train" in lowered:
+    if any(word.startswith(("test", "train")) for word in re.split(r"[/._\-]", lowered)):
         return None, ("a training or test metric cannot steer a search (the test split is kept for the final "
                       "claim); use a validation metric")
     leaf = re.split(r"[/.]", lowered)[-1]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,16 @@ def test_hub_ids_from_before_owners_are_models() -> None:
     assert build_job({"model": "distilbert-base-uncased"}).model_path == "distilbert-base-uncased"
     with pytest.raises(ConfigError, match="is not an alias, Hub id or directory"):
         build_job({"model": "distilbert-base-uncasd"})
+
+
+def test_a_job_with_warmup_steps_and_eval_batch_size_runs(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    from tests.conftest import tiny_job
+    from trainer.loop import run_job
+
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1, warmup_steps=30, eval_batch_size=5))
+    result = run_job(cfg, tmp_path / "job")
+    assert result["status"] in ("completed", "collapsed")
+    assert result["config"]["warmup_steps"] == 30 and result["config"]["eval_batch_size"] == 5
+    steps = [e for e in map(json.loads, (tmp_path / "job" / "events.jsonl").read_text().splitlines())
+             if e.get("event") == "step"]
+    assert steps and steps[0]["lr"] == pytest.approx(cfg.lr * steps[0]["step"] / 30, rel=0.1)  # warming up
