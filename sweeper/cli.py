@@ -96,7 +96,7 @@ MaxJobs = Annotated[int, typer.Option(min=1, help="Refuse a grid of more jobs th
 
 @app.command()
 def grid(
-    grid_file: Annotated[Path, typer.Argument(help="Grid file (grids/NAME.yaml).")],
+    grid_file: Annotated[Path, typer.Argument(help="Grid file (grids/NAME.yaml), or a W&B sweep file with method: grid.")],
     set_: Overrides = None,
     runs_dir: RunsDir = Path("runs"),
     storage: Storage = None,
@@ -111,24 +111,43 @@ def grid(
     warm_start: WarmStart = True,
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
-    from sweeper.spec import load_grid
+    from sweeper.search import Space, read_sweep
 
     try:
-        spec = load_grid(grid_file, set_ or [], max_jobs=max_jobs)
+        loaded = read_sweep(grid_file, set_ or [], max_jobs=max_jobs)
     except ConfigError as exc:
         raise _fail(exc) from None
+    if isinstance(loaded.sweep, Space):
+        raise _fail(ValueError(f"{grid_file}: a search space (sampled, not a grid): run it with "
+                               f"sweep optuna --space {grid_file}"))
+    _grid(loaded, runs_dir=runs_dir, storage=storage, gpus=gpus, jobs_per_gpu=jobs_per_gpu, parallel=parallel,
+          retries=retries, cache_dir=cache_dir, dry_run=dry_run, live=live, warm_start=warm_start)
+
+
+def _grid(loaded: Any, *, runs_dir: Path, storage: str | None, gpus: str | None, jobs_per_gpu: int,
+          parallel: int | None, retries: int, cache_dir: Path | None, dry_run: bool, live: bool,
+          warm_start: bool) -> None:
+    """`sweep grid`, and `sweep optuna --space` given a grid (a W&B file with method: grid)."""
     from sweeper import view
 
+    spec = loaded.sweep
     if dry_run:
+        if loaded.wandb is not None:
+            from sweeper.search import describe
+
+            typer.echo("\n".join(describe(loaded)))
         Console().print(view.jobs_table(spec))
         return
+    _quiet_optuna()
     from sweeper.grid_source import GridSource
     from sweeper.scheduler import Scheduler
     from sweeper.store import SweepStore, default_storage, open_storage
 
     slots = _slots(gpus, jobs_per_gpu, parallel)
     store = SweepStore(open_storage(storage or default_storage(runs_dir)), spec.name, lock_dir=runs_dir)
-    source = GridSource(spec, store, runs_dir=runs_dir)
+    wandb = loaded.wandb
+    source = GridSource(spec, store, runs_dir=runs_dir,
+                        wandb_env=_wandb_env(getattr(wandb, "project", None), getattr(wandb, "entity", None)))
     scheduler = Scheduler(source, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir, warm=warm_start)
     keys = spec.varied
 
@@ -145,6 +164,23 @@ def grid(
         err.print(f"[red]failed[/] {p.job.id} {p.job.point}: {p.note} (log: {runs_dir / spec.name / p.job.id / 'job.log'})")
     if failed:
         raise typer.Exit(code=1)
+
+
+def _wandb_env(project: str | None, entity: str | None) -> dict[str, str]:
+    """The W&B project and entity a sweep file names, for its jobs' runs (the environment wins)."""
+    import os
+
+    return {key: str(value) for key, value in (("WANDB_PROJECT", project), ("WANDB_ENTITY", entity))
+            if value and not os.environ.get(key)}
+
+
+def _quiet_optuna() -> None:
+    """Optuna's ExperimentalWarning lines (journal storage, heartbeats...) are for Optuna's users, not sweep's."""
+    import warnings
+
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 @app.command()
@@ -172,8 +208,14 @@ def status(
 
 @app.command()
 def optuna(
-    trials: Annotated[int, typer.Option(min=1, help="The study's total of finished (complete or pruned) trials.")],
-    space_file: Annotated[Path, typer.Option("--space", help="Search space file.")] = Path("grids/optuna.yaml"),
+    trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="The study's total of finished (complete or pruned) trials [default: the file's "
+                                 "run_cap]."),
+    ] = None,
+    space_file: Annotated[
+        Path, typer.Option("--space", help="Search space file, or a W&B sweep file (method: grid runs as sweep grid).")
+    ] = Path("grids/optuna.yaml"),
     study: Annotated[str | None, typer.Option(help="Study name (default: the space's name).")] = None,
     set_: Overrides = None,
     runs_dir: RunsDir = Path("runs"),
@@ -183,26 +225,55 @@ def optuna(
     parallel: Parallel = None,
     retries: Retries = 1,
     cache_dir: CacheDir = None,
+    sampler_seed: Annotated[
+        int | None, typer.Option(help="Seed the sampler: a study draws the same values again, with any number of "
+                                      "workers (each trial's stream is derived from the seed and its number).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the space as it will run (sampler, pruner, metric, names); run "
+                                             "nothing.")
+    ] = False,
     live: LiveView = True,
     warm_start: WarmStart = True,
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
+    import dataclasses
+
+    from sweeper.search import describe, read_sweep
+    from sweeper.spec import Grid
+
+    try:
+        loaded = read_sweep(space_file, set_ or [])
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    if isinstance(loaded.sweep, Grid):
+        _grid(loaded, runs_dir=runs_dir, storage=storage, gpus=gpus, jobs_per_gpu=jobs_per_gpu, parallel=parallel,
+              retries=retries, cache_dir=cache_dir, dry_run=dry_run, live=live, warm_start=warm_start)
+        return
+    space = loaded.sweep
+    if sampler_seed is not None:
+        name, kwargs = space.sampler
+        space = dataclasses.replace(space, sampler=(name, {**kwargs, "seed": sampler_seed}))
+        loaded = dataclasses.replace(loaded, sweep=space)
+    if dry_run:
+        typer.echo("\n".join(describe(loaded)))
+        return
+    trials = trials or space.run_cap
+    if trials is None:
+        raise _fail(ValueError(f"--trials: needed ({space_file} has no run_cap); e.g. --trials 20"))
+    _quiet_optuna()
     from reports.collect import study_summary
     from sweeper import view
     from sweeper.scheduler import Scheduler
-    from sweeper.search import load_space
     from sweeper.store import default_storage, open_storage
     from sweeper.study import StudySource, open_study
 
-    try:
-        space = load_space(space_file, set_ or [])
-    except ConfigError as exc:
-        raise _fail(exc) from None
     name = study or space.name
     slots = _slots(gpus, jobs_per_gpu, parallel)
     store = open_study(space, open_storage(storage or default_storage(runs_dir)), name)
     store.study.set_user_attr("description", space.description)
-    source = StudySource(space, store, runs_dir=runs_dir, trials=trials, retries=retries)
+    source = StudySource(space, store, runs_dir=runs_dir, trials=trials, retries=retries,
+                         wandb_env=_wandb_env(space.wandb_project, space.wandb_entity))
     scheduler = Scheduler(source, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir, warm=warm_start)
     keys = [p.name for p in space.params]
 
@@ -215,6 +286,8 @@ def optuna(
               highlight=False)
     _run_with_view(scheduler.run, table, live=live,
                    interrupted="trials stopped and queued again; run the same command to continue the study")
+    if source.stop_asking:
+        err.print(f"{name}: {source.stop_asking}", highlight=False)
     Console().print(view.study_summary_table(name, study_summary(store), store.study))
 
 

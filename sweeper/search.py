@@ -1,4 +1,4 @@
-"""Optuna search spaces, in the shape W&B sweep users know.
+"""Optuna search spaces in sweep's own format (W&B sweep files are read by `load_sweep`).
 
     name: imdb_search
     base: {epochs: 3, max_len: 128}
@@ -12,19 +12,37 @@
 
 Validated like grid files: every value (and both ends of every range) goes through the
 training core's own checks, and errors name the file, line and key.
+
+`load_sweep` is the one entry point of `sweep grid` and `sweep optuna`: it reads a grid file, a
+space file or a W&B sweep file (`sweeper.wandb_sweep`) and returns the Grid or Space to run.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.spec import _flatten, _nest, _Reporter, read_sweep_file
-from trainer.config import ALL_KEYS, ConfigError, JobConfig, _nearest, build_job
+import yaml
 
-SPACE_KEYS = ["name", "description", "base", "params", "metric", "sampler", "pruner", "seeds"]
-METRICS = ("val_acc",)
+from sweeper import wandb_sweep
+from sweeper.spec import MAX_JOBS, Grid, Job, _flatten, _nest, _Reporter, load_grid, read_sweep_file
+from trainer.config import (
+    ALL_KEYS,
+    ConfigError,
+    JobConfig,
+    YamlLoader,
+    _nearest,
+    apply_overrides,
+    build_job,
+    refuse_aliases,
+)
+from trainer.jobdir import METRICS as JOB_METRICS
+
+SPACE_KEYS = ["name", "description", "base", "params", "metric", "target", "sampler", "pruner", "seeds"]
+METRICS = tuple(JOB_METRICS)  # val_acc, val_macro_f1 (maximised), val_loss (minimised)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
 
@@ -37,6 +55,7 @@ class Param:
     high: float | None = None
     log: bool = False
     integer: bool = False
+    q: float | None = None  # each draw rounded to a multiple of q (W&B's q_* distributions)
 
 
 @dataclass(frozen=True)
@@ -45,9 +64,14 @@ class Space:
     description: str
     base: dict[str, Any]  # flat (dotted) keys
     params: list[Param]
-    metric: str
+    metric: str  # the job-result key optimised (trainer.jobdir.METRICS)
     sampler: tuple[str, dict[str, Any]]
     pruner: tuple[str, dict[str, Any]]
+    direction: str = "maximize"  # METRICS[metric]
+    target: float | None = None  # the study stops once its best value reaches this
+    wandb_project: str | None = None  # the jobs' W&B runs (WANDB_PROJECT / WANDB_ENTITY)
+    wandb_entity: str | None = None
+    run_cap: int | None = None  # the default --trials (W&B's run_cap)
     # Each trial runs these seeds as jobs and reports their mean (None: the base's seed, one job).
     seeds: tuple[int, ...] | None = None
 
@@ -129,8 +153,11 @@ def load_space(path: Path, overrides: list[str] | None = None) -> Space:
 
     metric = raw.get("metric", "val_acc")
     if metric not in METRICS:
-        raise report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: {', '.join(METRICS)} "
-                                        "(maximised)")
+        raise report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: "
+                                        + ", ".join(f"{m} ({d}d)" for m, d in JOB_METRICS.items()))
+    target = raw.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise report.error(("target",), f"target: {target!r} is not a number")
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
                               or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)):
@@ -140,17 +167,239 @@ def load_space(path: Path, overrides: list[str] | None = None) -> Space:
     return Space(name=name, description=str(raw.get("description") or ""), base=flat_base, params=params,
                  seeds=tuple(seeds) if seeds is not None else None,
                  metric=metric, sampler=_named(report, "sampler", raw.get("sampler"), SAMPLERS, "tpe"),
-                 pruner=_named(report, "pruner", raw.get("pruner"), PRUNERS, "median"))
+                 pruner=_named(report, "pruner", raw.get("pruner"), PRUNERS, "median"),
+                 direction=JOB_METRICS[metric], target=None if target is None else float(target))
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
     """The trial's values for every parameter, through Optuna's suggest API."""
-    values = {}
+    values: dict[str, Any] = {}
     for p in space.params:
+        assert p.values is not None or (p.low is not None and p.high is not None)
+        step = p.q if p.q is not None and not p.log else None  # Optuna's own step; on a log scale, rounded after
         if p.values is not None:
             values[p.name] = trial.suggest_categorical(p.name, p.values)
         elif p.integer:
-            values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)  # type: ignore[arg-type]
+            values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log,  # type: ignore[arg-type]
+                                               step=int(step or 1))
         else:
-            values[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)  # type: ignore[arg-type]
+            values[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log,  # type: ignore[arg-type]
+                                                 step=step)
+        if p.q is not None and p.log:
+            rounded = round(values[p.name] / p.q) * p.q
+            values[p.name] = int(rounded) if p.integer else rounded
     return values
+
+
+# -- one entry point for every sweep file ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loaded:
+    sweep: Grid | Space
+    path: Path
+    wandb: wandb_sweep.Translation | None = None  # how a W&B file was read (for the dry run)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_sweep(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS) -> Grid | Space:
+    """A grid file, a space file or a W&B sweep file (`method: grid` is a Grid, `random` and
+    `bayes` a Space), validated; ConfigError names the file, line and key of every problem."""
+    return read_sweep(path, overrides, max_jobs=max_jobs).sweep
+
+
+def read_sweep(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS) -> Loaded:
+    """`load_sweep`, with how a W&B file was read (its name mapping, unused keys, notes)."""
+    try:
+        text = path.read_text()
+        refuse_aliases(text, str(path))
+        raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except (OSError, yaml.YAMLError):
+        raw = None  # the loaders below say what is wrong
+    if isinstance(raw, dict) and wandb_sweep.is_wandb(raw):
+        return _from_wandb(path, raw, _Reporter(path, text), overrides or [], max_jobs=max_jobs)
+    if isinstance(raw, dict) and "params" in raw:
+        return Loaded(load_space(path, overrides), path)
+    return Loaded(load_grid(path, overrides, max_jobs=max_jobs), path)
+
+
+def _raise_all(path: Path, report: _Reporter, problems: wandb_sweep.Problems) -> None:
+    if not problems.items:
+        return
+    located = []
+    for where, message in problems.items:
+        line = next((report.lines[where[:end]] for end in range(len(where), 0, -1) if where[:end] in report.lines), 0)
+        located.append((line, message))
+    located.sort(key=lambda item: item[0])
+    body = "\n".join(f"  line {line}: {message}" if line else f"  {message}" for line, message in located)
+    count = f"{len(located)} problem{'s' if len(located) > 1 else ''}"
+    raise ConfigError(f"{path}: W&B sweep file: {count}; nothing was run (sweep runs its own training core: every "
+                      f"parameter must be one of its job keys)\n{body}")
+
+
+def _core_says(exc: ConfigError) -> str:
+    """The core's 'key: problem' less the key."""
+    return str(exc).split(": ", 1)[-1]
+
+
+def _from_wandb(path: Path, raw: dict[str, Any], report: _Reporter, overrides: list[str], *,
+                max_jobs: int = MAX_JOBS) -> Loaded:
+    t, problems = wandb_sweep.translate(raw, stem=path.stem)
+    notes: list[str] = []
+    try:
+        fixed = _flatten(apply_overrides({}, overrides))
+    except ConfigError as exc:
+        problems.add((), str(exc))
+        fixed = {}
+    constants = {p.key: p for p in t.parameters if p.distribution == "constant"}
+    searched = []
+    for p in t.parameters:
+        if p.key in fixed:
+            notes.append(f"--set {p.key}={fixed[p.key]!r} replaces parameters.{p.name} ({p.shown()})")
+        elif p.distribution != "constant":
+            searched.append(p)
+    base = {**{k: p.value for k, p in constants.items()}, **fixed}
+    base_ok = True
+    for key, value in base.items():
+        try:
+            build_job(_nest({key: value}))
+        except ConfigError as exc:
+            base_ok = False
+            where = constants[key].where if key in constants and key not in fixed else ()
+            label = f"parameters.{constants[key].name}" if where else f"--set {key}"
+            problems.add(where, f"{label}: {key} {_core_says(exc)}")
+    if base_ok:
+        try:
+            build_job(_nest(base))
+        except ConfigError as exc:
+            base_ok = False
+            problems.add((), f"the fixed values together: {exc}")
+    check_base = base if base_ok else {}
+    for p in searched:
+        ends = p.values if p.values is not None else [p.low, p.high]
+        for value in ends:
+            try:
+                build_job(_nest({**check_base, p.key: value}))
+            except ConfigError as exc:
+                problems.add(p.where, f"parameters.{p.name}: {p.key} {_core_says(exc)}")
+                break
+    if t.method == "grid" and t.hyperband is not None:
+        notes.append("early_terminate: not used by a grid (every job runs to its end, exactly once)")
+    _raise_all(path, report, problems)
+
+    if t.method == "grid":
+        return Loaded(_wandb_grid(path, t, base, searched, notes, max_jobs=max_jobs), path, t, notes)
+    params = [Param(p.key, values=p.values, low=p.low, high=p.high, log=p.log, integer=p.integer, q=p.q)
+              for p in searched]
+    if t.hyperband is not None:
+        epochs = [base.get("epochs", JobConfig().epochs)]
+        for p in searched:
+            if p.key == "epochs":
+                epochs = list(p.values) if p.values is not None else [p.high]
+        kwargs = {"max_resource": max(epochs), **t.hyperband}
+        if kwargs["min_resource"] >= kwargs["max_resource"]:
+            notes.append(f"early_terminate: min_iter {kwargs['min_resource']} is not below the jobs' "
+                         f"{kwargs['max_resource']} epochs: no trial will be pruned")
+        pruner: tuple[str, dict[str, Any]] = ("hyperband", kwargs)
+    else:
+        pruner = ("none", {})
+    space = Space(name=t.name, description=t.description, base=base, params=params, metric=t.metric,
+                  sampler=(wandb_sweep.METHODS[t.method], {}), pruner=pruner, direction=t.direction, target=t.target,
+                  wandb_project=t.project, wandb_entity=t.entity, run_cap=t.run_cap)
+    return Loaded(space, path, t, notes)
+
+
+def _wandb_grid(path: Path, t: wandb_sweep.Translation, base: dict[str, Any],
+                searched: list[wandb_sweep.Parameter], notes: list[str], *, max_jobs: int = MAX_JOBS) -> Grid:
+    """Every combination once, as W&B's grid; a list of seeds is the grid's seeds (each point once per seed)."""
+    axes: dict[str, list[Any]] = {}
+    seeds = [base.get("seed", JobConfig().seed)]
+    for p in searched:
+        assert p.values is not None
+        values = [v for i, v in enumerate(p.values) if v not in p.values[:i]]
+        if len(values) < len(p.values):
+            notes.append(f"parameters.{p.name}: a value listed twice runs once (as in W&B's grid)")
+        if p.key == "seed":
+            seeds = values
+        else:
+            axes[p.key] = values
+    flat = {k: v for k, v in base.items() if k != "seed"}
+    size = math.prod(len(v) for v in axes.values()) * len(seeds)
+    if min(size, t.run_cap or size) > max_jobs:
+        raise ConfigError(f"{path}: the grid has {size:,} jobs, more than --max-jobs {max_jobs:,}; shrink a parameter's "
+                          "values (or set run_cap), or raise --max-jobs if you mean it")
+    jobs: list[Job] = []
+    for combo in itertools.product(*axes.values()):
+        if t.run_cap is not None and len(jobs) >= t.run_cap * len(seeds):
+            break
+        point = dict(zip(axes, combo, strict=True))
+        for seed in seeds:
+            jobs.append(Job(config=build_job(_nest({**flat, **point, "seed": seed})), point={**point, "seed": seed}))
+    if t.run_cap is not None and t.run_cap < len(jobs):
+        notes.append(f"run_cap {t.run_cap}: the first {t.run_cap} of the grid's {len(jobs)} jobs run, as in W&B")
+        jobs = jobs[: t.run_cap]
+    return Grid(name=t.name, description=t.description, path=path, axes=axes, jobs=jobs)
+
+
+def describe(loaded: Loaded) -> list[str]:
+    """The dry run: the sweep as `sweep` will run it, and how a W&B file was read."""
+    sweep, t = loaded.sweep, loaded.wandb
+    lines = []
+    source = f"W&B sweep file {loaded.path}" if t else str(loaded.path)
+    if isinstance(sweep, Grid):
+        lines.append(f"grid {sweep.name} ({source}, method: grid): {len(sweep.jobs)} jobs, each run exactly once")
+    else:
+        lines.append(f"study {sweep.name} ({source})")
+        name, kwargs = sweep.sampler
+        sampler = f"{SAMPLERS[name]}({_args(kwargs)})"
+        if t is not None and t.method == "bayes":
+            sampler += " - W&B's bayes is a Gaussian process; Optuna's TPE stands in for it"
+        elif t is not None:
+            sampler += " (method: random)"
+        if "seed" not in kwargs:
+            sampler += "; unseeded: --sampler-seed N makes the draws reproducible"
+        lines.append(f"sampler: {sampler}")
+        name, kwargs = sweep.pruner
+        pruner = f"{PRUNERS[name]}({_args(kwargs)})"
+        if name == "hyperband":
+            pruner += ", on epochs (each epoch's metric is reported)"
+        elif t is not None:
+            pruner += " (no early_terminate)"
+        lines.append(f"pruner: {pruner}")
+        metric = f"metric: {sweep.metric}, {sweep.direction}d"
+        if t is not None and t.metric_note:
+            metric += f" ({t.metric_note})"
+        lines.append(metric)
+        lines.append(f"target: {sweep.target:g} (the study stops when its best trial reaches it)"
+                     if sweep.target is not None else "target: none")
+        lines.append(f"trials: {sweep.run_cap} (run_cap; --trials overrides)" if sweep.run_cap is not None
+                     else "trials: --trials N (the file has no run_cap)")
+    if isinstance(sweep, Space):
+        lines.append("base: " + (", ".join(f"{k}={v}" for k, v in sweep.base.items()) or "(the job defaults)"))
+        lines.append("searched:")
+        for p in sweep.params:
+            lines.append(f"  {p.name}: " + (f"one of {p.values}" if p.values is not None else
+                                            f"{'int ' if p.integer else ''}{'log-' if p.log else ''}uniform "
+                                            f"[{p.low:g}, {p.high:g}]" + (f", multiples of {p.q:g}" if p.q else "")))
+    if t is not None:
+        rows = [("W&B parameter", "job key", "W&B distribution", "sweep runs", "note")]
+        for w in t.parameters:
+            rows.append((w.name, w.key, w.distribution, w.shown(), w.note))
+        widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+        lines.append("names (W&B -> sweep):")
+        for r in rows:
+            lines.append(("  " + "  ".join(str(c).ljust(w) for c, w in zip(r[:4], widths, strict=True))
+                          + (f"  {r[4]}" if r[4] else "")).rstrip())
+        for key, value in t.unused.items():
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
+            lines.append(f"not used: {key}: {shown} (sweep runs its own training core)")
+        if t.project or t.entity:
+            lines.append(f"W&B runs: project {t.project or '(default)'}, entity {t.entity or '(default)'}")
+        if t.renamed:
+            lines.append(f"name: {t.name} (from the file: its own name is absent or not letters, digits, '_', '-', '.')")
+    lines.extend(f"note: {n}" for n in loaded.notes)
+    return lines
+
+
+def _args(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())

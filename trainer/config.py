@@ -28,6 +28,14 @@ MODEL_ALIASES: dict[str, str] = {
     "roberta": "roberta-base",
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
 }
+# Hub ids from before owners were required; the Hub still serves them (bert-base-uncased is
+# google-bert/bert-base-uncased), and sweep files from other tools name models this way.
+LEGACY_HUB_IDS = frozenset({
+    "bert-base-uncased", "bert-base-cased", "bert-large-uncased", "bert-large-cased", "bert-base-multilingual-cased",
+    "bert-base-multilingual-uncased", "roberta-base", "roberta-large", "distilbert-base-uncased",
+    "distilbert-base-cased", "distilroberta-base", "xlm-roberta-base", "xlm-roberta-large", "albert-base-v2",
+    "albert-large-v2",
+})
 POOLINGS = ("cls", "mean", "pooler")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("constant", "linear", "cosine")
@@ -106,6 +114,9 @@ class JobConfig:
     # Added with issue #14 (left out of job ids while at their defaults, today's behaviour):
     metric: str = "val_acc"  # keeps the best checkpoint: val_acc, val_macro_f1 (maximised), val_loss (minimised)
     patience: int | None = None  # stop after this many epochs without improvement of `metric`; None: off
+    # Added after the first release (left out of job ids while at their defaults):
+    eval_batch_size: int | None = None  # evaluation batch; None: max(64, 2 * micro-batch); not in the job's id
+    warmup_steps: int = 0  # warmup in optimizer steps, beside warmup_ratio (one of the two)
 
     @property
     def model_path(self) -> str:
@@ -128,7 +139,9 @@ class JobConfig:
 
     def with_micro_batch(self, size: int) -> JobConfig:
         """The same job run in micro-batches of `size` (validated like any configuration)."""
-        return build_job({**self.to_dict(), "micro_batch_size": None if size == self.batch_size else size})
+        evaluation = None if self.eval_batch_size is None else max(1, self.eval_batch_size * size // self.micro_batch)
+        return build_job({**self.to_dict(), "micro_batch_size": None if size == self.batch_size else size,
+                          "eval_batch_size": evaluation})
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -159,7 +172,7 @@ def defaults_filled(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # How a job runs, not what it trains: never in its id (an out-of-memory retry stays the same job).
-RUN_KEYS = frozenset({"micro_batch_size"})
+RUN_KEYS = frozenset({"micro_batch_size", "eval_batch_size"})
 
 
 def id_fields(d: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,7 +248,7 @@ def _str(source: str, key: str, value: Any) -> str:
 
 def _model(source: str, value: Any) -> str:
     value = _str(source, "model", value)
-    if value in MODEL_ALIASES or Path(value).is_dir() or "/" in value:
+    if value in MODEL_ALIASES or value in LEGACY_HUB_IDS or Path(value).is_dir() or "/" in value:
         # Anything with a '/' that is not a directory is taken as a Hub id (owner/name);
         # a wrong one fails when it is fetched, with the Hub's own message.
         return value
@@ -324,6 +337,14 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
             f"{_where(source, 'patience')}: {patience!r} is not allowed; expected an integer >= 1 (epochs without "
             "improvement before stopping) or null (no early stopping)"
         )
+    eval_batch = get("eval_batch_size", d.eval_batch_size)
+    eval_batch = None if eval_batch is None else _int(source, "eval_batch_size", eval_batch, minimum=1)
+    warmup_steps = _int(source, "warmup_steps", get("warmup_steps", d.warmup_steps), minimum=0)
+    if warmup_steps and warmup:
+        raise ConfigError(
+            f"{_where(source, 'warmup_steps')}: {warmup_steps} with warmup_ratio {warmup:g}: give one of the two "
+            "(the other 0)"
+        )
     return JobConfig(
         model=_model(source, get("model", d.model)),
         pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
@@ -342,6 +363,8 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         data=_build_data(source, get("data", {})),
         metric=_choice(source, "metric", get("metric", d.metric), tuple(METRICS)),
         patience=patience,
+        eval_batch_size=eval_batch,
+        warmup_steps=warmup_steps,
         **nonneg,
     )
 

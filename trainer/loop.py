@@ -68,15 +68,15 @@ def make_scheduler(cfg: JobConfig, optimizer: torch.optim.Optimizer, total_steps
     from transformers import get_scheduler
 
     name = cfg.scheduler
-    if name == "constant" and cfg.warmup_ratio > 0:
+    if name == "constant" and (cfg.warmup_ratio > 0 or cfg.warmup_steps > 0):
         name = "constant_with_warmup"
-    warmup = int(cfg.warmup_ratio * total_steps)
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * total_steps)
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 def eval_batch_size(cfg: JobConfig) -> int:
     """Rows per evaluation batch: no gradients to keep, so twice the training batch, at least 64."""
-    return max(64, 2 * cfg.micro_batch)
+    return cfg.eval_batch_size or max(64, 2 * cfg.micro_batch)
 
 
 @dataclass

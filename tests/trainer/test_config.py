@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,60 @@ def test_metric_and_patience_keys() -> None:
         with pytest.raises(ConfigError) as info:
             build_job(raw, source="job.yaml")
         assert str(info.value).startswith(f"job.yaml: {message}"), str(info.value)
+# -- eval_batch_size and warmup_steps (issue #15) -----------------------------------------------
+
+
+def test_eval_batch_size_and_warmup_steps_default_to_todays_behaviour_and_keep_job_ids() -> None:
+    cfg = build_job({})
+    assert cfg.eval_batch_size is None and cfg.warmup_steps == 0
+    assert cfg.job_id() == build_job({"eval_batch_size": None, "warmup_steps": 0}).job_id()
+    assert build_job({"warmup_steps": 100}).job_id() != cfg.job_id()
+    assert build_job({"eval_batch_size": 8}).eval_batch_size == 8
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"eval_batch_size": 0}, "eval_batch_size: 0 is out of range; expected eval_batch_size >= 1"),
+    ({"warmup_steps": -1}, "warmup_steps: -1 is out of range; expected warmup_steps >= 0"),
+    ({"warmup_steps": 1.5}, "warmup_steps: 1.5 (float) is not an integer"),
+    ({"warmup_steps": 10, "warmup_ratio": 0.1}, "warmup_steps: 10 with warmup_ratio 0.1: give one of the two"),
+])
+def test_bad_eval_batch_size_and_warmup_steps(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_job(raw)
+
+
+def test_warmup_steps_drive_the_scheduler() -> None:
+    import torch
+
+    from trainer.loop import make_scheduler
+
+    for raw, lrs in (({"warmup_steps": 4, "lr": 1.0}, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]),
+                     ({"lr": 1.0}, [1.0] * 6)):
+        cfg = build_job(raw)
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+        scheduler = make_scheduler(cfg, optimizer, total_steps=6)
+        seen = []
+        for _ in range(6):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        assert seen == pytest.approx(lrs)
+
+
+def test_hub_ids_from_before_owners_are_models() -> None:
+    assert build_job({"model": "distilbert-base-uncased"}).model_path == "distilbert-base-uncased"
+    with pytest.raises(ConfigError, match="is not an alias, Hub id or directory"):
+        build_job({"model": "distilbert-base-uncasd"})
+
+
+def test_a_job_with_warmup_steps_and_eval_batch_size_runs(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    from tests.conftest import tiny_job
+    from trainer.loop import run_job
+
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1, warmup_steps=30, eval_batch_size=5))
+    result = run_job(cfg, tmp_path / "job")
+    assert result["status"] in ("completed", "collapsed")
+    assert result["config"]["warmup_steps"] == 30 and result["config"]["eval_batch_size"] == 5
+    steps = [e for e in map(json.loads, (tmp_path / "job" / "events.jsonl").read_text().splitlines())
+             if e.get("event") == "step"]
+    assert steps and steps[0]["lr"] == pytest.approx(cfg.lr * steps[0]["step"] / 30, rel=0.1)  # warming up
