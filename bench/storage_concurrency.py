@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from optuna.trial import TrialState  # noqa: E402
 
 from sweeper.spec import Job  # noqa: E402
-from sweeper.store import SweepStore, open_storage  # noqa: E402
+from sweeper.store import SweepStore, open_storage, owner_gone  # noqa: E402
 from trainer.config import build_job  # noqa: E402
 
 
@@ -48,8 +48,8 @@ def worker(url: str, n: int, work_s: float, out: str) -> None:
             progressed = False
             for job in todo:
                 trial = store.canonical(by_job.get(job.id, []))
-                if trial is not None and trial.state == TrialState.RUNNING and store.is_stale(trial):
-                    store.fail(trial._trial_id, "worker lost")
+                if trial is not None and trial.state == TrialState.RUNNING and owner_gone(trial, me=store.pid):
+                    store.fail(store.trial_id(trial), "worker lost")
                     trial = None
                 if trial is None:
                     store.sync([job])
@@ -57,7 +57,7 @@ def worker(url: str, n: int, work_s: float, out: str) -> None:
                 if trial is None or trial.state != TrialState.WAITING or not store.claim(trial):
                     continue
                 time.sleep(work_s)
-                store.finish(trial._trial_id, {"status": "completed", "val_acc": 0.5})
+                store.finish(store.trial_id(trial), {"status": "completed", "val_acc": 0.5})
                 done += 1
                 progressed = True
                 break
