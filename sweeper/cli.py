@@ -288,7 +288,7 @@ def optuna(
                    interrupted="trials stopped and queued again; run the same command to continue the study")
     if source.stop_asking:
         err.print(f"{name}: {source.stop_asking}", highlight=False)
-    Console().print(view.study_summary_table(name, study_summary(store), store.study))
+    Console().print(view.study_summary_table(name, study_summary(store), store.study, metric=space.metric))
 
 
 class ReportFormat(str, Enum):

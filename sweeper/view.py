@@ -102,7 +102,7 @@ def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Prog
     return keys, rows
 
 
-def study_summary_table(name: str, summary: dict[str, Any], study: Any) -> Table:
+def study_summary_table(name: str, summary: dict[str, Any], study: Any, metric: str = "val_acc") -> Table:
     """Best trial, its parameters and metrics, trials per state, parameter importances."""
     counts: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
@@ -112,7 +112,7 @@ def study_summary_table(name: str, summary: dict[str, Any], study: Any) -> Table
     best = summary.get("best")
     if best:
         table.add_row("best trial", f"#{best['number']} (job {best['job_id']})")
-        table.add_row("val_acc", f"{best['value']:.4f}")
+        table.add_row(metric, f"{best['value']:.4f}")
         result = study.trials[best["number"]].user_attrs.get("result") or {}
         for key in ("test_acc", "test_loss", "test_ece", "best_epoch"):
             if result.get(key) is not None:

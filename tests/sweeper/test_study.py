@@ -282,3 +282,13 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried_by_the_surviv
     assert len(done) == 3
     # the retry is the dead trial's configuration, counted once: 3 trials, 3 configurations
     assert len({t.user_attrs["job_id"] for t in done}) == 3
+
+
+def test_a_target_stops_the_study_once_its_best_value_reaches_it(tiny_models: dict, tiny_data: Path,
+                                                                   tmp_path: Path) -> None:
+    path = space_file(tmp_path, tiny_models["bert"], tiny_data, epochs=1)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "target": 0.0}))  # any result reaches it
+    runs = tmp_path / "runs"
+    done = subprocess.run(cmd(path, runs, 5, "--parallel", "1"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(finished(study(runs))) == 1 and "target val_acc 0 reached" in done.stderr

@@ -1,0 +1,45 @@
+"""The job process's contract (trainer/job.py): a configuration in, an exit code out, and a
+failure `result.json` that says why."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, tiny_job
+from tests.trainer.test_checkpoint import _fail_at_write
+from trainer.config import build_job
+from trainer.job import execute
+from trainer.jobdir import EXIT_CONFIG, EXIT_FAILED, EXIT_OK, FINISHED, RESULT_FILE, STATE_FILE
+
+
+def test_a_full_disk_ends_the_job_failed_with_the_reason_and_the_rerun_completes(
+        tiny_models: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=2))
+    out = tmp_path / "job"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        _fail_at_write(m, out, STATE_FILE, 2, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        code, failure = execute(cfg, out)
+    assert code == EXIT_FAILED and failure is not None
+    stored = json.loads((out / RESULT_FILE).read_text())
+    assert stored["status"] == "failed" and "No space left on device" in stored["error"] and "last.pt" in stored["error"]
+    code, result = execute(cfg, out)  # space is back
+    assert code == EXIT_OK and result is not None and result["status"] in FINISHED and result["resumed"]
+
+
+def test_the_job_process_exits_2_for_a_bad_configuration_naming_file_and_key(tiny_models: dict, tiny_data: Path,
+                                                                             tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**tiny_job(tiny_models["bert"], tiny_data), "dropout": 1.5}))
+    done = subprocess.run([sys.executable, "-m", "trainer.job", str(bad), "--out", str(tmp_path / "o")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_CONFIG and "bad.yaml: dropout: 1.5 is out of range" in done.stderr
+    assert not (tmp_path / "o").exists()
