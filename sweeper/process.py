@@ -48,7 +48,7 @@ COMMAND = (sys.executable, "-m", "sweeper.process")  # + the job's arguments (co
 # is left to the job.
 HEAVY = ("trainer.loop", "trainer.job", "transformers.models.auto.modeling_auto",
          "transformers.models.auto.tokenization_auto")
-_HOST = socket.gethostname().split(".")[0].replace(".", "_")
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", os.environ.get("SWEEP_HOST") or socket.gethostname())  # as sweeper.store.HOST
 EARLY_LOG = re.compile(r"^(?P<slot>.+)\.(?P<host>[^.]+)\.(?P<pid>\d+)\.[^.]+\.log$")
 
 
@@ -140,7 +140,7 @@ def remove_leftovers(directory: Path) -> int:
         return 0
     for name in names:
         m = EARLY_LOG.match(name)
-        if m is None or m["host"] != _HOST or _pid_alive(int(m["pid"])):
+        if m is None or m["host"] != _HOST or pid_alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             (directory / name).unlink()
@@ -150,7 +150,8 @@ def remove_leftovers(directory: Path) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid is alive (one we may not signal is)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

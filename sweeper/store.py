@@ -37,6 +37,7 @@ import optuna.storages.journal
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.process import pid_alive
 from sweeper.spec import Job
 from trainer.jobdir import FINISHED, RESULT_KEYS  # noqa: F401 - re-exported
 
@@ -155,23 +156,13 @@ class JobState:
     note: str = ""  # e.g. "interrupted, queued", "worker gone"
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def owner_gone(trial: FrozenTrial, *, me: int | None = None) -> bool:
     """The one liveness rule: a RUNNING trial's owner is gone when it is a dead pid on this host,
     or when its heartbeat (or, before the first one, its start) is older than STALE_S."""
     attrs = trial.user_attrs
     pid = attrs.get("pid")
     if attrs.get("host") == HOST and isinstance(pid, int) and pid != me:
-        return not alive(pid)
+        return not pid_alive(pid)
     beat = attrs.get("heartbeat") or (trial.datetime_start.timestamp() if trial.datetime_start else 0)
     return time.time() - float(beat) > STALE_S
 

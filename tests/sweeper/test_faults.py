@@ -24,7 +24,7 @@ from sweeper.cli import app
 from sweeper.spec import load_grid
 from sweeper.store import SweepStore, open_storage, repair_journal
 from tests.conftest import REPO, write_dataset
-from tests.sweeper.test_scheduler import events, grid_file, sweep_cmd, trials
+from tests.sweeper.test_scheduler import events, grid_file, spare_processes, sweep_cmd, trials
 from tests.sweeper.test_study import cmd, finished, space_file, study
 from trainer.config import ConfigError
 
@@ -33,16 +33,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def job_processes(marker: Path) -> list[int]:
     """Live job processes (`sweeper.process` with a job under MARKER, spares excluded)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"sweeper.process" in cmdline and b"--spare" not in cmdline and any(
-                str(marker).encode() in arg for arg in cmdline):
-            pids.append(int(proc.name))
-    return pids
+    return spare_processes(marker, spares=False)
 
 
 def wait_for(condition, timeout: float = 180) -> None:  # type: ignore[no-untyped-def]

@@ -178,7 +178,7 @@ def test_ctrl_c_stops_the_jobs_writes_their_state_and_the_next_run_continues(tin
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "run the same command again" in stderr
+    assert "run the same command" in stderr
     interrupted = [j for j in grid.jobs if not (runs / "g" / j.id / "result.json").exists()]
     assert interrupted, "the sweep finished before Ctrl-C"
     by_job = trials(runs, "g")
@@ -197,15 +197,17 @@ def test_ctrl_c_stops_the_jobs_writes_their_state_and_the_next_run_continues(tin
     assert any(json.loads((runs / "g" / j.id / "result.json").read_text())["resumed"] for j in interrupted)
 
 
-def spare_processes(marker: Path) -> list[int]:
-    """Live `sweeper.process --spare` processes whose early log lies under MARKER."""
+def spare_processes(marker: Path, *, spares: bool = True) -> list[int]:
+    """Live `sweeper.process --spare` processes whose early log lies under MARKER (or, with
+    spares=False, the job processes running a job under MARKER)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--spare" in cmdline and any(str(marker).encode() in arg for arg in cmdline):
+        if (b"sweeper.process" in cmdline and (b"--spare" in cmdline) == spares
+                and any(str(marker).encode() in arg for arg in cmdline)):
             pids.append(int(proc.name))
     return pids
 
