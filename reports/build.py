@@ -6,7 +6,8 @@ from pathlib import Path
 
 from reports.collect import Predictions, load_predictions, load_records, study_summary, trial_states
 from reports.plots import write_plots
-from reports.tables import SweepReport, build_report, to_csv, to_json, to_markdown
+from reports.markdown import to_markdown
+from reports.tables import SweepReport, build_report, to_csv, to_json
 from sweeper.store import SweepStore, open_storage, sweep_names
 from trainer.io import atomic_write
 
@@ -19,9 +20,9 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, baseline: str | None = None,
-             fmt: str = "md", plots: bool = True) -> list[SweepReport]:
-    """Write runs/<sweep>/report.md (and .csv/.json with that format), its plots, and
-    runs/REPORT.md; return the reports."""
+             fmt: str = "md", plots: bool = True, effect: float | None = None, html: bool = True) -> list[SweepReport]:
+    """Write runs/<sweep>/report.md and report.html (and .csv/.json with that format), its plots,
+    and runs/REPORT.md; return the reports."""
     backend = open_storage(storage)
     names = sweep_names(backend)
     unknown = [s for s in sweeps or [] if s not in names]
@@ -37,19 +38,25 @@ def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, b
             return load_predictions(sweep_dir / job_id)
 
         report = build_report(name, records, states=trial_states(store), predictions=predictions,
-                              baseline=baseline)
+                              baseline=baseline, effect=effect)
         report.study = study_summary(store)
         if plots:
             report.plots = write_plots(report, records, sweep_dir / "report", predictions)
         description = str(store.study.user_attrs.get("description", ""))
-        _write_text(sweep_dir / "report.md", to_markdown(report, description=description))
+        markdown = to_markdown(report, description=description)
+        _write_text(sweep_dir / "report.md", markdown)
+        if html:
+            from reports.html import to_html
+
+            _write_text(sweep_dir / "report.html", to_html(markdown, sweep_dir, title=f"Sweep {name}"))
         if fmt == "csv":
             _write_text(sweep_dir / "report.csv", to_csv([report]))
         elif fmt == "json":
             _write_text(sweep_dir / "report.json", to_json([report]))
         reports.append(report)
     index = ["# Sweep reports", ""] + [
-        f"- [{r.name}]({r.name}/report.md): {sum(row.n for row in r.rows)} completed job(s) in {len(r.rows)} "
-        f"configuration(s), {len(r.excluded)} not averaged, {len(r.pending)} still to finish" for r in reports]
+        f"- [{r.name}]({r.name}/report.md) ([html]({r.name}/report.html)): {sum(row.n for row in r.rows)} completed "
+        f"job(s) in {len(r.rows)} configuration(s), {len(r.excluded)} did not complete, {len(r.pending)} still to "
+        "finish" for r in reports]
     _write_text(runs_dir / "REPORT.md", "\n".join(index) + "\n")
     return reports

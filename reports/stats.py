@@ -29,8 +29,12 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     n = b + c
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2**n)
+    # log C(n, k) by a running sum of log((n - k + 1) / k): vectorised, and no 2**n integers
+    k = np.arange(1, min(b, c) + 1)
+    log_pmf = np.concatenate([[0.0], np.cumsum(np.log((n - k + 1) / k))]) - n * math.log(2)
+    top = log_pmf.max()
+    tail = math.exp(top) * float(np.exp(log_pmf - top).sum())
+    return min(1.0, 2 * tail)
 
 
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES,
