@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from reports.markdown import label_text, runs_cell
+from reports.markdown import label_cells, label_text, runs_cell
 from reports.tables import Row, SweepReport, best_note
 
 SHOWN = 20  # rows in the terminal; the rest are in report.md
@@ -21,7 +21,7 @@ def _stat(row: Row, column: str) -> str:
     if column not in row.stats:
         return "–"
     mean, std = row.stats[column]
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    return f"{mean:.3f}" + (f"±{std:.3f}" if std is not None else "")
 
 
 def _shown(report: SweepReport) -> list[int]:
@@ -42,9 +42,8 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
     else:
         table = Table(title=f"{report.name}: {len(report.rows)} configuration(s)", box=box.SIMPLE_HEAD,
                       title_justify="left", pad_edge=False)
-        table.add_column("configuration", overflow="fold", ratio=1, min_width=12)
+        table.add_column(", ".join(report.keys), overflow="fold", ratio=1, min_width=10)
         table.add_column("runs", no_wrap=True, justify="right")
-        table.add_column(f"{report.metric}", no_wrap=True, justify="right")
         table.add_column("test_acc", no_wrap=True, justify="right")
         table.add_column("Δ test_acc [95% CI]", no_wrap=True, justify="right")
         table.add_column("verdict", no_wrap=True)
@@ -52,21 +51,21 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
             row = report.rows[i]
             h = row.headline
             if i == report.baseline:
-                delta, verdict = "baseline", ""
+                delta, verdict = "", "baseline"
             elif h is None:
                 delta, verdict = "–", ""
             else:
-                delta = f"{h.boot.diff:+.3f} [{h.boot.low:+.3f}, {h.boot.high:+.3f}]"
-                verdict = h.verdict + ("*" if h.significant else "")
+                delta = f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]"
+                verdict = {"better": "better*", "worse": "worse*"}.get(h.verdict, "unclear")
             if i == report.best:
                 verdict = (verdict + ", best" if verdict else "best") + ("!" if row.unstable else "")
-            runs = f"{row.n}/{len(row.runs)}"
-            table.add_row(label_text(report, row), runs, _stat(row, report.metric), _stat(row, "test_acc"), delta,
-                          verdict)
+            table.add_row(", ".join(label_cells(report, row)), f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
+                          delta, verdict)
         out.append(table)
-        notes = ["Mean ± std over completed seeds. Δ: mean per-seed test accuracy minus the baseline's, two-level "
-                 "bootstrap (seeds, then test examples). *: significant (bootstrap p Holm-adjusted over the rows "
-                 "< 0.05 and ASO ε_min < 0.5)."]
+        notes = ["runs: completed/all. test_acc: mean ± std over completed seeds. Δ: mean per-seed test accuracy "
+                 "minus the baseline's, 95% two-level bootstrap (seeds, then test examples). better*/worse*: "
+                 "significant (bootstrap p Holm-adjusted over the rows < 0.05 and ASO ε_min < 0.5); unclear: "
+                 "cannot tell."]
         unstable = [row for row in report.rows if row.unstable or row.count("failed")]
         if unstable:
             notes.append("Not every run completed: " + "; ".join(

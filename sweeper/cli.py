@@ -286,7 +286,8 @@ def report(
 
         console = Console()
         for r in reports:
-            console.print(*summary(r, runs_dir / r.name))
+            for item in summary(r, runs_dir / r.name):
+                console.print(item)
     err.print(f"wrote {runs_dir / 'REPORT.md'} and " + ", ".join(str(runs_dir / r.name / "report.md") for r in reports),
               highlight=False, soft_wrap=True)
 
