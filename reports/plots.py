@@ -84,10 +84,15 @@ def write_plots(report: SweepReport, records: list[Record], out_dir: Path,
                             label="10-90% of jobs")
             else:
                 ax.fill_between(epochs, q[:, 0], q[:, 2], alpha=0.3, label="10-90% of jobs")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        seen = sorted({int(e) for line in lines for e, _ in line})
+        if seen and len(seen) <= 20:  # integer epochs, one tick each (a 1-epoch sweep: points at 1)
+            ax.set_xticks(seen)
+            ax.set_xlim(seen[0] - 0.5, seen[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         _finish(plt, fig, ax, out_dir / "val_acc_per_epoch.png", xlabel="epoch", ylabel="validation accuracy",
                 title=f"{report.name}: validation accuracy per epoch, every job",
-                legend=len(curves) <= MAX_LINES or True)
+                legend=True)
         written.append(("validation accuracy per epoch", f"{out_dir.name}/val_acc_per_epoch.png"))
 
     rows = [row for row in report.rows if "test_acc" in row.stats_all]
