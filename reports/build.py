@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from reports.collect import Predictions, load_predictions, load_records, study_summary, trial_states
-from reports.plots import write_plots
 from reports.markdown import to_markdown
+from reports.plots import write_plots
 from reports.tables import SweepReport, build_report, to_csv, to_json
 from sweeper.store import SweepStore, open_storage, sweep_names
 from trainer.io import atomic_write

@@ -94,7 +94,7 @@ def study_summary(store: SweepStore) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     sign = -1.0 if store.study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
     if complete:
-        best = max(complete, key=lambda t: (sign * t.value, -t.number))
+        best = max(complete, key=lambda t: (sign * float(t.value or 0.0), -t.number))
         summary["best"] = {"number": best.number, "value": best.value, "job_id": best.user_attrs.get("job_id"),
                            "params": best.params or best.user_attrs.get("point", {})}
     if len([t for t in complete if t.params]) >= 2:

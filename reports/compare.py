@@ -105,7 +105,7 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
                 row.comparison_note = "the baseline has no run with a test score"
         return
     base_correct = _correct(base_runs, predictions)
-    base_scores = np.array([r.result["test_acc"] for r in base_runs if r.result])  # type: ignore[index]
+    base_scores = np.array([r.result["test_acc"] for r in base_runs if r.result])
     seed_only: dict[int, list[int]] = {}  # seed count -> rows compared on stored scores alone
     for i, row in enumerate(rows):
         if i == base:
@@ -128,7 +128,7 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
             row.ensemble = _ensemble(base_correct, correct, predictions, base_runs, runs)
         else:
             seed_only.setdefault(len(runs), []).append(i)
-            row.scores = (base_scores, np.array([r.result["test_acc"] for r in runs if r.result]))  # type: ignore[index]
+            row.scores = (base_scores, np.array([r.result["test_acc"] for r in runs if r.result]))
             row.comparison_note = "no per-example predictions in the runs directory: seeds only"
     for count, members in seed_only.items():
         boots = seed_bootstrap_many(base_scores, np.stack([rows[i].scores[1] for i in members]))  # type: ignore[index]

@@ -55,7 +55,8 @@ def _image(alt: str, src: str, base: Path) -> str:
 
 def to_html(markdown: str, base: Path, *, title: str) -> str:
     """The markdown as a page, every local image (relative to `base`) inlined."""
-    blocks, current = [], []  # type: ignore[var-annotated]
+    blocks: list[list[str]] = []
+    current: list[str] = []
     for line in markdown.splitlines():
         if line.strip():
             current.append(line)
