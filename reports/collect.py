@@ -97,6 +97,7 @@ def study_summary(store: SweepStore) -> dict[str, Any]:
         best = max(complete, key=lambda t: (sign * float(t.value or 0.0), -t.number))
         summary["best"] = {"number": best.number, "value": best.value, "job_id": best.user_attrs.get("job_id"),
                            "params": best.params or best.user_attrs.get("point", {})}
+        summary["sampled"] = bool(best.params)
     if len([t for t in complete if t.params]) >= 2:
         try:
             importances = optuna.importance.get_param_importances(store.study)

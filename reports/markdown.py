@@ -37,8 +37,16 @@ def _best(rows: list[Row], column: str, direction: str | None) -> set[int]:
     return {i for i, m in means.items() if m == target}
 
 
+def _show(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        return json.dumps(value)
+    if key == "model" and value.startswith(("/", "./", "../")):
+        return value.rstrip("/").rsplit("/", 1)[-1]  # a local directory: its name (the path is in config.json)
+    return value
+
+
 def label_cells(report: SweepReport, row: Row) -> list[str]:
-    return [json.dumps(row.label[k]) if not isinstance(row.label[k], str) else row.label[k] for k in report.keys]
+    return [_show(k, row.label[k]) for k in report.keys]
 
 
 def label_text(report: SweepReport, row: Row) -> str:
@@ -82,7 +90,8 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
     top = report.study.get("best")
     if top:
         params = ", ".join(f"{k}={v}" for k, v in top["params"].items())
-        out += [f"Best trial: #{top['number']} (job {top['job_id']}), {report.metric} {top['value']:.4f}: {params}.", ""]
+        what = "Best trial" if report.study.get("sampled") else "Best single run (one seed; the table's best is by mean)"
+        out += [f"{what}: #{top['number']} (job {top['job_id']}), {report.metric} {top['value']:.4f}: {params}.", ""]
     if report.study.get("importances"):
         out += ["Parameter importances (optuna.importance, fANOVA): " + ", ".join(
             f"{k} {v:.3f}" for k, v in report.study["importances"].items()), ""]
@@ -220,7 +229,8 @@ def _budget(report: SweepReport) -> list[str]:
 
 def _status_reason(record: Record) -> str:
     if record.status == "collapsed" and record.result:
-        return f"val_acc {record.result.get('val_acc')} at chance"
+        value = record.result.get("val_acc")
+        return f"val_acc {value:.4f} at chance" if isinstance(value, (int, float)) else "at chance"
     if record.status == "diverged":
         return "training loss not finite or exploded"
     return ""

@@ -102,7 +102,7 @@ def test_table_counts_every_run_means_stds_bold_and_failures(sweep: tuple[Path, 
     assert f"{np.mean([0.80, 0.82, 0.81]):.4f} ± {np.std([0.80, 0.82, 0.81], ddof=1):.4f}" in lines["cls"]
     assert lines["cls"].endswith("| best |") and "(all runs)" in table
     failures = md.split("## Runs that did not complete")[1]
-    assert "pooling=mean, seed=3 | collapsed" in failures and "val_acc 0.5 at chance" in failures
+    assert "pooling=mean, seed=3 | collapsed" in failures and "val_acc 0.5000 at chance" in failures
     assert "pooling=pooler, seed=1 | failed | exit code 1: RuntimeError: boom" in failures
     assert "Trials per state: COMPLETE 6, FAIL 1" in md  # a collapsed job is a finished trial
     assert (runs / "REPORT.md").read_text().startswith("# Sweep reports")
