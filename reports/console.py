@@ -57,9 +57,10 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
             else:
                 delta = f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]"
                 verdict = {"better": "better*", "worse": "worse*"}.get(h.verdict, "unclear")
+            label = ", ".join(label_cells(report, row))
             if i == report.best:
-                verdict = (verdict + ", best" if verdict else "best") + ("!" if row.unstable else "")
-            table.add_row(", ".join(label_cells(report, row)), f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
+                label += " (best!)" if row.unstable else " (best)"
+            table.add_row(label, f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
                           delta, verdict)
         out.append(table)
         notes = ["runs: completed/all. test_acc: mean ± std over completed seeds. Δ: mean per-seed test accuracy "
@@ -72,7 +73,7 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
                 f"{label_text(report, row)}: {runs_cell(row)}" for row in unstable[:5])
                 + (f"; {len(unstable) - 5} more" if len(unstable) > 5 else "") + ".")
         if report.best is not None:
-            notes.append(best_note(report).capitalize() + ("!" if report.rows[report.best].unstable else "") + ".")
+            notes.append(best_note(report).capitalize() + ".")
         if len(report.rows) > SHOWN:
             notes.append(f"Shown: the baseline and the {SHOWN - 1} best by {report.metric}; "
                          f"{len(report.rows) - len(_shown(report))} more rows in report.md.")

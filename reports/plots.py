@@ -105,7 +105,7 @@ def write_plots(report: SweepReport, records: list[Record], out_dir: Path,
     if report.budget:
         fig, ax = plt.subplots(figsize=(7, 4))
         for c in report.budget:
-            ax.plot(c.ks, c.mean, label=f"{c.label} ({c.n} trials)")
+            ax.plot(c.ks, c.mean, marker="o" if len(c.ks) <= 30 else None, label=f"{c.label} ({c.n} trials)")
             ax.fill_between(c.ks, c.mean - c.std, c.mean + c.std, alpha=0.2)
         if max(c.n for c in report.budget) > 50:
             ax.set_xscale("log")
@@ -181,5 +181,5 @@ def _axis_plot(plt: Any, report: SweepReport, rows: list[Row], axis: str, path: 
     else:
         ax.set_xticks(range(len(xs)), [x.strip('"') for x in xs])
         ax.set_xlim(-0.5, len(xs) - 0.5)
-    _finish(plt, fig, ax, path, xlabel=axis, ylabel="test accuracy (mean ± std over runs)",
+    _finish(plt, fig, ax, path, xlabel=axis, ylabel="test accuracy, mean ± std over all runs",
             title=f"{report.name}: test accuracy along {axis}", legend=len(groups) > 1 or numeric is False)
