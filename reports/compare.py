@@ -88,7 +88,10 @@ def _aligned(*groups: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[list[np
     shared = None
     for group in groups:
         for rows, _ in group.values():
-            shared = rows if shared is None else np.intersect1d(shared, rows, assume_unique=True)
+            if shared is None:
+                shared = rows
+            elif len(rows) != len(shared) or not np.array_equal(rows, shared):  # usually every job has the same rows
+                shared = np.intersect1d(shared, rows, assume_unique=True)
     assert shared is not None
     mats = [np.stack([c[np.searchsorted(rows, shared)] for rows, c in group.values()]) for group in groups]
     return mats, len(shared)
@@ -172,9 +175,12 @@ def _ensemble(base_correct: dict[str, tuple[np.ndarray, np.ndarray]], correct: d
     a, b = seed_ensemble(base_runs, predictions), seed_ensemble(runs, predictions)
     if a is None or b is None:
         return None
-    shared, ia, ib = np.intersect1d(a[0], b[0], return_indices=True)
-    if len(shared) == 0:
-        return None
+    if len(a[0]) == len(b[0]) and np.array_equal(a[0], b[0]):
+        ia = ib = np.arange(len(a[0]))
+    else:
+        shared, ia, ib = np.intersect1d(a[0], b[0], return_indices=True)
+        if len(shared) == 0:
+            return None
     labels = a[1][ia]
     return compare(a[2][ia].argmax(1) == labels, b[2][ib].argmax(1) == labels)
 
@@ -185,10 +191,11 @@ def seed_ensemble(records: list[Record], predictions: Callable[[str], Prediction
     preds = [predictions(r.job_id) for r in records]
     if not preds or any(p is None for p in preds):
         return None
-    shared = preds[0].rows  # type: ignore[union-attr]
+    shared = np.sort(preds[0].rows)  # type: ignore[union-attr]
     for p in preds[1:]:
-        shared = np.intersect1d(shared, p.rows)  # type: ignore[union-attr]
-    shared = np.sort(shared)
+        assert p is not None
+        if len(p.rows) != len(shared) or not np.array_equal(np.sort(p.rows), shared):
+            shared = np.intersect1d(shared, p.rows)
     probs, labels = [], None
     for p in preds:
         assert p is not None

@@ -17,9 +17,13 @@ ALPHA = 0.05
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (ddof=1; None for a single value)."""
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
+    """Mean and sample standard deviation (ddof=1; None for a single value). Plain Python: a
+    report computes thousands of these over a handful of seeds, where numpy's overhead dominates."""
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return float(mean), None
+    return float(mean), math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
