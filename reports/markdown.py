@@ -8,6 +8,7 @@ import numpy as np
 
 from reports.budget import budget_points
 from reports.collect import Record
+from reports.compare import MANY_ROWS, MANY_ROWS_SAMPLES
 from reports.seeds import ASO_SAMPLES, ASO_TAU, EXACT_PATTERNS, SAMPLES
 from reports.stats import BOOTSTRAP_SAMPLES
 from reports.tables import FINISHED, Row, SweepReport, best_note
@@ -153,6 +154,7 @@ def _headline(report: SweepReport) -> list[str]:
               "P(>)", "verdict", "seeds needed"] + (["at --effect"] if effect is not None else [])
     body = []
     notes: set[str] = set()
+    many_seed_only = sum(row.headline is not None and row.headline.examples == 0 for _, row in compared) > MANY_ROWS
     for _, row in compared:
         h = row.headline
         if h is None:
@@ -172,7 +174,9 @@ def _headline(report: SweepReport) -> list[str]:
                       "mean and covariance).")
         if h.examples == 0:
             notes.add("seeds only: no per-example predictions in the runs directory, so the interval covers the "
-                      "seeds alone (stored test accuracies).")
+                      "seeds alone (stored test accuracies)"
+                      + (f"; with more than {MANY_ROWS} such rows, {MANY_ROWS_SAMPLES:,} replicates each."
+                         if many_seed_only else "."))
         aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
         body.append([*label_cells(report, row), f"{h.seeds[1]} vs {h.seeds[0]}", f"{h.boot.diff:+.4f}",
                      f"[{h.boot.low:+.4f}, {h.boot.high:+.4f}]", f"{h.boot.p_value:.3g}", f"{h.p_holm:.3g}", *aso,
