@@ -138,7 +138,7 @@ def build_report(name: str, records: list[Record], *, states: dict[str, int],
         groups.setdefault(_config_key(record.config), []).append(record)
     rows = [Row(label={k: _label_value(runs[0], k) for k in keys}, runs=runs) for runs in groups.values()
             if any(r.status in FINISHED and r.result is not None for r in runs)]
-    present = {c for r in finished for c in (r.result or {}) if r.result and r.result.get(c) is not None}
+    present = {c for c in OPTIONAL if any(r.result and r.result.get(c) is not None for r in finished)}
     columns = [c for c in COLUMNS if c[0] not in OPTIONAL or c[0] in present]
     metric = _metric(finished)
     for row in rows:
