@@ -25,6 +25,7 @@ from trainer.jobdir import METRICS
 COLUMNS: list[tuple[str, str, str | None, int]] = [
     ("val_acc", "val_acc", "max", 4),
     ("val_macro_f1", "val_macro_f1", "max", 4),
+    ("val_loss", "val_loss", "min", 4),
     ("test_acc", "test_acc", "max", 4),
     ("test_macro_f1", "test_macro_f1", "max", 4),
     ("test_loss", "test_loss", "min", 4),
@@ -33,7 +34,7 @@ COLUMNS: list[tuple[str, str, str | None, int]] = [
     ("runtime_s", "runtime (s)", "min", 1),
     ("train_samples_per_s", "samples/s", "max", 1),
 ]
-OPTIONAL = ("val_macro_f1", "test_macro_f1")
+OPTIONAL = ("val_macro_f1", "val_loss", "test_macro_f1")
 FINISHED = ("completed", "collapsed", "diverged")  # a run with a final result
 PENDING = ("waiting", "running")
 DEFAULT_METRIC = "val_acc"

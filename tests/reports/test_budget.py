@@ -33,3 +33,36 @@ def test_curves_cover_every_budget_the_table_shows() -> None:
     (curve,) = curves({"all": list(np.linspace(0.5, 0.9, 1200))})
     assert set(budget_points(1200)) <= set(curve.ks.tolist()) and curve.ks[-1] == 1200
     assert len(curve.ks) < 300  # a 10,000-trial study does not build a 10,000 x 10,000 matrix
+
+
+def test_one_budget_curve_per_model_when_the_sweep_varies_the_model() -> None:
+    from reports.collect import Record
+    from reports.tables import build_report
+
+    records = [Record(job_id=f"{m}{s}", point={"model": m, "seed": s}, config={"model": m, "seed": s},
+                      status="completed", reason="", result={"status": "completed", "val_loss": v, "metric": "val_loss"})
+               for m, vals in (("bert", [0.40, 0.35, 0.38]), ("roberta", [0.30, 0.33])) for s, v in enumerate(vals)]
+    report = build_report("m", records, states={}, predictions=lambda _: None)
+    assert report.metric == "val_loss" and not report.maximize
+    by_model = {c.label: c for c in report.budget}
+    assert set(by_model) == {"bert", "roberta"} and by_model["bert"].n == 3
+    assert by_model["roberta"].mean[-1] == pytest.approx(_dodge(-np.array([0.30, 0.33]), 2) * -1)
+    assert report.rows[report.best].label["model"] == "roberta"  # lowest mean val_loss
+
+
+def test_macro_f1_columns_appear_when_the_results_have_them() -> None:
+    from reports.collect import Record
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    def rec(i: int, **extra: float) -> Record:
+        return Record(job_id=str(i), point={"seed": i}, config={"seed": i}, status="completed", reason="",
+                      result={"status": "completed", "val_acc": 0.8, "test_acc": 0.79, **extra})
+
+    plain = to_markdown(build_report("p", [rec(1), rec(2)], states={}, predictions=lambda _: None))
+    assert "macro_f1" not in plain
+    with_f1 = build_report("f", [rec(1, val_macro_f1=0.78, test_macro_f1=0.77), rec(2, val_macro_f1=0.8, test_macro_f1=0.75)],
+                           states={}, predictions=lambda _: None)
+    header = next(line for line in to_markdown(with_f1).splitlines() if line.startswith("| model"))
+    assert header.index("val_acc") < header.index("val_macro_f1") < header.index("test_acc") < header.index("test_macro_f1")
+    assert with_f1.rows[0].stats["test_macro_f1"] == pytest.approx((0.76, np.std([0.77, 0.75], ddof=1)))

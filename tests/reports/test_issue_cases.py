@@ -134,3 +134,30 @@ def test_console_summary_reads_at_80_columns(tmp_path: Path) -> None:
             h = row.headline
             assert any(f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]" in line for line in lines)
     assert "unclear" in text and "Full report:" in text and any(line.startswith("Full report:") for line in lines)
+
+
+def test_a_plot_along_every_swept_axis_categorical_ones_never_joined(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from reports import plots
+
+    runs = tmp_path / "runs"
+    store = SweepStore(open_storage(str(runs / "sweeps.journal")), "axes")
+    rng = np.random.default_rng(4)
+    for pooling in ("cls", "mean"):
+        for lr in (1e-5, 1e-4, 1e-3):
+            for s in range(2):
+                _store_job(store, runs, {"pooling": pooling, "lr": lr, "seed": s}, rng.random(N) < 0.8, 0.8)
+    seen: dict[str, list[str]] = {}
+    finish = plots._finish
+
+    def spy(plt, fig, ax, path, **kw):  # type: ignore[no-untyped-def]
+        seen[path.name] = [line.get_linestyle() for c in ax.containers for line in c.lines[:1] if line is not None]
+        seen[path.name + ":xticks"] = [t.get_text() for t in ax.get_xticklabels()]
+        finish(plt, fig, ax, path, **kw)
+
+    monkeypatch.setattr(plots, "_finish", spy)
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, html=False)
+    titles = [t for t, _ in report.plots]
+    assert "test accuracy along pooling" in titles and "test accuracy along lr" in titles
+    assert seen["test_acc_by_pooling.png"] and set(seen["test_acc_by_pooling.png"]) == {"None"}  # points, no line
+    assert set(seen["test_acc_by_lr.png"]) == {"-"}  # a numeric axis may be joined
+    assert seen["val_acc_per_epoch.png:xticks"] == ["1"]  # a 1-epoch sweep: one integer tick
