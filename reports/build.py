@@ -23,6 +23,9 @@ def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, b
              fmt: str = "md", plots: bool = True, effect: float | None = None, html: bool = True) -> list[SweepReport]:
     """Write runs/<sweep>/report.md and report.html (and .csv/.json with that format), its plots,
     and runs/REPORT.md; return the reports."""
+    if effect is not None and not 0 < abs(effect) < 1:
+        raise ValueError(f"--effect: {effect!r} is out of range; expected a difference in accuracy, 0 < |effect| < 1 "
+                         "(e.g. 0.01)")
     backend = open_storage(storage)
     names = sweep_names(backend)
     unknown = [s for s in sweeps or [] if s not in names]
