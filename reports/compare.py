@@ -55,8 +55,13 @@ class SeedComparison:
     examples: int = 0  # shared test examples (0: scores only)
 
     @property
+    def testable(self) -> bool:
+        """Scores alone with one seed on a side: no spread to test against."""
+        return self.examples > 0 or min(self.seeds) > 1
+
+    @property
     def significant(self) -> bool:
-        if self.p_holm >= ALPHA:
+        if not self.testable or self.p_holm >= ALPHA:
             return False
         if self.aso is None:
             return True
@@ -137,13 +142,13 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
             seed_only.setdefault(len(runs), []).append(i)
             row.scores = (base_scores, np.array([r.result["test_acc"] for r in runs if r.result]))
             row.comparison_note = "no per-example predictions in the runs directory: seeds only"
-    for count, members in seed_only.items():
+    for members in seed_only.values():
         samples = SAMPLES if len(members) <= MANY_ROWS else MANY_ROWS_SAMPLES
         boots = seed_bootstrap_many(base_scores, np.stack([rows[i].scores[1] for i in members]),  # type: ignore[index]
                                     samples=samples)
         for i, boot in zip(members, boots, strict=True):
             sa, sb = rows[i].scores  # type: ignore[misc]
-            scope = "one seed a side, no per-example predictions" if count == 1 == len(sa) else "seeds (scores only)"
+            scope = "seeds (scores only)" if min(len(sa), len(sb)) > 1 else "one seed, scores only: nothing to test"
             rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa))
     compared = [row for row in rows if row.headline is not None]
     _aso(compared)

@@ -54,6 +54,8 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
                 delta, verdict = "", "baseline"
             elif h is None:
                 delta, verdict = "–", ""
+            elif not h.testable:
+                delta, verdict = f"{h.boot.diff:+.3f} (1 seed)", "unclear"
             else:
                 delta = f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]"
                 verdict = {"better": "better*", "worse": "worse*"}.get(h.verdict, "unclear")

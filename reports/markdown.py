@@ -177,9 +177,13 @@ def _headline(report: SweepReport) -> list[str]:
                       "seeds alone (stored test accuracies)"
                       + (f"; with more than {MANY_ROWS} such rows, {MANY_ROWS_SAMPLES:,} replicates each."
                          if many_seed_only else "."))
+        if not h.testable:
+            notes.add("One seed on a side and no per-example predictions: no spread to test a difference against "
+                      "(no interval, no verdict).")
         aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
-        body.append([*label_cells(report, row), f"{h.seeds[1]} vs {h.seeds[0]}", f"{h.boot.diff:+.4f}",
-                     f"[{h.boot.low:+.4f}, {h.boot.high:+.4f}]", f"{h.boot.p_value:.3g}", f"{h.p_holm:.3g}", *aso,
+        ci = f"[{h.boot.low:+.4f}, {h.boot.high:+.4f}]" if h.testable else "–"
+        p_cells = (f"{h.boot.p_value:.3g}", f"{h.p_holm:.3g}") if h.testable else ("–", "–")
+        body.append([*label_cells(report, row), f"{h.seeds[1]} vs {h.seeds[0]}", f"{h.boot.diff:+.4f}", ci, *p_cells, *aso,
                      f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else ""),
                      "–" if h.needed is None else str(h.needed)]
                     + (["–" if h.needed_effect is None else str(h.needed_effect)] if effect is not None else []))

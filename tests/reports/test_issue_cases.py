@@ -161,3 +161,17 @@ def test_a_plot_along_every_swept_axis_categorical_ones_never_joined(tmp_path: P
     assert seen["test_acc_by_pooling.png"] and set(seen["test_acc_by_pooling.png"]) == {"None"}  # points, no line
     assert set(seen["test_acc_by_lr.png"]) == {"-"}  # a numeric axis may be joined
     assert seen["val_acc_per_epoch.png:xticks"] == ["1"]  # a 1-epoch sweep: one integer tick
+
+
+def test_one_seed_a_side_without_predictions_is_never_significant() -> None:
+    from reports.collect import Record
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    records = [Record(job_id=p, point={"pooling": p, "seed": 1}, config={"pooling": p, "seed": 1}, status="completed",
+                      reason="", result={"status": "completed", "val_acc": v, "test_acc": v}) for p, v in
+               (("cls", 0.80), ("mean", 0.90))]
+    report = build_report("one", records, states={}, predictions=lambda _: None)
+    h = report.rows[1].headline
+    assert h is not None and not h.testable and not h.significant and h.verdict == "cannot tell"
+    assert "no spread to test a difference against" in to_markdown(report)
