@@ -152,10 +152,12 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
             rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa))
     compared = [row for row in rows if row.headline is not None]
     _aso(compared)
-    for row, p in zip(compared, holm([row.headline.boot.p_value for row in compared]), strict=True):  # type: ignore[union-attr]
+    tested = [row for row in compared if row.headline.testable]  # type: ignore[union-attr]
+    for row, p in zip(tested, holm([row.headline.boot.p_value for row in tested]), strict=True):  # type: ignore[union-attr]
+        row.headline.p_holm = p  # type: ignore[union-attr]
+    for row in compared:
         h = row.headline
         assert h is not None and row.scores is not None
-        h.p_holm = p
         sd_a, sd_b = (float(np.std(s, ddof=1)) if len(s) > 1 else None for s in row.scores)
         h.needed = seeds_needed(sd_a, sd_b, h.boot.diff, test_sd=h.boot.test_sd)
         if effect is not None:

@@ -134,7 +134,7 @@ def _headline(report: SweepReport) -> list[str]:
     if not compared:
         return []
     base = report.rows[report.baseline]
-    k = sum(row.headline is not None for _, row in compared)
+    k = sum(row.headline is not None and row.headline.testable for _, row in compared)
     effect = report.effect
     out = [f"## Across seeds: each configuration against the baseline ({label_text(report, base)})", "",
            "Δ test_acc: the configuration's mean per-seed test accuracy minus the baseline's, on the test examples "
