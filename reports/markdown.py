@@ -221,7 +221,8 @@ def _budget(report: SweepReport) -> list[str]:
            f"Dodge et al. 2019: the expected {best} {report.metric} among k trials drawn (with replacement) from this "
            f"sweep's finished runs, ± its standard deviation; every finished run counts (collapsed and diverged ones "
            "as they scored, when they have a score)" + (", one curve per model" if len(report.budget) > 1 else "")
-           + ".", ""]
+           + ". The estimator treats the runs as independent draws (a grid's points and seeds, random search); for "
+           "a study whose sampler learns as it goes (TPE) it describes the trials it drew, not a fresh search.", ""]
     ks = sorted({k for c in report.budget for k in budget_points(c.n)})
     body = []
     for k in ks:
