@@ -150,11 +150,12 @@ def analyze(
                        "attention_row": side_row, "probs_b": probs_b, "disagree": disagree}
 
         eager = functools.cache(_eager_model)  # A's model serves both attention figures
-        _attention_plot([(a, text_of[chosen])], tmp / "attention.png", eager, tokens=attention_tokens,
+        _attention_plot([(a, text_of[chosen], chosen)], tmp / "attention.png", eager, tokens=attention_tokens,
                         title=f"row {chosen}: last-layer attention, mean over heads")
         summary["attention_row"] = chosen
         if compare is not None:
-            _attention_plot([(a, text_of[compare["attention_row"]]), (against, text_of[compare["attention_row"]])],  # type: ignore[list-item]
+            row_vs = compare["attention_row"]
+            _attention_plot([(a, text_of[row_vs], row_vs), (against, text_of[row_vs], row_vs)],  # type: ignore[list-item]
                             tmp / "attention_vs.png", eager, tokens=attention_tokens,
                             title=f"row {compare['attention_row']}: A (left) vs B (right)")
 
@@ -205,25 +206,38 @@ def _eager_model(job_dir: Path) -> tuple[Any, Any]:
     return inference.load(job_dir, attention="eager")
 
 
-def _attention_plot(panels: list[tuple[Side, str]], path: Path, load: Any, *, tokens: int, title: str) -> None:
+def _prediction(side: Side, row: int) -> str:
+    """What the side's saved predictions say of a test row: the label and its probability."""
+    i = int(np.flatnonzero(side.preds.rows == row)[0])
+    k = int(side.preds.probs[i].argmax())
+    truth = side.names[int(side.preds.labels[i])]
+    return f"predicts {side.names[k]} ({side.preds.probs[i, k]:.2f}; true {truth})"
+
+
+def _attention_plot(panels: list[tuple[Side, str, int]], path: Path, load: Any, *, tokens: int, title: str) -> None:
+    """The panels side by side on one colour scale (0 to the largest weight of any panel), each
+    titled with its model and what it predicts for the row."""
     from trainer import inference
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False,
-                             layout="constrained")
-    for ax, (side, text) in zip(axes[0], panels, strict=True):
+    maps = []
+    for side, text, _ in panels:
         model, tokenizer = load(side.job.dir)
         names, weights = inference.last_layer_attention(model, tokenizer, text, max_len=side.job.config.max_len)
-        shown = min(tokens, len(names))
-        image = ax.imshow(weights[:shown, :shown], cmap="viridis", aspect="auto")
+        maps.append((names, weights, min(tokens, len(names))))
+    top = max(float(w[:n, :n].max()) for _, w, n in maps)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False, layout="constrained")
+    image = None
+    for ax, (side, _, row), (names, weights, shown) in zip(axes[0], panels, maps, strict=True):
+        image = ax.imshow(weights[:shown, :shown], cmap="viridis", aspect="auto", vmin=0.0, vmax=top)
         ax.set_xticks(range(shown), names[:shown], rotation=90, fontsize=6)
         ax.set_yticks(range(shown), names[:shown], fontsize=6)
         more = f", first {shown} of {len(names)} tokens" if shown < len(names) else ""
-        ax.set_title(f"{side.job.id} ({Path(side.job.config.model_path).name}, {side.job.config.pooling}{more})",
-                     fontsize=8)
+        ax.set_title(f"{side.job.id} ({Path(side.job.config.model_path).name}, {side.job.config.pooling}{more})\n"
+                     f"{_prediction(side, row)}", fontsize=8)
         ax.set_xlabel("attended token", fontsize=7)
         ax.set_ylabel("attending token", fontsize=7)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.01)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.046 / len(panels), pad=0.01, label="attention weight (one scale)")
     fig.suptitle(title, fontsize=9)
     _save(fig, path)
     plt.close(fig)

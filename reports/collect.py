@@ -30,16 +30,53 @@ class Predictions:
 
 
 def load_records(store: SweepStore) -> list[Record]:
+    """One record per job: a grid's or single-seed study's trial is one job; a study trial whose
+    space has `seeds` ran one job per seed and is expanded into one record per seed, with the
+    trial's sampled point as the configuration (so its seeds group like a grid's)."""
     records = []
     for job_id, trials in store.trials_by_job().items():
         first = trials[0].user_attrs
+        if isinstance(first.get("seeds"), list):
+            continue  # one record per seed, below
         state = store.state(trials)
         reason = ""
         if state.trial is not None:
             reason = str(state.trial.user_attrs.get("reason", ""))
         records.append(Record(job_id=job_id, point=dict(first.get("point", {})), config=dict(first["config"]),
                               status=state.status, reason=reason, result=state.result))
-    return records
+    return records + seed_records(store.study.get_trials(deepcopy=False))
+
+
+# A retried trial runs the same seeds again: keep, per job, the record that got furthest.
+_RANK = {"completed": 4, "collapsed": 4, "diverged": 4, "pruned": 3, "running": 2, "waiting": 1, "failed": 0}
+
+
+def seed_records(trials: list[Any]) -> list[Record]:
+    """The per-seed jobs of study trials that carry `user_attrs["seeds"]`: a list of
+    {"job_id", "seed", "status", "result"} (result: the RESULT_KEYS of that seed's result.json),
+    `user_attrs["point"]` the sampled parameters, `user_attrs["config"]` (when present) the
+    resolved configuration of the trial's first seed."""
+    best: dict[str, tuple[tuple[int, int], Record]] = {}
+    for trial in trials:
+        attrs = trial.user_attrs
+        seeds = attrs.get("seeds")
+        if not isinstance(seeds, list):
+            continue
+        point = dict(attrs.get("point", {}))
+        base = dict(attrs.get("config") or point)
+        for entry in seeds:
+            if not isinstance(entry, dict) or not entry.get("job_id"):
+                continue
+            status = str(entry.get("status") or "waiting")
+            result = entry.get("result") if status in ("completed", "collapsed", "diverged") else None
+            record = Record(job_id=str(entry["job_id"]), point={**point, "seed": entry.get("seed")},
+                            config={**base, "seed": entry.get("seed")}, status=status,
+                            reason=str(entry.get("reason", attrs.get("reason", "")) if status != "completed" else ""),
+                            result=dict(result) if isinstance(result, dict) else None)
+            rank = (_RANK.get(status, 0), trial.number)
+            if record.job_id not in best or rank > best[record.job_id][0]:
+                best[record.job_id] = (rank, record)
+    return [record for _, record in best.values()]
 
 
 def trial_states(store: SweepStore) -> dict[str, int]:
@@ -57,10 +94,12 @@ def study_summary(store: SweepStore) -> dict[str, Any]:
     complete = [t for t in store.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None]
     summary: dict[str, Any] = {}
+    sign = -1.0 if store.study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
     if complete:
-        best = max(complete, key=lambda t: (t.value, -t.number))
+        best = max(complete, key=lambda t: (sign * float(t.value or 0.0), -t.number))
         summary["best"] = {"number": best.number, "value": best.value, "job_id": best.user_attrs.get("job_id"),
                            "params": best.params or best.user_attrs.get("point", {})}
+        summary["sampled"] = bool(best.params)
     if len([t for t in complete if t.params]) >= 2:
         try:
             importances = optuna.importance.get_param_importances(store.study)

@@ -1,4 +1,5 @@
-"""A sweep's report as data (`build_report`) and as text (`to_markdown`, `to_csv`, `to_json`).
+"""A sweep's report as data (`build_report`) and as flat rows (`to_rows`, `to_csv`, `to_json`);
+`reports.markdown`, `reports.html` and `reports.console` render it.
 
 Pure functions: the same records and predictions give byte-identical output.
 """
@@ -14,33 +15,57 @@ from typing import Any
 
 import numpy as np
 
+from reports.budget import Curve, curves
 from reports.collect import Predictions, Record
-from reports.stats import BOOTSTRAP_SAMPLES, Comparison, compare, mean_std
+from reports.compare import SeedComparison, compare_rows
+from reports.stats import Comparison, mean_std
+from trainer.jobdir import METRICS
 
-# column, header, which way is better (None: not a quality), decimals
+# column, header, which way is better (None: not a quality), decimals; optional columns are shown when present
 COLUMNS: list[tuple[str, str, str | None, int]] = [
     ("val_acc", "val_acc", "max", 4),
+    ("val_macro_f1", "val_macro_f1", "max", 4),
+    ("val_loss", "val_loss", "min", 4),
     ("test_acc", "test_acc", "max", 4),
+    ("test_macro_f1", "test_macro_f1", "max", 4),
     ("test_loss", "test_loss", "min", 4),
     ("test_ece", "test_ECE", "min", 4),
     ("best_epoch", "best epoch", None, 1),
     ("runtime_s", "runtime (s)", "min", 1),
     ("train_samples_per_s", "samples/s", "max", 1),
 ]
-IN_TABLE = ("completed",)
+OPTIONAL = ("val_macro_f1", "val_loss", "test_macro_f1")
+FINISHED = ("completed", "collapsed", "diverged")  # a run with a final result
+PENDING = ("waiting", "running")
+DEFAULT_METRIC = "val_acc"
 
 
 @dataclass
 class Row:
     label: dict[str, Any]
-    records: list[Record]
-    stats: dict[str, tuple[float, float | None]] = field(default_factory=dict)
-    comparison: Comparison | None = None
+    runs: list[Record]  # every job of the configuration, whatever became of it
+    stats: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # over completed runs
+    stats_all: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # over every run with a value
+    headline: SeedComparison | None = None  # across seeds, against the baseline
+    ensemble: Comparison | None = None  # the seed ensembles, example by example
+    scores: tuple[np.ndarray, np.ndarray] | None = None  # per-seed test scores compared: (baseline, row)
     comparison_note: str = ""
 
     @property
+    def completed(self) -> list[Record]:
+        return [r for r in self.runs if r.status == "completed" and r.result is not None]
+
+    @property
     def n(self) -> int:
-        return len(self.records)
+        return len(self.completed)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.runs)
+
+    @property
+    def unstable(self) -> bool:
+        """Any run collapsed or diverged."""
+        return any(r.status in ("collapsed", "diverged") for r in self.runs)
 
 
 @dataclass
@@ -49,12 +74,22 @@ class SweepReport:
     keys: list[str]
     rows: list[Row]
     baseline: int
-    excluded: list[Record]  # failed, diverged, collapsed, pruned: listed, never averaged
+    excluded: list[Record]  # runs that did not complete (collapsed, diverged, failed, pruned), with their reasons
     pending: list[Record]  # waiting or running
     states: dict[str, int]
     several_seeds: bool
+    metric: str = DEFAULT_METRIC  # the selection metric the jobs stored (`metric` in their results)
+    best: int | None = None  # the row best by the selection metric's mean over all its runs
+    effect: float | None = None
+    budget: list[Curve] = field(default_factory=list)  # expected best validation score after k trials
+    columns: list[tuple[str, str, str | None, int]] = field(default_factory=list)
     study: dict[str, Any] = field(default_factory=dict)  # best trial, parameter importances
     plots: list[tuple[str, str]] = field(default_factory=list)  # (title, relative path)
+    unwritten: str = ""  # why its files could not be written (a read-only runs directory), if so
+
+    @property
+    def maximize(self) -> bool:
+        return METRICS.get(self.metric, "maximize") == "maximize"
 
 
 def _config_key(config: dict[str, Any]) -> str:
@@ -81,23 +116,40 @@ def _matches(label: dict[str, Any], spec: str) -> bool:
     return bool(wanted) and all(str(label.get(k)) == v for k, v in wanted.items())
 
 
+def _metric(records: list[Record]) -> str:
+    for r in records:
+        if r.result and r.result.get("metric") in METRICS:
+            return str(r.result["metric"])
+    return DEFAULT_METRIC
+
+
+def _stats(records: list[Record], column: str) -> tuple[float, float | None] | None:
+    values = [r.result[column] for r in records if r.result and r.result.get(column) is not None]
+    return mean_std(values) if values else None
+
+
 def build_report(name: str, records: list[Record], *, states: dict[str, int],
-                 predictions: Callable[[str], Predictions | None], baseline: str | None = None) -> SweepReport:
-    """Group finished jobs into one row per configuration and compare each row with the baseline."""
-    finished = [r for r in records if r.status in IN_TABLE and r.result is not None]
+                 predictions: Callable[[str], Predictions | None], baseline: str | None = None,
+                 effect: float | None = None) -> SweepReport:
+    """One row per configuration with every one of its runs counted, each row compared with the
+    baseline across seeds, and the expected best validation score against the number of trials."""
+    finished = [r for r in records if r.status in FINISHED and r.result is not None]
     keys = _varied_keys(finished or records)
-    groups: dict[str, Row] = {}
-    for record in finished:
-        key = _config_key(record.config)
-        if key not in groups:
-            groups[key] = Row(label={k: _label_value(record, k) for k in keys}, records=[])
-        groups[key].records.append(record)
-    rows = list(groups.values())
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        groups.setdefault(_config_key(record.config), []).append(record)
+    rows = [Row(label={k: _label_value(runs[0], k) for k in keys}, runs=runs) for runs in groups.values()
+            if any(r.status in FINISHED and r.result is not None for r in runs)]
+    present = {c for c in OPTIONAL if any(r.result and r.result.get(c) is not None for r in finished)}
+    columns = [c for c in COLUMNS if c[0] not in OPTIONAL or c[0] in present]
+    metric = _metric(finished)
     for row in rows:
-        for column, *_ in COLUMNS:
-            values = [r.result[column] for r in row.records if r.result and r.result.get(column) is not None]
-            if values:
-                row.stats[column] = mean_std(values)
+        scored = [r for r in row.runs if r.status in FINISHED and r.result is not None]
+        for column, *_ in columns:
+            if (done := _stats(row.completed, column)) is not None:
+                row.stats[column] = done
+            if (every := _stats(scored, column)) is not None:
+                row.stats_all[column] = every
     base = 0
     if baseline is not None:
         found = [i for i, row in enumerate(rows) if _matches(row.label, baseline)]
@@ -105,180 +157,79 @@ def build_report(name: str, records: list[Record], *, states: dict[str, int],
             raise ValueError(f"--baseline {baseline!r} matches no row; rows: "
                              + "; ".join(",".join(f"{k}={v}" for k, v in row.label.items()) for row in rows))
         base = found[0]
-    if rows:
-        _compare_rows(rows, base, predictions)
-    return SweepReport(
+    if len(rows) > 1:
+        compare_rows(rows, base, predictions, effect=effect)
+    report = SweepReport(
         name=name, keys=keys, rows=rows, baseline=base,
-        excluded=[r for r in records if r.status not in IN_TABLE + ("waiting", "running")],
-        pending=[r for r in records if r.status in ("waiting", "running")],
-        states=states, several_seeds=any(row.n > 1 for row in rows),
+        excluded=[r for r in records if r.status not in ("completed", *PENDING)],
+        pending=[r for r in records if r.status in PENDING],
+        states=states, several_seeds=any(len(row.runs) > 1 for row in rows), metric=metric, effect=effect,
+        columns=columns,
     )
+    report.best = _best_row(report)
+    report.budget = _budget(report, finished)
+    return report
 
 
-def _seed_averaged(row: Row, predictions: Callable[[str], Predictions | None]) -> tuple[np.ndarray, np.ndarray,
-                                                                                       np.ndarray] | None:
-    """(rows, labels, probabilities averaged over the row's seeds) on the examples all seeds share."""
-    preds = [predictions(r.job_id) for r in row.records]
-    if not preds or any(p is None for p in preds):
+def _best_row(report: SweepReport) -> int | None:
+    ranked = [(row.stats_all[report.metric][0], i) for i, row in enumerate(report.rows) if report.metric in row.stats_all]
+    if not ranked:
         return None
-    shared = preds[0].rows  # type: ignore[union-attr]
-    for p in preds[1:]:
-        shared = np.intersect1d(shared, p.rows)  # type: ignore[union-attr]
-    shared = np.sort(shared)
-    probs, labels = [], None
-    for p in preds:
-        assert p is not None
-        order = np.argsort(p.rows)
-        pos = order[np.searchsorted(p.rows, shared, sorter=order)]
-        probs.append(p.probs[pos])
-        labels = p.labels[pos]
-    assert labels is not None
-    return shared, labels, np.mean(probs, axis=0)
+    sign = 1 if report.maximize else -1
+    return max(ranked, key=lambda t: (sign * t[0], -t[1]))[1]
 
 
-def _compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predictions | None]) -> None:
-    reference = _seed_averaged(rows[base], predictions)
-    for i, row in enumerate(rows):
-        if i == base:
+def best_note(report: SweepReport) -> str:
+    """What the best mark rests on, and what it hides."""
+    if report.best is None:
+        return ""
+    row = report.rows[report.best]
+    way = "highest" if report.maximize else "lowest"
+    note = f"best: the {way} mean {report.metric} over all of a configuration's runs"
+    bad = [f"{row.count(s)} {s}" for s in ("collapsed", "diverged", "failed") if row.count(s)]
+    if bad:
+        note += f"; the best configuration had {' and '.join(bad)} of {len(row.runs)} runs"
+    return note
+
+
+def _budget(report: SweepReport, finished: list[Record]) -> list[Curve]:
+    """Expected best validation score after k trials, per model where the sweep varies the model."""
+    values: dict[str, list[float]] = {}
+    models = {json.dumps(_label_value(r, "model")) for r in finished}
+    for r in finished:
+        value = (r.result or {}).get(report.metric)
+        if value is None:
             continue
-        other = _seed_averaged(row, predictions)
-        if reference is None or other is None:
-            row.comparison_note = "no per-example predictions in the runs directory"
-            continue
-        shared, a_idx, b_idx = np.intersect1d(reference[0], other[0], return_indices=True)
-        if len(shared) == 0:
-            row.comparison_note = "no shared test examples (different data or split)"
-            continue
-        labels = reference[1][a_idx]
-        correct_a = reference[2][a_idx].argmax(1) == labels
-        correct_b = other[2][b_idx].argmax(1) == labels
-        row.comparison = compare(correct_a, correct_b)
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, decimals: int) -> str:
-    return "" if value is None else f"{value:.{decimals}f}"
-
-
-def _cell(row: Row, column: str, decimals: int, bold: bool) -> str:
-    if column not in row.stats:
-        return "–"
-    mean, std = row.stats[column]
-    text = _fmt(mean, decimals) + (f" ± {_fmt(std, decimals)}" if std is not None else "")
-    return f"**{text}**" if bold else text
-
-
-def _best(rows: list[Row], column: str, direction: str | None) -> set[int]:
-    if direction is None or len(rows) < 2:
-        return set()
-    means = {i: row.stats[column][0] for i, row in enumerate(rows) if column in row.stats}
-    if not means:
-        return set()
-    target = max(means.values()) if direction == "max" else min(means.values())
-    return {i for i, m in means.items() if m == target}
-
-
-def _label_cells(report: SweepReport, row: Row) -> list[str]:
-    return [json.dumps(row.label[k]) if not isinstance(row.label[k], str) else row.label[k] for k in report.keys]
-
-
-def _table(header: list[str], align: list[str], body: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return lines
-
-
-def to_markdown(report: SweepReport, *, description: str = "") -> str:
-    out = [f"# Sweep `{report.name}`", ""]
-    if description:
-        out += [description.strip(), ""]
-    if not report.rows:
-        out += ["No finished job yet.", ""]
-    else:
-        best = {column: _best(report.rows, column, direction) for column, _, direction, _ in COLUMNS}
-        body = [
-            [*_label_cells(report, row), str(row.n),
-             *(_cell(row, column, decimals, i in best[column]) for column, _, _, decimals in COLUMNS)]
-            for i, row in enumerate(report.rows)
-        ]
-        out += _table([*report.keys, "n", *(header for _, header, _, _ in COLUMNS)],
-                      ["---"] * len(report.keys) + ["---:"] * (1 + len(COLUMNS)), body)
-        seeds = ("mean ± sample standard deviation over the n seeds of each configuration"
-                 if report.several_seeds else "one seed per configuration")
-        out += ["", f"Completed jobs only; {seeds}. Best value of each column in bold (highest accuracy and "
-                    "samples/s, lowest loss, ECE and runtime). ECE: 15 equal-width confidence bins.", ""]
-        out += _comparison_section(report)
-    if report.excluded:
-        out += ["## Not averaged into the table", ""]
-        out += _table(["job", "point", "status", "reason"], ["---"] * 4, [
-            [r.job_id, ", ".join(f"{k}={v}" for k, v in r.point.items()), r.status,
-             r.reason or _status_reason(r)] for r in report.excluded])
-        out += [""]
-    if report.pending:
-        out += [f"Still to finish: {len(report.pending)} job(s) "
-                f"({', '.join(sorted({r.status for r in report.pending}))}).", ""]
-    out += ["Trials per state: " + ", ".join(f"{state} {n}" for state, n in report.states.items()), ""]
-    top = report.study.get("best")
-    if top:
-        params = ", ".join(f"{k}={v}" for k, v in top["params"].items())
-        out += [f"Best trial: #{top['number']} (job {top['job_id']}), validation accuracy {top['value']:.4f}: "
-                f"{params}.", ""]
-    if report.study.get("importances"):
-        out += ["Parameter importances (optuna.importance, fANOVA): " + ", ".join(
-            f"{k} {v:.3f}" for k, v in report.study["importances"].items()), ""]
-    for title, path in report.plots:
-        out += [f"![{title}]({path})", ""]
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _status_reason(record: Record) -> str:
-    if record.status == "collapsed" and record.result:
-        return f"val_acc {record.result.get('val_acc')} at chance"
-    if record.status == "diverged":
-        return "training loss not finite or exploded"
-    return ""
-
-
-def _comparison_section(report: SweepReport) -> list[str]:
-    if len(report.rows) < 2:
-        return []
-    base = report.rows[report.baseline]
-    base_label = ", ".join(f"{k}={v}" for k, v in base.label.items())
-    how = ("each configuration's class probabilities are first averaged over its seeds (seed ensemble), "
-           "then compared example by example" if report.several_seeds else "one seed per configuration")
-    out = [f"## Paired comparison with the baseline ({base_label})", "",
-           f"Test accuracy of each row minus the baseline's on the test examples both share; 95% interval from "
-           f"a paired bootstrap ({BOOTSTRAP_SAMPLES:,} resamples of those examples); McNemar's exact test on the "
-           f"examples where they disagree; {how}. Significant: the interval excludes 0 and p < 0.05.", ""]
-    body = []
-    for i, row in enumerate(report.rows):
-        if i == report.baseline:
-            continue
-        c = row.comparison
-        if c is None:
-            body.append([*_label_cells(report, row), "–", "–", "–", "–", row.comparison_note])
-        else:
-            body.append([*_label_cells(report, row), f"{c.diff:+.4f}", f"[{c.low:+.4f}, {c.high:+.4f}]",
-                         f"{c.p_value:.4g}", "yes" if c.significant else "no", str(c.n)])
-    out += _table([*report.keys, "Δ test_acc", "95% CI", "McNemar p", "significant", "examples"],
-                  ["---"] * len(report.keys) + ["---:"] * 3 + ["---", "---:"], body)
-    return [*out, ""]
+        key = str(_label_value(r, "model")) if len(models) > 1 else "all"
+        values.setdefault(key, []).append(float(value))
+    return curves(values, maximize=report.maximize)
 
 
 def to_rows(report: SweepReport) -> list[dict[str, Any]]:
     """Flat rows for CSV and JSON."""
     rows = []
     for i, row in enumerate(report.rows):
-        flat: dict[str, Any] = {"sweep": report.name, **row.label, "n": row.n, "baseline": i == report.baseline}
-        for column, *_ in COLUMNS:
+        flat: dict[str, Any] = {"sweep": report.name, **row.label, "completed": row.n, "runs": len(row.runs),
+                                **{s: row.count(s) for s in ("collapsed", "diverged", "failed")},
+                                "baseline": i == report.baseline, "best": i == report.best}
+        for column, *_ in report.columns:
             mean, std = row.stats.get(column, (None, None))
             flat[f"{column}_mean"], flat[f"{column}_std"] = mean, std
-        c = row.comparison
-        flat.update({"diff_test_acc": c.diff if c else None, "ci_low": c.low if c else None,
-                     "ci_high": c.high if c else None, "mcnemar_p": c.p_value if c else None,
-                     "significant": c.significant if c else None})
+            mean, std = row.stats_all.get(column, (None, None))
+            flat[f"{column}_mean_all_runs"], flat[f"{column}_std_all_runs"] = mean, std
+        h = row.headline
+        flat.update({"diff_test_acc": h.boot.diff if h else None, "ci_low": h.boot.low if h else None,
+                     "ci_high": h.boot.high if h else None, "p_bootstrap": h.boot.p_value if h else None,
+                     "p_holm": h.p_holm if h else None,
+                     "aso_eps_row_over_baseline": h.aso.eps_a_over_b if h and h.aso else None,
+                     "aso_eps_baseline_over_row": h.aso.eps_b_over_a if h and h.aso else None,
+                     "p_row_better": h.p_better if h else None, "significant": h.significant if h else None,
+                     "verdict": h.verdict if h else None, "seeds_compared": list(h.seeds) if h else None,
+                     "scope": h.scope if h else None, "seeds_needed": h.needed if h else None,
+                     "seeds_needed_at_effect": h.needed_effect if h else None})
+        e = row.ensemble
+        flat.update({"ensemble_diff_test_acc": e.diff if e else None, "ensemble_ci_low": e.low if e else None,
+                     "ensemble_ci_high": e.high if e else None, "ensemble_mcnemar_p": e.p_value if e else None})
         rows.append(flat)
     return rows
 
@@ -299,5 +250,7 @@ def to_json(reports: list[SweepReport]) -> str:
     payload = [{"sweep": r.name, "rows": to_rows(r),
                 "excluded": [{"job": x.job_id, "point": x.point, "status": x.status, "reason": x.reason}
                              for x in r.excluded],
-                "states": r.states, "study": r.study} for r in reports]
+                "states": r.states, "study": r.study, "metric": r.metric,
+                "budget": [{"label": c.label, "trials": c.n, "k": c.ks.tolist(), "expected_best": c.mean.tolist(),
+                            "std": c.std.tolist()} for c in r.budget]} for r in reports]
     return json.dumps(payload, indent=2) + "\n"

@@ -309,8 +309,12 @@ def report(
         ReportFormat, typer.Option("--format", help="Also write and print report.csv or report.json.")
     ] = ReportFormat.md,
     plots: Annotated[bool, typer.Option(help="Write the PNG plots.")] = True,
+    effect: Annotated[
+        float | None,
+        typer.Option(help="A difference in test accuracy worth finding (e.g. 0.01): the seeds needed to see it."),
+    ] = None,
 ) -> None:
-    """Result tables, paired comparisons and plots: runs/<sweep>/report.md and runs/REPORT.md."""
+    """Result tables, comparisons across seeds and plots: runs/<sweep>/report.md, report.html, runs/REPORT.md."""
     from reports import tables
     from reports.build import generate
     from sweeper.store import default_storage, missing_storage
@@ -320,7 +324,7 @@ def report(
         raise _fail(ValueError(why))
     try:
         reports = generate(storage=url, runs_dir=runs_dir, sweeps=sweeps or None, baseline=baseline,
-                           fmt=format_.value, plots=plots)
+                           fmt=format_.value, plots=plots, effect=effect)
     except ValueError as exc:
         raise _fail(exc) from None
     if format_ == ReportFormat.csv:
@@ -328,12 +332,19 @@ def report(
     elif format_ == ReportFormat.json:
         typer.echo(tables.to_json(reports), nl=False)
     else:
-        from rich.markdown import Markdown
+        from reports.console import summary
 
+        console = Console()
         for r in reports:
-            Console().print(Markdown(tables.to_markdown(r)))
-    err.print(f"wrote {runs_dir / 'REPORT.md'} and " + ", ".join(str(runs_dir / r.name / "report.md") for r in reports),
-              highlight=False)
+            for item in summary(r, runs_dir / r.name):
+                console.print(item)
+    unwritten = [r for r in reports if r.unwritten]
+    for r in unwritten:
+        err.print(f"[yellow]warning:[/] the report of {r.name} was printed, not written ({r.unwritten})",
+                  highlight=False, soft_wrap=True)
+    if not unwritten:
+        err.print(f"wrote {runs_dir / 'REPORT.md'} and " + ", ".join(str(runs_dir / r.name / "report.md") for r in reports),
+                  highlight=False, soft_wrap=True)
 
 
 JobRef = Annotated[str, typer.Argument(help="A job directory, a job id (under --runs-dir) or best:<sweep>.")]

@@ -77,8 +77,18 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
     if sweep not in names:
         raise JobRefError(f"JOB: no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}")
     store = SweepStore(backend, sweep, create=False)
-    states = {job_id: store.state(trials) for job_id, trials in store.trials_by_job().items()}
-    done = {job_id: s.result for job_id, s in states.items() if s.status == "completed" and s.result}
+    states = {}
+    done: dict[str, dict] = {}
+    for job_id, trials in store.trials_by_job().items():
+        if isinstance(trials[0].user_attrs.get("seeds"), list):  # a study trial run once per seed: each seed's job
+            for trial in trials:
+                for row in trial.user_attrs.get("seeds") or []:
+                    if row.get("status") == "completed" and row.get("result"):
+                        done[str(row["job_id"])] = row["result"]
+            continue
+        states[job_id] = state = store.state(trials)
+        if state.status == "completed" and state.result:
+            done[job_id] = state.result
     metrics = {str(r.get("metric") or "val_acc") for r in done.values()}
     metric = metrics.pop() if len(metrics) == 1 else "val_acc"
     done = {job_id: r for job_id, r in done.items() if r.get(metric) is not None}

@@ -291,6 +291,7 @@ class StudySource:
                 self.store.set_attr(group.trial_id, "result", {"status": "pruned", "epochs": epochs})
                 _tell(self.study, group.trial, state=TrialState.PRUNED)
                 group.ended = f"pruned after epoch {step}"
+                self._record_seeds(group, "pruned")
                 return group.ended
 
     def finish(self, ticket: Ticket, result: dict[str, Any]) -> None:
@@ -299,8 +300,7 @@ class StudySource:
         group.results[seed] = {k: result.get(k) for k in RESULT_KEYS}
         p = self.progress[ticket.job.id]
         p.state, p.seconds, p.val_acc = result["status"], result.get("runtime_s"), result.get("val_acc")
-        if self.several_seeds:
-            self.store.set_attr(group.trial_id, "seeds", self._seed_rows(group))
+        self._record_seeds(group)
         if group.ended is not None:
             self._close_if_idle(group)
             return
@@ -319,13 +319,17 @@ class StudySource:
             _tell(self.study, group.trial, state=TrialState.PRUNED)
         self._close(group)
 
-    def _seed_rows(self, group: TrialGroup) -> list[dict[str, Any]]:
+    def _record_seeds(self, group: TrialGroup, unfinished: str | None = None) -> None:
+        """The trial's `seeds` attribute (a space with seeds): each seed's job, status and result;
+        the seeds without a result get `unfinished` (pruned, failed) when the trial has ended."""
+        if not self.several_seeds:
+            return
         rows = []
         for seed, job in group.jobs.items():
             result = group.results.get(seed)
-            rows.append({"job_id": job.id, "seed": seed, "status": result["status"] if result else
-                         self.progress[job.id].state, "result": result})
-        return rows
+            status = result["status"] if result else unfinished or self.progress[job.id].state
+            rows.append({"job_id": job.id, "seed": seed, "status": status, "result": result})
+        self.store.set_attr(group.trial_id, "seeds", rows)
 
     def retrying(self, ticket: Ticket, attempt: int, reason: str, tail: list[str]) -> None:
         self.store.set_attr(self._group(ticket).trial_id, f"attempt_{attempt}_failure",
@@ -338,6 +342,7 @@ class StudySource:
         if group.ended is None:
             group.ended = f"failed: {reason}"
             self.store.fail(group.trial_id, reason, tail)
+            self._record_seeds(group, "failed")
         self._close_if_idle(group)
 
     def stopped(self, ticket: Ticket, reason: str) -> None:

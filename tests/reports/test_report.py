@@ -75,49 +75,74 @@ def sweep(tmp_path: Path) -> tuple[Path, dict]:
     return runs, known
 
 
-def test_table_rows_means_stds_bold_and_failures(sweep: tuple[Path, dict]) -> None:
+def test_table_counts_every_run_means_stds_bold_and_failures(sweep: tuple[Path, dict]) -> None:
     runs, known = sweep
     (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False)
     assert report.keys == ["model", "pooling"]
-    assert [row.label["pooling"] for row in report.rows] == ["cls", "mean"]  # collapsed and failed not rows
+    assert [row.label["pooling"] for row in report.rows] == ["cls", "mean"]  # pooler: its only run failed
     cls_row, mean_row = report.rows
-    assert (cls_row.n, mean_row.n) == (3, 2)
+    assert (cls_row.n, len(cls_row.runs), mean_row.n, len(mean_row.runs)) == (3, 3, 2, 3)
     cls_test = [known[("cls", s)]["test_acc"] for s in (1, 2, 3)]
     assert cls_row.stats["test_acc"][0] == pytest.approx(np.mean(cls_test))
     assert cls_row.stats["test_acc"][1] == pytest.approx(np.std(cls_test, ddof=1))
     assert mean_row.stats["val_acc"] == pytest.approx((0.87, np.std([0.86, 0.88], ddof=1)))
+    # over all runs, the collapsed seed counts as what it scored
+    assert mean_row.stats_all["val_acc"] == pytest.approx((np.mean([0.86, 0.88, 0.5]), np.std([0.86, 0.88, 0.5], ddof=1)))
+    all_test = [known[("mean", s)]["test_acc"] for s in (1, 2, 3)]
+    assert mean_row.stats_all["test_acc"][0] == pytest.approx(np.mean(all_test))
+    # best by the mean selection metric over all runs: cls (0.81) beats mean (0.747 with its collapsed seed)
+    assert report.metric == "val_acc" and report.best == 0
     md = (runs / "demo" / "report.md").read_text()
-    table = md.split("## Paired comparison")[0]
+    table = md.split("## Across seeds")[0]
     lines = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| bert |")}
-    # mean pooling wins accuracy (bold), cls wins runtime (bold); best epoch is never bold
+    # over completed runs, mean pooling wins accuracy (bold), cls wins runtime (bold); best epoch is never bold
     assert f"**{np.mean([0.86, 0.88]):.4f} ± {np.std([0.86, 0.88], ddof=1):.4f}**" in lines["mean"]
+    assert "| 2/3 (1 collapsed) |" in lines["mean"] and "| 3/3 |" in lines["cls"]
     assert "**105.0 ± 5.0**" in lines["cls"] and "**" not in lines["cls"].split(" | ")[7]
     assert f"{np.mean([0.80, 0.82, 0.81]):.4f} ± {np.std([0.80, 0.82, 0.81], ddof=1):.4f}" in lines["cls"]
-    failures = md.split("## Not averaged into the table")[1]
-    assert "pooling=mean, seed=3 | collapsed" in failures and "val_acc 0.5 at chance" in failures
+    assert lines["cls"].endswith("| best |") and "(all runs)" in table
+    failures = md.split("## Runs that did not complete")[1]
+    assert "pooling=mean, seed=3 | collapsed" in failures and "val_acc 0.5000 at chance" in failures
     assert "pooling=pooler, seed=1 | failed | exit code 1: RuntimeError: boom" in failures
     assert "Trials per state: COMPLETE 6, FAIL 1" in md  # a collapsed job is a finished trial
     assert (runs / "REPORT.md").read_text().startswith("# Sweep reports")
 
 
-def test_paired_comparison_matches_an_independent_computation(sweep: tuple[Path, dict]) -> None:
+def test_a_collapsed_seed_is_never_marked_best_without_saying_so(sweep: tuple[Path, dict]) -> None:
+    from reports.markdown import to_markdown
+    from reports.tables import best_note
+
+    runs, _ = sweep
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    report.best = 1  # as if mean pooling, with its collapsed seed, had come out on top
+    md = to_markdown(report)
+    assert "| best (not every run completed) |" in md
+    assert "1 collapsed of 3 runs" in best_note(report)
+
+
+def test_across_seed_comparison_matches_an_independent_computation(sweep: tuple[Path, dict]) -> None:
     runs, known = sweep
     (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False)
-    comparison = report.rows[1].comparison
-    assert comparison is not None and comparison.n == N_TEST
-    # by hand: seed-averaged probabilities of each row, then paired on the same examples
-    base = np.mean([known[("cls", s)]["probs"] for s in (1, 2, 3)], axis=0).argmax(1) == LABELS
-    other = np.mean([known[("mean", s)]["probs"] for s in (1, 2)], axis=0).argmax(1) == LABELS
-    assert comparison.diff == pytest.approx(other.mean() - base.mean())
-    b, c = int(np.sum(base & ~other)), int(np.sum(~base & other))
-    assert comparison.p_value == pytest.approx(sps.binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-9)
-    ci = sps.bootstrap((other.astype(float) - base.astype(float),), np.mean, n_resamples=10_000,
-                       confidence_level=0.95, method="percentile", random_state=1).confidence_interval
-    assert comparison.low == pytest.approx(ci.low, abs=0.006) and comparison.high == pytest.approx(ci.high, abs=0.006)
-    assert comparison.significant == (comparison.low > 0 and comparison.p_value < 0.05)
+    h = report.rows[1].headline
+    assert h is not None and h.seeds == (3, 3) and h.examples == N_TEST
+    # per-seed test scores: the collapsed seed included, as it scored
+    base = np.array([known[("cls", s)]["test_acc"] for s in (1, 2, 3)])
+    other = np.array([known[("mean", s)]["test_acc"] for s in (1, 2, 3)])
+    assert h.boot.diff == pytest.approx(other.mean() - base.mean())
+    assert h.p_better == pytest.approx(np.mean(other[:, None] > base[None, :]))
+    assert h.p_holm == pytest.approx(h.boot.p_value)  # one row compared: Holm changes nothing
+    assert h.aso is not None and h.verdict == "cannot tell"  # a collapsed seed makes the spread huge
+    ens = report.rows[1].ensemble  # the secondary, seed-ensemble comparison
+    assert ens is not None and ens.n == N_TEST
+    ens_base = np.mean([known[("cls", s)]["probs"] for s in (1, 2, 3)], axis=0).argmax(1) == LABELS
+    ens_other = np.mean([known[("mean", s)]["probs"] for s in (1, 2, 3)], axis=0).argmax(1) == LABELS
+    assert ens.diff == pytest.approx(ens_other.mean() - ens_base.mean())
+    b, c = int(np.sum(ens_base & ~ens_other)), int(np.sum(~ens_base & ens_other))
+    assert ens.p_value == pytest.approx(sps.binomtest(min(b, c), b + c, 0.5).pvalue, rel=1e-9)
     md = (runs / "demo" / "report.md").read_text()
-    assert f"{comparison.diff:+.4f} | [{comparison.low:+.4f}, {comparison.high:+.4f}]" in md
-    assert "averaged over its seeds" in md
+    assert f"| {h.boot.diff:+.4f} | [{h.boot.low:+.4f}, {h.boot.high:+.4f}] |" in md
+    assert "Holm–Bonferroni" in md and "two-level bootstrap" in md and "ensemble of n seeds" in md
+    assert f"| 3 vs 3 | {ens.diff:+.4f} | [{ens.low:+.4f}, {ens.high:+.4f}] | {ens.p_value:.4g} | {N_TEST} |" in md
 
 
 def test_statistics_against_scipy() -> None:
@@ -137,7 +162,7 @@ def test_same_inputs_give_byte_identical_markdown(sweep: tuple[Path, dict]) -> N
     first = (runs / "demo" / "report.md").read_bytes()
     generate(storage=str(runs / "sweeps.journal"), runs_dir=runs)
     assert (runs / "demo" / "report.md").read_bytes() == first
-    for png in ("val_acc_per_epoch.png", "test_acc_by_axis.png", "reliability_best.png"):
+    for png in ("val_acc_per_epoch.png", "test_acc_by_pooling.png", "budget.png", "reliability_best.png"):
         assert (runs / "demo" / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(report/{png})" in first.decode()
 
@@ -149,13 +174,21 @@ def test_cli_formats_baseline_and_errors(sweep: tuple[Path, dict]) -> None:
     assert out.exit_code == 0, out.output
     payload = json.loads(out.stdout)
     rows = payload[0]["rows"]
-    assert [r["baseline"] for r in rows] == [False, True] and rows[0]["diff_test_acc"] < 0
+    assert [r["baseline"] for r in rows] == [False, True] and rows[0]["verdict"] == "cannot tell"
+    assert rows[0]["diff_test_acc"] > 0 and (rows[0]["completed"], rows[0]["runs"]) == (3, 3)
+    assert payload[0]["budget"][0]["k"][0] == 1
     assert {x["status"] for x in payload[0]["excluded"]} == {"collapsed", "failed"}
     csv_out = CliRunner().invoke(app, ["report", "demo", "--runs-dir", str(runs), "--format", "csv", "--no-plots"])
-    assert csv_out.exit_code == 0 and csv_out.stdout.splitlines()[0].startswith("sweep,model,pooling,n,baseline")
+    assert csv_out.exit_code == 0 and csv_out.stdout.splitlines()[0].startswith("sweep,model,pooling,completed,runs,collapsed")
     assert (runs / "demo" / "report.csv").exists()
     bad = CliRunner().invoke(app, ["report", "nope", "--runs-dir", str(runs)])
     assert bad.exit_code == 2 and "no sweep named 'nope'" in bad.output
+    bad_effect = CliRunner().invoke(app, ["report", "--runs-dir", str(runs), "--effect", "2"])
+    assert bad_effect.exit_code == 2 and "--effect: 2.0 is out of range" in bad_effect.output
+    narrow = CliRunner().invoke(app, ["report", "--runs-dir", str(runs), "--no-plots", "--effect", "0.01"],
+                                env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0 and "Full report:" in narrow.stdout
+    assert "at --effect" in (runs / "demo" / "report.md").read_text()
     bad_base = CliRunner().invoke(app, ["report", "--runs-dir", str(runs), "--baseline", "pooling=max"])
     assert bad_base.exit_code == 2 and "matches no row" in bad_base.output
 

@@ -227,7 +227,7 @@ def _read_only(runs: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["unshare", "-m", "sh", "-c", inner], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-def test_status_and_predict_work_on_a_read_only_runs_directory(
+def test_status_report_and_predict_work_on_a_read_only_runs_directory(
         tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
     if shutil.which("unshare") is None or subprocess.run(
             ["unshare", "-m", "sh", "-c", f"mount --bind -o ro {tmp_path} {tmp_path}"], capture_output=True).returncode:
@@ -238,6 +238,9 @@ def test_status_and_predict_work_on_a_read_only_runs_directory(
     assert "Read-only file system" in probe.stderr or probe.returncode != 0
     status = _read_only(runs, "status", "g", "--runs-dir", str(runs))
     assert status.returncode == 0 and "g: " in status.stdout and "completed" in status.stdout, status.stderr
+    report = _read_only(runs, "report", "g", "--runs-dir", str(runs))
+    assert report.returncode == 0 and "printed, not written" in report.stderr, report.stderr
+    assert "Read-only file system" in report.stderr and "pooling" in report.stdout
     predict = _read_only(runs, "predict", "best:g", "a wonderful film", "--runs-dir", str(runs))
     assert predict.returncode == 0 and "a wonderful film" in predict.stdout, predict.stderr
 

@@ -1,0 +1,84 @@
+"""The terminal summary of a report: one narrow table per sweep (readable at 80 columns: the
+numbers never wrap, the configuration column folds), the notes it needs, and where the full
+report is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from reports.markdown import label_cells, label_text, runs_cell
+from reports.tables import Row, SweepReport, best_note
+
+SHOWN = 20  # rows in the terminal; the rest are in report.md
+
+
+def _stat(row: Row, column: str) -> str:
+    if column not in row.stats:
+        return "–"
+    mean, std = row.stats[column]
+    return f"{mean:.3f}" + (f"±{std:.3f}" if std is not None else "")
+
+
+def _shown(report: SweepReport) -> list[int]:
+    if len(report.rows) <= SHOWN:
+        return list(range(len(report.rows)))
+    sign = 1 if report.maximize else -1
+    ranked = sorted((i for i, row in enumerate(report.rows) if report.metric in row.stats_all),
+                    key=lambda i: (-sign * report.rows[i].stats_all[report.metric][0], i))
+    keep = {report.baseline, *ranked[: SHOWN - 1]}
+    return sorted(keep)
+
+
+def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
+    """Rich renderables: the table, its notes, the paths of report.md and report.html."""
+    out: list[Any] = []
+    if not report.rows:
+        out.append(Text(f"{report.name}: no finished job yet"))
+    else:
+        table = Table(title=f"{report.name}: {len(report.rows)} configuration(s)", box=box.SIMPLE_HEAD,
+                      title_justify="left", pad_edge=False)
+        table.add_column(", ".join(report.keys), overflow="fold", ratio=1, min_width=10)
+        table.add_column("runs", no_wrap=True, justify="right")
+        table.add_column("test_acc", no_wrap=True, justify="right")
+        table.add_column("Δ test_acc [95% CI]", no_wrap=True, justify="right")
+        table.add_column("verdict", no_wrap=True)
+        for i in _shown(report):
+            row = report.rows[i]
+            h = row.headline
+            if i == report.baseline:
+                delta, verdict = "", "baseline"
+            elif h is None:
+                delta, verdict = "–", ""
+            elif not h.testable:
+                delta, verdict = f"{h.boot.diff:+.3f} (1 seed)", "unclear"
+            else:
+                delta = f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]"
+                verdict = {"better": "better*", "worse": "worse*"}.get(h.verdict, "unclear")
+            label = ", ".join(label_cells(report, row))
+            if i == report.best:
+                label += " (best!)" if row.unstable else " (best)"
+            table.add_row(label, f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
+                          delta, verdict)
+        out.append(table)
+        notes = ["runs: completed/all. test_acc: mean ± std over completed seeds. Δ: mean per-seed test accuracy "
+                 "minus the baseline's, 95% two-level bootstrap (seeds, then test examples). better*/worse*: "
+                 "significant (bootstrap p Holm-adjusted over the rows < 0.05 and ASO ε_min < 0.5); unclear: "
+                 "cannot tell."]
+        unstable = [row for row in report.rows if row.unstable or row.count("failed")]
+        if unstable:
+            notes.append("Not every run completed: " + "; ".join(
+                f"{label_text(report, row)}: {runs_cell(row)}" for row in unstable[:5])
+                + (f"; {len(unstable) - 5} more" if len(unstable) > 5 else "") + ".")
+        if report.best is not None:
+            notes.append(best_note(report).capitalize() + ".")
+        if len(report.rows) > SHOWN:
+            notes.append(f"Shown: the baseline and the {SHOWN - 1} best by {report.metric}; "
+                         f"{len(report.rows) - len(_shown(report))} more rows in report.md.")
+        out += [Text(note) for note in notes]
+    out.append(Text(f"Full report: {sweep_dir / 'report.md'} ({sweep_dir / 'report.html'})", overflow="fold"))
+    return out

@@ -1,0 +1,177 @@
+"""The cases the reporter once got wrong, as stored sweeps: seed ensembles that reversed a
+comparison, and a study whose trials ran several seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+from rich.console import Console
+
+from reports.build import generate
+from reports.console import summary
+from sweeper.spec import Job
+from sweeper.store import SweepStore, open_storage
+from trainer.config import build_job
+from trainer.io import write_json
+
+N = 1000
+RNG = np.random.default_rng(0)
+LABELS = RNG.integers(0, 2, N)
+ROWS = np.arange(N)
+
+
+def _probs(right: np.ndarray) -> np.ndarray:
+    predicted = np.where(right, LABELS, 1 - LABELS)
+    probs = np.full((N, 2), 0.2)
+    probs[np.arange(N), predicted] = 0.8
+    return probs
+
+
+def _store_job(store: SweepStore, runs: Path, point: dict, right: np.ndarray, val_acc: float) -> None:
+    job = Job(config=build_job(point), point=point)
+    store.enqueue(job)
+    trial = store.canonical(store.trials_by_job()[job.id])
+    assert trial is not None and store.claim(trial)
+    acc = float(right.mean())
+    result = {"status": "completed", "val_acc": val_acc, "test_acc": acc, "test_loss": 1 - acc, "metric": "val_acc",
+              "epochs": [{"epoch": 1, "val_acc": val_acc}]}
+    store.finish(trial._trial_id, result)
+    job_dir = runs / store.sweep / job.id
+    job_dir.mkdir(parents=True)
+    np.savez(job_dir / "test_predictions.npz", rows=ROWS, labels=LABELS, probs=_probs(right))
+    write_json(job_dir / "result.json", result)
+
+
+def test_seed_ensembles_do_not_reverse_the_headline(tmp_path: Path) -> None:
+    """A: 3 seeds at 0.80, each wrong on different examples; B: 3 seeds at 0.82, all wrong on the
+    same ones. B is ahead on every seed; A's seed ensemble is far better than B's (averaging A's
+    different errors away), which the old report called 'A better, significant'."""
+    runs = tmp_path / "runs"
+    store = SweepStore(open_storage(str(runs / "sweeps.journal")), "issue")
+    order = RNG.permutation(N)
+    for s in range(3):  # A: disjoint blocks of 200 errors
+        right = np.ones(N, bool)
+        right[order[200 * s: 200 * (s + 1)]] = False
+        _store_job(store, runs, {"pooling": "cls", "seed": s}, right, 0.80)
+    same = np.ones(N, bool)
+    same[order[600:780]] = False
+    for s in range(3):
+        _store_job(store, runs, {"pooling": "mean", "seed": s}, same, 0.82)
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    a, b = report.rows
+    h = b.headline
+    assert h is not None and abs(h.boot.diff - 0.02) < 1e-9
+    assert h.verdict in ("better", "cannot tell")  # never "worse" (A better), significant or not
+    assert not (h.significant and h.boot.diff < 0)
+    assert h.p_better == 1.0 and h.aso is not None and h.aso.eps_a_over_b < 0.5
+    assert b.ensemble is not None and b.ensemble.diff < -0.1  # the ensemble comparison still says the opposite
+    md = (runs / "issue" / "report.md").read_text()
+    assert "Secondary: seed ensembles" in md and "ensemble of n seeds" in md
+
+
+def test_study_trials_with_seeds_become_one_record_per_seed(tmp_path: Path) -> None:
+    """A study trial that ran `seeds: [...]` carries them in user_attrs["seeds"]; the report
+    treats them like a grid's: one row per sampled point, one run per seed."""
+    runs = tmp_path / "runs"
+    storage = open_storage(str(runs / "sweeps.journal"))
+    study = optuna.create_study(study_name="search", storage=storage, direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)}
+    scores = {1e-4: [0.80, 0.82, 0.81], 3e-5: [0.85, 0.86, 0.50]}
+    for lr, accs in scores.items():
+        cfg = build_job({"lr": lr, "seed": 42})
+        entries = []
+        for seed, acc in zip((42, 43, 44), accs, strict=True):
+            job_id = build_job({"lr": lr, "seed": seed}).job_id()
+            status = "collapsed" if acc == 0.5 else "completed"
+            entries.append({"job_id": job_id, "seed": seed, "status": status,
+                            "result": {"status": status, "val_acc": acc, "test_acc": acc - 0.01, "metric": "val_acc"}})
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr}, distributions=dist, value=float(np.mean(accs)),
+            user_attrs={"point": {"lr": lr}, "config": cfg.to_dict(), "seeds": entries,
+                        "result": {"val_acc": float(np.mean(accs))}, "status": "completed"}))
+    # a failed first attempt of the first point, retried above: its seeds must not be counted twice
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 1e-4}, distributions=dist,
+        user_attrs={"point": {"lr": 1e-4}, "seeds": [{"job_id": build_job({"lr": 1e-4, "seed": 42}).job_id(),
+                                                      "seed": 42, "status": "failed", "result": None}]}))
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    assert report.keys == ["model", "lr"]
+    by_lr = {row.label["lr"]: row for row in report.rows}
+    assert set(by_lr) == {1e-4, 3e-5}
+    assert [len(by_lr[lr].runs) for lr in (1e-4, 3e-5)] == [3, 3]
+    assert (by_lr[3e-5].n, by_lr[3e-5].count("collapsed")) == (2, 1)
+    assert by_lr[1e-4].stats["val_acc"][0] == np.mean([0.80, 0.82, 0.81])
+    assert by_lr[3e-5].stats_all["val_acc"][0] == np.mean([0.85, 0.86, 0.50])
+    h = report.rows[1].headline
+    assert h is not None and h.seeds == (3, 3) and h.examples == 0  # no predictions: seeds only
+    assert report.budget[0].n == 6
+
+
+def test_console_summary_reads_at_80_columns(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    store = SweepStore(open_storage(str(runs / "sweeps.journal")), "narrow")
+    rng = np.random.default_rng(3)
+    for pooling in ("cls", "mean", "pooler"):
+        for s in range(3):
+            right = rng.random(N) < (0.8 if pooling != "mean" else 0.84)
+            point = {"pooling": pooling, "seed": s, "dropout": 0.1 + 0.1 * (pooling == "pooler")}
+            _store_job(store, runs, point, right, 0.8 + s / 100)
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    console = Console(width=80, record=True, color_system=None)
+    for item in summary(report, runs / "narrow"):
+        console.print(item)
+    text = console.export_text()
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "…" not in text  # no column cut to val_a…
+    for row in report.rows:  # every number of the table on one line, whole
+        mean, std = row.stats["test_acc"]
+        assert sum(f"{mean:.3f}±{std:.3f}" in line for line in lines) == 1
+        assert any(line.startswith(f" bert, {row.label['pooling']},") for line in lines)  # the configuration shows
+        if row.headline is not None:
+            h = row.headline
+            assert any(f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]" in line for line in lines)
+    assert "unclear" in text and "Full report:" in text and any(line.startswith("Full report:") for line in lines)
+
+
+def test_a_plot_along_every_swept_axis_categorical_ones_never_joined(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from reports import plots
+
+    runs = tmp_path / "runs"
+    store = SweepStore(open_storage(str(runs / "sweeps.journal")), "axes")
+    rng = np.random.default_rng(4)
+    for pooling in ("cls", "mean"):
+        for lr in (1e-5, 1e-4, 1e-3):
+            for s in range(2):
+                _store_job(store, runs, {"pooling": pooling, "lr": lr, "seed": s}, rng.random(N) < 0.8, 0.8)
+    seen: dict[str, list[str]] = {}
+    finish = plots._finish
+
+    def spy(plt, fig, ax, path, **kw):  # type: ignore[no-untyped-def]
+        seen[path.name] = [line.get_linestyle() for c in ax.containers for line in c.lines[:1] if line is not None]
+        seen[path.name + ":xticks"] = [t.get_text() for t in ax.get_xticklabels()]
+        finish(plt, fig, ax, path, **kw)
+
+    monkeypatch.setattr(plots, "_finish", spy)
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, html=False)
+    titles = [t for t, _ in report.plots]
+    assert "test accuracy along pooling" in titles and "test accuracy along lr" in titles
+    assert seen["test_acc_by_pooling.png"] and set(seen["test_acc_by_pooling.png"]) == {"None"}  # points, no line
+    assert set(seen["test_acc_by_lr.png"]) == {"-"}  # a numeric axis may be joined
+    assert seen["val_acc_per_epoch.png:xticks"] == ["1"]  # a 1-epoch sweep: one integer tick
+
+
+def test_one_seed_a_side_without_predictions_is_never_significant() -> None:
+    from reports.collect import Record
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    records = [Record(job_id=p, point={"pooling": p, "seed": 1}, config={"pooling": p, "seed": 1}, status="completed",
+                      reason="", result={"status": "completed", "val_acc": v, "test_acc": v}) for p, v in
+               (("cls", 0.80), ("mean", 0.90))]
+    report = build_report("one", records, states={}, predictions=lambda _: None)
+    h = report.rows[1].headline
+    assert h is not None and not h.testable and not h.significant and h.verdict == "cannot tell"
+    assert "no spread to test a difference against" in to_markdown(report)
