@@ -71,7 +71,13 @@ def execute(cfg: JobConfig, out: Path, *, cache_dir: Path | None = None,
         except Exception as exc:
             log.exception("job failed")
             return EXIT_FAILED, _record_failure(cfg, out, exc)
+    log.info("job %s: %s (best epoch %s, val_acc %s, test_acc %s)", result.get("job_id"), result["status"],
+             result.get("best_epoch"), _number(result.get("val_acc")), _number(result.get("test_acc")))
     return (EXIT_OK if result["status"] in FINISHED else EXIT_FAILED), result
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _record_failure(cfg: JobConfig, out: Path, exc: Exception) -> dict[str, Any] | None:
