@@ -261,7 +261,8 @@ def test_a_killed_workers_trial_is_failed_by_heartbeat_and_retried_by_the_surviv
     while time.monotonic() < deadline:  # until the victim runs a trial
         try:
             s = optuna.load_study(study_name="pg2", storage=postgres)
-            if any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid for t in s.trials):
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid and t.user_attrs.get("job_id")
+                   for t in s.trials):  # its job launched
                 break
         except KeyError:
             pass
