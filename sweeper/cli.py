@@ -485,7 +485,14 @@ def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int | None) -> list[An
         parallel = 2 if (os.cpu_count() or 1) >= 2 else 1
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
-    gpu_ids = [int(g) for g in gpus.split(",") if g.strip()] if gpus else visible_gpus()
+    if gpus is not None and gpus.strip().lower() == "none":
+        gpu_ids: list[int] = []
+    elif gpus:
+        if not all(g.strip().isdigit() for g in gpus.split(",") if g.strip()):
+            raise _fail(ValueError(f"--gpus: {gpus!r} is not allowed; expected GPU ids such as 0,1, or none (the CPU)"))
+        gpu_ids = [int(g) for g in gpus.split(",") if g.strip()]
+    else:
+        gpu_ids = visible_gpus()
     return make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
 
 

@@ -31,8 +31,10 @@ def stop_signals() -> Iterator[Callable[[], None]]:
     """SIGINT and SIGTERM raise at once (KeyboardInterrupt, Terminated), and are remembered: one
     that Python drops (it lands in a fork handler while a child is being started, "Exception
     ignored in ...") is raised again by the returned check, which loops call at each tick.
-    An inherited "ignore SIGINT" (a background command of a non-interactive shell) is kept;
-    outside the main thread nothing is installed."""
+    Once one has been raised, later ones are ignored: a stop in progress (jobs being stopped and
+    queued again, which Ctrl-C on a terminal and a cluster's SIGTERM-then-SIGINT both repeat) is
+    never cut short. An inherited "ignore SIGINT" (a background command of a non-interactive
+    shell) is kept; outside the main thread nothing is installed."""
     pending: list[BaseException] = []
 
     def check() -> None:
@@ -45,9 +47,10 @@ def stop_signals() -> Iterator[Callable[[], None]]:
 
     def handler(kind: type[KeyboardInterrupt]) -> Callable[[int, Any], None]:
         def on_signal(signum: int, frame: Any) -> None:
+            if pending:  # already stopping: a second signal must not cut the stop short
+                return
             exc = kind()
-            if not pending:
-                pending.append(exc)
+            pending.append(exc)
             raise exc
 
         return on_signal
