@@ -116,6 +116,17 @@ WarmStart = Annotated[
                       "when the slot frees (sweeper/process.py; measured in docs/benchmarks.md)."),
 ]
 
+# SLURM (sweeper/slurm.py): these options, or a `slurm:` block in the grid/space file (the options win).
+SlurmOn = Annotated[bool, typer.Option("--slurm", help="Submit the sweep's orchestrators to SLURM as one job array "
+                                                        "and return; each worker runs this same command.")]
+SlurmPartition = Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")]
+SlurmGpus = Annotated[int | None, typer.Option("--slurm-gpus-per-task", min=0, help="GPUs per worker [default: 0, the CPU].")]
+SlurmTime = Annotated[str | None, typer.Option("--slurm-time", help="Time limit per worker (minutes, HH:MM:SS, "
+                                                                    "D-HH:MM:SS) [default: 60]; a worker requeues itself at it.")]
+SlurmWorkers = Annotated[int | None, typer.Option("--slurm-workers", min=1, help="Workers in the array [default: 1].")]
+SlurmExtra = Annotated[list[str] | None, typer.Option("--slurm-extra", help="Any sbatch option, e.g. --slurm-extra account=lab "
+                                                                            "--slurm-extra mem=16G.")]
+
 
 @app.command()
 def grid(
@@ -131,6 +142,12 @@ def grid(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the expanded jobs; run nothing.")] = False,
     live: LiveView = True,
     warm_start: WarmStart = True,
+    slurm: SlurmOn = False,
+    slurm_partition: SlurmPartition = None,
+    slurm_gpus_per_task: SlurmGpus = None,
+    slurm_time: SlurmTime = None,
+    slurm_workers: SlurmWorkers = None,
+    slurm_extra: SlurmExtra = None,
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
     from sweeper.spec import load_grid
@@ -143,6 +160,13 @@ def grid(
 
     if dry_run:
         Console().print(view.jobs_table(spec))
+        return
+    if slurm:
+        args = ["grid", str(grid_file.absolute()), *(f"--set={o}" for o in set_ or [])]
+        _submit_to_slurm(spec.name, grid_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
+                         jobs_per_gpu=jobs_per_gpu, parallel=parallel, retries=retries, cache_dir=cache_dir,
+                         warm_start=warm_start, options=(slurm_partition, slurm_gpus_per_task, slurm_time,
+                                                         slurm_workers, slurm_extra))
         return
     from sweeper.runner import Orchestrator
     from sweeper.store import SweepStore, default_storage, open_storage
@@ -185,10 +209,14 @@ def status(
     names = sweep_names(backend)
     if sweep is not None and sweep not in names:
         raise _fail(ValueError(f"no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}"))
+    from sweeper.slurm import worker_rows
+
     for name in [sweep] if sweep else names:
         store = SweepStore(backend, name)
         keys, rows = view.status_rows(store, runs_dir)
         Console().print(view.progress_table(name, keys, rows))
+        if workers := worker_rows(runs_dir / name):
+            Console().print(view.workers_table(name, workers))
 
 
 @app.command()
@@ -206,6 +234,12 @@ def optuna(
     cache_dir: CacheDir = None,
     live: LiveView = True,
     warm_start: WarmStart = True,
+    slurm: SlurmOn = False,
+    slurm_partition: SlurmPartition = None,
+    slurm_gpus_per_task: SlurmGpus = None,
+    slurm_time: SlurmTime = None,
+    slurm_workers: SlurmWorkers = None,
+    slurm_extra: SlurmExtra = None,
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
     import optuna as _optuna
@@ -221,6 +255,14 @@ def optuna(
     except ConfigError as exc:
         raise _fail(exc) from None
     name = study or space.name
+    if slurm:
+        args = ["optuna", "--trials", str(trials), "--space", str(space_file.absolute()), "--study", name,
+                *(f"--set={o}" for o in set_ or [])]
+        _submit_to_slurm(name, space_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
+                         jobs_per_gpu=jobs_per_gpu, parallel=parallel, retries=retries, cache_dir=cache_dir,
+                         warm_start=warm_start, options=(slurm_partition, slurm_gpus_per_task, slurm_time,
+                                                         slurm_workers, slurm_extra))
+        return
     slots = _slots(gpus, jobs_per_gpu, parallel)
     backend = open_study_storage(storage or default_storage(runs_dir), retries=retries)
     the_study = _optuna.create_study(study_name=name, storage=backend, sampler=space.make_sampler(),
@@ -239,6 +281,60 @@ def optuna(
     _run_with_view(runner.run, table, live=live,
                    interrupted="trials stopped and queued again; run the same command to continue the study")
     Console().print(view.study_summary_table(name, study_summary(SweepStore(backend, name)), the_study))
+
+
+def _submit_to_slurm(name: str, sweep_file: Path, args: list[str], *, runs_dir: Path, storage: str | None,
+                     gpus: str | None, jobs_per_gpu: int, parallel: int | None, retries: int, cache_dir: Path | None,
+                     warm_start: bool, options: tuple[Any, ...]) -> None:
+    """Check the options and paths, submit the workers (each runs `sweep ARGS …` with absolute paths), print how to follow."""
+    from sweeper import slurm
+
+    partition, gpus_per_task, time_limit, workers, extra = options
+    try:
+        if gpus is not None:
+            raise ConfigError("--gpus: not with --slurm: SLURM chooses each worker's GPUs (--slurm-gpus-per-task)")
+        opts = slurm.resolve_options(sweep_file, partition=partition, gpus_per_task=gpus_per_task, time=time_limit,
+                                     workers=workers, extra=extra)
+        runs, url = slurm.check_reachable(runs_dir, storage)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    lanes = None if opts.gpus_per_task else (parallel or 1)
+    command = [sys.executable, "-m", "sweeper.cli", *args, "--runs-dir", str(runs), "--storage", url,
+               "--retries", str(retries), "--jobs-per-gpu", str(jobs_per_gpu), "--no-live",
+               "--warm-start" if warm_start else "--no-warm-start"]
+    if lanes is not None:
+        command += ["--parallel", str(lanes)]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir.absolute())]
+    slots = lanes or opts.gpus_per_task * jobs_per_gpu
+    env = {"SWEEP_SLURM_SLOTS": str(slots), **({"CUDA_VISIBLE_DEVICES": ""} if lanes is not None else {})}
+    try:
+        submission = slurm.submit(sweep=name, sweep_dir=runs / name, command=command, options=opts,
+                                  cpus_per_task=lanes, env=env)
+    except slurm.SlurmError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    where = f"{opts.gpus_per_task} GPU(s)" if opts.gpus_per_task else f"{lanes} CPU lane(s)"
+    typer.echo(f"{name}: submitted {opts.workers} worker(s) as SLURM job array {submission.array_id} "
+               f"({where} each, time limit {opts.time_min} min{', partition ' + opts.partition if opts.partition else ''})")
+    typer.echo(slurm.follow_hint(submission, name, runs))
+
+
+@app.command()
+def cancel(
+    sweep: Annotated[str, typer.Argument(help="Sweep (or study) name whose SLURM workers to cancel.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """scancel a sweep's SLURM workers; they stop their jobs like Ctrl-C and are not requeued.
+    The same submit command later continues the sweep."""
+    from sweeper import slurm
+
+    try:
+        ids = slurm.cancel(runs_dir / sweep)
+    except slurm.SlurmError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{sweep}: cancelled SLURM job array(s) {', '.join(ids)}; "
+               "their jobs resume from the last finished epoch when the sweep is run or submitted again")
 
 
 class ReportFormat(str, Enum):

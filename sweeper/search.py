@@ -23,7 +23,7 @@ from typing import Any
 from sweeper.spec import _flatten, _nest, _Reporter, read_sweep_file
 from trainer.config import ALL_KEYS, ConfigError, JobConfig, _nearest, build_job
 
-SPACE_KEYS = ["name", "description", "base", "params", "metric", "sampler", "pruner"]
+SPACE_KEYS = ["name", "description", "base", "params", "metric", "sampler", "pruner", "slurm"]  # slurm: sweeper/slurm.py
 METRICS = ("val_acc",)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}

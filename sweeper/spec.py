@@ -21,7 +21,7 @@ import yaml
 
 from trainer.config import ALL_KEYS, ConfigError, JobConfig, YamlLoader, _nearest, apply_overrides, build_job
 
-GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude"]
+GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
