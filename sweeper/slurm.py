@@ -172,9 +172,6 @@ def check_reachable(runs_dir: Path, storage: str | None) -> tuple[Path, str]:
     from here. Raises ConfigError saying what is wrong."""
     from sweeper.store import default_storage
 
-    for command in ("sbatch", "squeue", "scancel"):
-        if shutil.which(command) is None:
-            raise ConfigError(f"--slurm: {command} is not on PATH; submit from a host of the SLURM cluster")
     runs = runs_dir.expanduser().absolute()
     try:
         runs.mkdir(parents=True, exist_ok=True)
@@ -188,6 +185,7 @@ def check_reachable(runs_dir: Path, storage: str | None) -> tuple[Path, str]:
             raise ConfigError(f"--storage: {journal.parent} does not exist; the journal's directory must be on "
                               "a file system every node mounts at the same path")
         _writable("--storage", journal.parent)
+        _clients()
         return runs, str(journal)
     if url.startswith("sqlite"):
         raise ConfigError(f"--storage: {url}: SQLite is not safe for several workers on a shared file system; use "
@@ -200,7 +198,14 @@ def check_reachable(runs_dir: Path, storage: str | None) -> tuple[Path, str]:
     except Exception as exc:  # any driver's error: say it and stop before submitting
         raise ConfigError(f"--storage: {url} cannot be reached from this host ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    _clients()
     return runs, url
+
+
+def _clients() -> None:
+    for command in ("sbatch", "squeue", "scancel", "scontrol"):
+        if shutil.which(command) is None:
+            raise ConfigError(f"--slurm: {command} is not on PATH; submit from a host of the SLURM cluster")
 
 
 def _writable(option: str, directory: Path) -> None:
@@ -340,7 +345,7 @@ class Worker(submitit.helpers.Checkpointable):
         self._record(task, orchestrator_pid=self._proc.pid)
         while (code := self._proc.poll()) is None:  # not wait(): a SIGTERM handler must be able to wait too
             time.sleep(0.5)
-        self._record(task, state="done" if code == 0 else "failed", exit_code=code, ended=time.time())
+        self._record(task, state="done" if code == 0 else "failed", exit_code=code, ended=time.time(), end=True)
         if code != 0:
             raise RuntimeError(f"the orchestrator exited with code {code} (its output is above, in this log)")
         return code
@@ -348,12 +353,16 @@ class Worker(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """SIGTERM: stop the orchestrator like Ctrl-C; requeue this task (the same call, returned for
         submitit to pickle) unless it was cancelled (None: submitit does not requeue)."""
+        # Requeueing (and scancel) sends SIGTERM again: this worker is stopping already; it exits
+        # right after the requeue, or SLURM's SIGKILL comes KillWait later.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         task = _task_id()
         cancelled = self._cancelled(task)
         if not self._stopping:
             self._stopping = True
             code = self._stop_orchestrator()
-            self._record(task, state="cancelled" if cancelled else "requeued", exit_code=code, ended=time.time())
+            self._record(task, state="cancelled" if cancelled else "requeued", exit_code=code, ended=time.time(),
+                         end=True)
         if cancelled:
             print(f"worker {task}: cancelled; not requeued", flush=True)
             return None
@@ -381,13 +390,19 @@ class Worker(submitit.helpers.Checkpointable):
             return True
         shown = subprocess.run(["scontrol", "show", "job", os.environ.get("SLURM_JOB_ID", task)],
                                capture_output=True, text=True, check=False).stdout
-        return "JobState=CANCELLED" in shown
+        state = next((w for w in shown.split() if w.startswith("JobState=")), "JobState=?")
+        print(f"worker {task}: SIGTERM with SLURM {state}", flush=True)
+        # scancel: COMPLETING (then CANCELLED); scancel --signal, the B:TERM@90 warning: RUNNING.
+        return state in ("JobState=CANCELLED", "JobState=COMPLETING")
 
     def _record(self, task: str, **changes: Any) -> None:
         from trainer.io import write_json
 
         path = slurm_dir(self.sweep_dir) / f"worker-{task}.json"
         record = _read_record(path) or {"task": task}
+        if changes.pop("end", False):  # every start's end, kept: what stopped it, the orchestrator's exit code
+            record.setdefault("history", []).append({"state": changes["state"], "exit_code": changes["exit_code"],
+                                                     "at": changes["ended"]})
         record.update(changes, slurm_job_id=os.environ.get("SLURM_JOB_ID"), host=os.uname().nodename,
                       pid=os.getpid(), updated=time.time())
         write_json(path, record)
