@@ -217,7 +217,7 @@ def test_a_grid_on_two_workers_runs_each_job_once_with_the_local_results(
         rec = record(runs, "g", task)
         assert (rec["state"], rec["exit_code"], rec["starts"]) == ("done", 0, 1)
         log = (runs / "g" / "slurm" / f"{task}_0_log.out").read_text()
-        assert "sweep.cli grid" in log and "Job completed successfully" in log
+        assert f"worker {task} (SLURM job" in log and "Job completed successfully" in log, log
     shown = sweep(env, "status", "g", "--runs-dir", str(runs))
     assert shown.returncode == 0 and "SLURM workers" in shown.stdout and f"{array}_1" in shown.stdout
 
@@ -233,12 +233,12 @@ def test_a_grid_on_two_workers_runs_each_job_once_with_the_local_results(
 @pytest.fixture
 def long_data(tmp_path: Path) -> Path:
     """Enough rows that an epoch of the tiny model lasts a few seconds: time to interrupt a job mid-way."""
-    return write_dataset(tmp_path / "long", n_train=3000, n_test=100, seed=3)
+    return write_dataset(tmp_path / "long", n_train=1500, n_test=100, seed=3)
 
 
 def test_scancel_of_one_worker_mid_job_the_other_finishes_the_sweep(
         cluster: slurm_cluster.Cluster, env: dict[str, str], tiny_models: dict, long_data: Path, tmp_path: Path) -> None:
-    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3)
+    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3, 2e-3, 3e-3), seeds=(1,))
     runs = tmp_path / "runs"
     done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--slurm", "--slurm-workers", "2", "--parallel", "1")
     assert done.returncode == 0, done.stderr
@@ -249,7 +249,7 @@ def test_scancel_of_one_worker_mid_job_the_other_finishes_the_sweep(
                 == owner.user_attrs["pid"])
     subprocess.run(["scancel", task], env=env, check=True)
     drained(env, array, runs, "g")
-    completed_once(runs, "g", 4)
+    completed_once(runs, "g", 3)
     assert starts(job_dir)[0] == 0 and max(starts(job_dir)[1:]) >= 1  # resumed from its last finished epoch
     cancelled, other = record(runs, "g", task), record(runs, "g", next(t for t in (f"{array}_0", f"{array}_1")
                                                                           if t != task))
@@ -257,13 +257,18 @@ def test_scancel_of_one_worker_mid_job_the_other_finishes_the_sweep(
     assert (other["state"], other["exit_code"]) == ("done", 0)
 
 
-@pytest.mark.parametrize("reach", ["batch", "full"])
+NEEDS_17 = pytest.mark.xfail(strict=True, reason="needs issue #17: an orchestrator sent SIGTERM stops like Ctrl-C "
+                                                 "(exit 143, trials queued as 'interrupted'); today SIGTERM kills it "
+                                                 "(exit -15) and the requeued worker takes its job over as 'worker lost'")
+
+
+@pytest.mark.parametrize("reach", ["batch", pytest.param("full", marks=NEEDS_17)])
 def test_a_requeue_after_sigterm_resumes(cluster: slurm_cluster.Cluster, env: dict[str, str], tiny_models: dict,
                                          long_data: Path, tmp_path: Path, reach: str) -> None:
     """SIGTERM to the worker alone (--batch: what --signal=B:TERM@90 does before a time limit) or to
     every process of the job (--full: what preemption does). The worker stops its orchestrator like
     Ctrl-C, requeues itself, and the requeued worker resumes the job from its last epoch."""
-    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1, 2))
+    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1,))
     runs = tmp_path / "runs"
     done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--slurm", "--parallel", "1")
     assert done.returncode == 0, done.stderr
@@ -274,7 +279,7 @@ def test_a_requeue_after_sigterm_resumes(cluster: slurm_cluster.Cluster, env: di
     wait_for("the worker to be requeued", lambda: queued(env, task).get(task) == "PENDING", every=0.2)
     subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=env, check=True)
     drained(env, task, runs, "g")
-    completed_once(runs, "g", 2)
+    completed_once(runs, "g", 1)
     assert max(starts(job_dir)[1:]) >= 1
     rec = record(runs, "g", task)
     assert (rec["state"], rec["starts"]) == ("done", 2)
