@@ -161,6 +161,7 @@ def grid(
     if dry_run:
         Console().print(view.jobs_table(spec))
         return
+    _slurm_options_need_slurm(slurm, (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra))
     if slurm:
         args = ["grid", str(grid_file.absolute()), *(f"--set={o}" for o in set_ or [])]
         _submit_to_slurm(spec.name, grid_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
@@ -255,6 +256,7 @@ def optuna(
     except ConfigError as exc:
         raise _fail(exc) from None
     name = study or space.name
+    _slurm_options_need_slurm(slurm, (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra))
     if slurm:
         args = ["optuna", "--trials", str(trials), "--space", str(space_file.absolute()), "--study", name,
                 *(f"--set={o}" for o in set_ or [])]
@@ -281,6 +283,13 @@ def optuna(
     _run_with_view(runner.run, table, live=live,
                    interrupted="trials stopped and queued again; run the same command to continue the study")
     Console().print(view.study_summary_table(name, study_summary(SweepStore(backend, name)), the_study))
+
+
+def _slurm_options_need_slurm(slurm: bool, options: tuple[Any, ...]) -> None:
+    names = ("--slurm-partition", "--slurm-gpus-per-task", "--slurm-time", "--slurm-workers", "--slurm-extra")
+    given = [name for name, value in zip(names, options, strict=True) if value]
+    if given and not slurm:
+        raise _fail(ValueError(f"{', '.join(given)}: only with --slurm (without it the sweep runs here)"))
 
 
 def _submit_to_slurm(name: str, sweep_file: Path, args: list[str], *, runs_dir: Path, storage: str | None,

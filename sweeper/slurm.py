@@ -203,7 +203,7 @@ def check_reachable(runs_dir: Path, storage: str | None) -> tuple[Path, str]:
 
 
 def _clients() -> None:
-    for command in ("sbatch", "squeue", "scancel", "scontrol"):
+    for command in ("sbatch", "squeue", "scancel", "scontrol", "srun"):  # submitit looks for srun too
         if shutil.which(command) is None:
             raise ConfigError(f"--slurm: {command} is not on PATH; submit from a host of the SLURM cluster")
 
@@ -256,7 +256,7 @@ def submit(*, sweep: str, sweep_dir: Path, command: list[str], options: SlurmOpt
     worker = Worker(command=command, sweep_dir=sweep_dir, env=env)
     try:
         jobs = executor.map_array(worker, list(range(options.workers)))
-    except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as exc:
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
         raise SlurmError(f"sbatch refused the workers: {_said(exc)}") from None
     job_ids = [job.job_id for job in jobs]
     array_id = job_ids[0].split("_")[0]
@@ -437,8 +437,11 @@ class WorkerRow:
 
 
 def _squeue(array_ids: list[str]) -> dict[str, tuple[str, str]]:
-    done = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(array_ids), "-o", "%i|%T|%R"],
-                          capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(array_ids), "-o", "%i|%T|%R"],
+                              capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
     found = {}
     for line in done.stdout.splitlines():
         parts = line.strip().split("|")
@@ -498,7 +501,11 @@ def cancel(sweep_dir: Path) -> list[str]:
         for array in arrays:
             array["cancelled"] = array.get("cancelled") or time.time()
         ids = [a["array_id"] for a in arrays]
-    done = subprocess.run(["scancel", *ids], capture_output=True, text=True, check=False)
+    try:
+        done = subprocess.run(["scancel", *ids], capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SlurmError(f"scancel {' '.join(ids)} could not run ({exc}); the arrays are marked cancelled, "
+                         "so their workers will not requeue themselves") from None
     if done.returncode != 0 and "Invalid job id" not in done.stderr:  # an array that ended already is fine
         raise SlurmError(f"scancel {' '.join(ids)} failed: {done.stderr.strip()}")
     return ids

@@ -93,6 +93,9 @@ def test_the_cli_refuses_bad_slurm_input_with_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sweeper.cli", "grid", str(path), "--slurm", "--runs-dir",
                            str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "slurm.workers: -1 is not allowed" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "sweeper.cli", "grid", str(path), "--slurm-workers", "2", "--runs-dir",
+                           str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--slurm-workers: only with --slurm" in done.stderr
     done = subprocess.run([sys.executable, "-m", "sweeper.cli", "cancel", "nothing", "--runs-dir",
                            str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no SLURM workers were submitted" in done.stderr
@@ -198,6 +201,15 @@ def mid_job(runs: Path, name: str, epochs: int) -> Path | None:
                 and not (job_dir / "result.json").exists():
             return job_dir
     return None
+
+
+def test_what_sbatch_refuses_is_said_and_nothing_is_recorded(cluster: slurm_cluster.Cluster, env: dict[str, str],
+                                                             tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    path = grid_file(tmp_path, tiny_models["bert"], tiny_data)
+    runs = tmp_path / "runs"
+    done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--slurm", "--slurm-partition", "nowhere")
+    assert done.returncode == 1 and "sbatch refused the workers" in done.stderr and "partition" in done.stderr
+    assert slurm.read_arrays(runs / "g" / "slurm") == []
 
 
 def test_a_grid_on_two_workers_runs_each_job_once_with_the_local_results(
