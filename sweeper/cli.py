@@ -121,8 +121,9 @@ SlurmOn = Annotated[bool, typer.Option("--slurm", help="Submit the sweep's orche
                                                         "and return; each worker runs this same command.")]
 SlurmPartition = Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")]
 SlurmGpus = Annotated[int | None, typer.Option("--slurm-gpus-per-task", min=0, help="GPUs per worker [default: 0, the CPU].")]
-SlurmTime = Annotated[str | None, typer.Option("--slurm-time", help="Time limit per worker (minutes, HH:MM:SS, "
-                                                                    "D-HH:MM:SS) [default: 60]; a worker requeues itself at it.")]
+SlurmTime = Annotated[str | None, typer.Option("--slurm-time", help="Time limit per worker (minutes, HH:MM:SS, D-HH:MM:SS; "
+                                                                    "at least 2) [default: 60]; a worker requeues itself "
+                                                                    "90 s before it.")]
 SlurmWorkers = Annotated[int | None, typer.Option("--slurm-workers", min=1, help="Workers in the array [default: 1].")]
 SlurmExtra = Annotated[list[str] | None, typer.Option("--slurm-extra", help="Any sbatch option, e.g. --slurm-extra account=lab "
                                                                             "--slurm-extra mem=16G.")]

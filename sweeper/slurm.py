@@ -103,6 +103,9 @@ def _check(where: str, key: str, value: Any) -> Any:
         minutes = parse_time(str(value))
         if minutes is None or isinstance(value, bool):
             raise ConfigError(f"{where}: {value!r} is not a SLURM time; expected minutes, HH:MM:SS or D-HH:MM:SS")
+        if minutes * 60 <= SIGNAL_DELAY_S:
+            raise ConfigError(f"{where}: {value!r} is too short; a worker is told to stop {SIGNAL_DELAY_S} s before "
+                              "its time limit, so give it at least 2 minutes")
         return minutes
     raise AssertionError(key)
 

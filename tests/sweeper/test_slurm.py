@@ -28,14 +28,16 @@ from trainer.config import ConfigError
 
 
 @pytest.mark.parametrize(("value", "minutes"), [("30", 30), ("90:00", 90), ("1:30:00", 90), ("2-00", 2880),
-                                                ("1-02:03", 1563), ("0:30", 1), ("1-00:00:01", 1441)])
-def test_slurm_time_formats(value: str, minutes: int) -> None:
+                                                ("1-02:03", 1563), ("0:30", 1), ("1-00:00:01", 1441),
+                                                ("soon", None), ("1:2:3:4", None)])
+def test_slurm_time_formats(value: str, minutes: int | None) -> None:
     assert slurm.parse_time(value) == minutes
 
 
 BAD_BLOCKS = [
     ("slurm: {workers: 0}", "line 4: slurm.workers: 0 is not allowed; expected an integer >= 1"),
     ("slurm: {time: soon}", "line 4: slurm.time: 'soon' is not a SLURM time"),
+    ("slurm: {time: 1}", "line 4: slurm.time: 1 is too short"),
     ("slurm: {worker: 2}", "line 4: slurm.worker: unknown key; did you mean 'workers'?"),
     ("slurm: {extra: {output: x.log}}", "line 4: slurm.extra.output: output is set by the launcher itself"),
     ("slurm: [a]", "line 4: slurm: expected a mapping"),
