@@ -49,6 +49,11 @@ SLURM_KEYS = ["partition", "gpus_per_task", "time", "workers", "extra"]
 DEFAULT_TIME_MIN = 60  # submitit's own default is 5 minutes; a worker requeues itself at its limit anyway
 SIGNAL_DELAY_S = 90  # SIGTERM this long before the time limit: time to stop jobs at a safe point and requeue
 STOP_WAIT_S = 60  # how long a worker waits for its orchestrator to stop before killing it
+# When SLURM signals the whole job (preemption, scancel --full) the orchestrator got SIGTERM too and
+# is stopping already: a second signal from the worker could cut its stop short. So the worker
+# gives it this long to exit by itself before it sends SIGINT (needed when only the worker was
+# signalled: the B:TERM@90 warning, scancel --batch).
+SIGNAL_GRACE_S = 10
 MAX_TIMEOUTS = 50  # requeues after a time limit (preemptions are not counted), as submitit counts them
 # sbatch options the launcher sets itself: overriding them would break logs, arrays or requeueing.
 RESERVED = {"array", "output", "error", "signal", "open-mode", "requeue", "no-requeue", "parsable", "wrap",
@@ -377,6 +382,9 @@ class Worker(submitit.helpers.Checkpointable):
         proc = self._proc
         if proc is None:
             return None
+        grace = time.time() + SIGNAL_GRACE_S
+        while proc.poll() is None and time.time() < grace:
+            time.sleep(0.2)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         deadline = time.time() + STOP_WAIT_S

@@ -282,12 +282,13 @@ def test_a_requeue_after_sigterm_resumes(cluster: slurm_cluster.Cluster, env: di
     """SIGTERM to the worker alone (--batch: what --signal=B:TERM@90 does before a time limit) or to
     every process of the job (--full: what preemption does). The worker stops its orchestrator like
     Ctrl-C, requeues itself, and the requeued worker resumes the job from its last epoch."""
-    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1,))
+    # Epochs enough to outlast the worker's grace before it signals its orchestrator (SIGNAL_GRACE_S).
+    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=8, lrs=(1e-3,), seeds=(1,))
     runs = tmp_path / "runs"
     done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--slurm", "--parallel", "1")
     assert done.returncode == 0, done.stderr
     task = submitted(done.stdout)  # one worker: a plain job id
-    job_dir = wait_for("a job with one epoch done", lambda: mid_job(runs, "g", 3), every=0.2)
+    job_dir = wait_for("a job with one epoch done", lambda: mid_job(runs, "g", 8), every=0.2)
     subprocess.run(["scancel", "--signal=TERM", f"--{reach}", task], env=env, check=True)
     # scontrol requeue holds a job ~2 minutes (BeginTime); let it start now.
     wait_for("the worker to be requeued", lambda: queued(env, task).get(task) == "PENDING", every=0.2)
