@@ -144,8 +144,15 @@ def one_node_cluster(cpus: int | None = None) -> Iterator[Cluster]:
             time.sleep(0.3)
         yield Cluster(root=root, conf=conf, node=node)
     finally:
-        with suppress(OSError):
-            subprocess.run(["scancel", "--full", "-u", "root"], env=env, capture_output=True, timeout=30)
+        # Jobs first: their slurmstepd would outlive slurmd. SIGKILL, then wait until none is left.
+        with suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["scancel", "--signal=KILL", "--full", "-u", "root"], env=env, capture_output=True,
+                           timeout=30)
+            subprocess.run(["scancel", "-u", "root"], env=env, capture_output=True, timeout=30)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True, timeout=30).stdout.strip():
+                time.sleep(0.5)
         for _name, pid_file in reversed(started):
             _stop(pid_file)
         shutil.rmtree(root, ignore_errors=True)
