@@ -202,17 +202,21 @@ def status(
 ) -> None:
     """Print each sweep's jobs and states from the storage, from any shell, at any time."""
     from sweeper import view
+    from sweeper.slurm import worker_rows
     from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
 
     url = storage or default_storage(runs_dir)
-    if why := missing_storage(url):
+    submitted = worker_rows(runs_dir / sweep) if sweep else []
+    if (why := missing_storage(url)) and not submitted:
         raise _fail(ValueError(why))
-    backend = open_storage(url)
-    names = sweep_names(backend)
+    backend = None if why else open_storage(url)
+    names = sweep_names(backend) if backend is not None else []
     if sweep is not None and sweep not in names:
+        if submitted:  # submitted to SLURM; no worker has started it yet
+            Console().print(view.workers_table(sweep, submitted))
+            return
         raise _fail(ValueError(f"no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}"))
-    from sweeper.slurm import worker_rows
-
+    assert backend is not None
     for name in [sweep] if sweep else names:
         store = SweepStore(backend, name)
         keys, rows = view.status_rows(store, runs_dir)

@@ -53,7 +53,7 @@ STOP_WAIT_S = 60  # how long a worker waits for its orchestrator to stop before 
 # is stopping already: a second signal from the worker could cut its stop short. So the worker
 # gives it this long to exit by itself before it sends SIGINT (needed when only the worker was
 # signalled: the B:TERM@90 warning, scancel --batch).
-SIGNAL_GRACE_S = 10
+SIGNAL_GRACE_S = float(os.environ.get("SWEEP_SLURM_GRACE_S", "10"))  # env: tests shorten it
 MAX_TIMEOUTS = 50  # requeues after a time limit (preemptions are not counted), as submitit counts them
 # sbatch options the launcher sets itself: overriding them would break logs, arrays or requeueing.
 RESERVED = {"array", "output", "error", "signal", "open-mode", "requeue", "no-requeue", "parsable", "wrap",

@@ -222,6 +222,8 @@ def test_a_grid_on_two_workers_runs_each_job_once_with_the_local_results(
     assert done.returncode == 0, done.stderr
     array = submitted(done.stdout)
     assert f"sweep status g --runs-dir {runs}" in done.stdout
+    early = sweep(env, "status", "g", "--runs-dir", str(runs))  # before or after a worker created the storage
+    assert early.returncode == 0 and "SLURM workers" in early.stdout and f"{array}_0" in early.stdout, early.stderr
     arrays = json.loads((runs / "g" / "slurm" / "workers.json").read_text())["arrays"]
     assert [a["array_id"] for a in arrays] == [array] and arrays[0]["job_ids"] == [f"{array}_0", f"{array}_1"]
     drained(env, array, runs, "g")
@@ -282,7 +284,8 @@ def test_a_requeue_after_sigterm_resumes(cluster: slurm_cluster.Cluster, env: di
     """SIGTERM to the worker alone (--batch: what --signal=B:TERM@90 does before a time limit) or to
     every process of the job (--full: what preemption does). The worker stops its orchestrator like
     Ctrl-C, requeues itself, and the requeued worker resumes the job from its last epoch."""
-    # Epochs enough to outlast the worker's grace before it signals its orchestrator (SIGNAL_GRACE_S).
+    # The worker's grace before it signals its orchestrator, shortened so the job outlasts it.
+    env = {**env, "SWEEP_SLURM_GRACE_S": "1"}
     path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=8, lrs=(1e-3,), seeds=(1,))
     runs = tmp_path / "runs"
     done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--slurm", "--parallel", "1")
