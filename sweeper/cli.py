@@ -162,7 +162,7 @@ def grid(
     if dry_run:
         Console().print(view.jobs_table(spec))
         return
-    _slurm_options_need_slurm(slurm, (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra))
+    _check_slurm(slurm, grid_file, (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra))
     if slurm:
         args = ["grid", str(grid_file.absolute()), *(f"--set={o}" for o in set_ or [])]
         _submit_to_slurm(spec.name, grid_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
@@ -261,7 +261,7 @@ def optuna(
     except ConfigError as exc:
         raise _fail(exc) from None
     name = study or space.name
-    _slurm_options_need_slurm(slurm, (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra))
+    _check_slurm(slurm, space_file, (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra))
     if slurm:
         args = ["optuna", "--trials", str(trials), "--space", str(space_file.absolute()), "--study", name,
                 *(f"--set={o}" for o in set_ or [])]
@@ -290,7 +290,14 @@ def optuna(
     Console().print(view.study_summary_table(name, study_summary(SweepStore(backend, name)), the_study))
 
 
-def _slurm_options_need_slurm(slurm: bool, options: tuple[Any, ...]) -> None:
+def _check_slurm(slurm: bool, sweep_file: Path, options: tuple[Any, ...]) -> None:
+    """The file's `slurm:` block is checked on every run (a local one too); --slurm-… need --slurm."""
+    from sweeper.slurm import file_options
+
+    try:
+        file_options(sweep_file)
+    except ConfigError as exc:
+        raise _fail(exc) from None
     names = ("--slurm-partition", "--slurm-gpus-per-task", "--slurm-time", "--slurm-workers", "--slurm-extra")
     given = [name for name, value in zip(names, options, strict=True) if value]
     if given and not slurm:

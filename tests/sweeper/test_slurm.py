@@ -95,7 +95,12 @@ def test_the_cli_refuses_bad_slurm_input_with_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "sweeper.cli", "grid", str(path), "--slurm", "--runs-dir",
                            str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "slurm.workers: -1 is not allowed" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "sweeper.cli", "grid", str(path), "--slurm-workers", "2", "--runs-dir",
+    local = subprocess.run([sys.executable, "-m", "sweeper.cli", "grid", str(path), "--runs-dir", str(tmp_path / "runs")],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert local.returncode == 2 and "line 4: slurm.workers: -1" in local.stderr  # checked without --slurm too
+    good = tmp_path / "good.yaml"
+    good.write_text("name: g\nbase: {epochs: 1}\naxes: {lr: [0.001]}\n")
+    done = subprocess.run([sys.executable, "-m", "sweeper.cli", "grid", str(good), "--slurm-workers", "2", "--runs-dir",
                            str(tmp_path / "runs")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--slurm-workers: only with --slurm" in done.stderr
     done = subprocess.run([sys.executable, "-m", "sweeper.cli", "cancel", "nothing", "--runs-dir",
