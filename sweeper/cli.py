@@ -91,6 +91,19 @@ WarmStart = Annotated[
 ]
 
 
+# SLURM (sweeper/slurm.py): these options, or a `slurm:` block in the grid/space file (the options win).
+SlurmOn = Annotated[bool, typer.Option("--slurm", help="Submit the sweep's orchestrators to SLURM as one job array "
+                                                        "and return; each worker runs this same command.")]
+SlurmPartition = Annotated[str | None, typer.Option("--slurm-partition", help="SLURM partition.")]
+SlurmGpus = Annotated[int | None, typer.Option("--slurm-gpus-per-task", min=0, help="GPUs per worker [default: 0, the CPU].")]
+SlurmTime = Annotated[str | None, typer.Option("--slurm-time", help="Time limit per worker (minutes, HH:MM:SS, D-HH:MM:SS; "
+                                                                    "at least 2) [default: 60]; a worker requeues itself "
+                                                                    "90 s before it.")]
+SlurmWorkers = Annotated[int | None, typer.Option("--slurm-workers", min=1, help="Workers in the array [default: 1].")]
+SlurmExtra = Annotated[list[str] | None, typer.Option("--slurm-extra", help="Any sbatch option, e.g. --slurm-extra account=lab "
+                                                                            "--slurm-extra mem=16G.")]
+
+
 MaxJobs = Annotated[int, typer.Option(min=1, help="Refuse a grid of more jobs than this, before expanding it.")]
 
 
@@ -109,6 +122,12 @@ def grid(
     max_jobs: MaxJobs = 10_000,
     live: LiveView = True,
     warm_start: WarmStart = True,
+    slurm: SlurmOn = False,
+    slurm_partition: SlurmPartition = None,
+    slurm_gpus_per_task: SlurmGpus = None,
+    slurm_time: SlurmTime = None,
+    slurm_workers: SlurmWorkers = None,
+    slurm_extra: SlurmExtra = None,
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
     from sweeper.search import Space, read_sweep
@@ -120,6 +139,14 @@ def grid(
     if isinstance(loaded.sweep, Space):
         raise _fail(ValueError(f"{grid_file}: a search space (sampled, not a grid): run it with "
                                f"sweep optuna --space {grid_file}"))
+    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
+    _check_slurm(slurm, grid_file, slurm_options)
+    if slurm and not dry_run:
+        args = ["grid", str(grid_file.absolute()), "--max-jobs", str(max_jobs), *(f"--set={o}" for o in set_ or [])]
+        _submit_to_slurm(loaded.sweep.name, grid_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
+                         jobs_per_gpu=jobs_per_gpu, parallel=parallel, retries=retries, cache_dir=cache_dir,
+                         warm_start=warm_start, options=slurm_options)
+        return
     _grid(loaded, runs_dir=runs_dir, storage=storage, gpus=gpus, jobs_per_gpu=jobs_per_gpu, parallel=parallel,
           retries=retries, cache_dir=cache_dir, dry_run=dry_run, live=live, warm_start=warm_start)
 
@@ -189,21 +216,30 @@ def status(
     runs_dir: RunsDir = Path("runs"),
     storage: Storage = None,
 ) -> None:
-    """Print each sweep's jobs and states from the storage, from any shell, at any time (read-only)."""
+    """Print each sweep's jobs and states (and SLURM workers) from the storage, from any shell, at any time
+    (read-only)."""
     from sweeper import view
+    from sweeper.slurm import worker_rows
     from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
 
     url = storage or default_storage(runs_dir)
-    if why := missing_storage(url):
+    submitted = worker_rows(runs_dir / sweep) if sweep else []
+    if (why := missing_storage(url)) and not submitted:
         raise _fail(ValueError(why))
-    backend = open_storage(url, readonly=True)
-    names = sweep_names(backend)
+    backend = None if why else open_storage(url, readonly=True)
+    names = sweep_names(backend) if backend is not None else []
     if sweep is not None and sweep not in names:
+        if submitted:  # submitted to SLURM; no worker has started it yet
+            Console().print(view.workers_table(sweep, submitted))
+            return
         raise _fail(ValueError(f"no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}"))
+    assert backend is not None
     for name in [sweep] if sweep else names:
         store = SweepStore(backend, name, create=False)
         keys, rows = view.status_rows(store, runs_dir)
         Console().print(view.progress_table(name, keys, rows))
+        if workers := worker_rows(runs_dir / name):
+            Console().print(view.workers_table(name, workers))
 
 
 @app.command()
@@ -235,6 +271,12 @@ def optuna(
     ] = False,
     live: LiveView = True,
     warm_start: WarmStart = True,
+    slurm: SlurmOn = False,
+    slurm_partition: SlurmPartition = None,
+    slurm_gpus_per_task: SlurmGpus = None,
+    slurm_time: SlurmTime = None,
+    slurm_workers: SlurmWorkers = None,
+    slurm_extra: SlurmExtra = None,
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
     import dataclasses
@@ -246,7 +288,16 @@ def optuna(
         loaded = read_sweep(space_file, set_ or [])
     except ConfigError as exc:
         raise _fail(exc) from None
+    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
+    _check_slurm(slurm, space_file, slurm_options)
+    submit: dict[str, Any] = {"runs_dir": runs_dir, "storage": storage, "gpus": gpus, "jobs_per_gpu": jobs_per_gpu,
+                              "parallel": parallel, "retries": retries, "cache_dir": cache_dir,
+                              "warm_start": warm_start, "options": slurm_options}
     if isinstance(loaded.sweep, Grid):
+        if slurm and not dry_run:
+            args = ["grid", str(space_file.absolute()), *(f"--set={o}" for o in set_ or [])]
+            _submit_to_slurm(loaded.sweep.name, space_file, args, **submit)
+            return
         _grid(loaded, runs_dir=runs_dir, storage=storage, gpus=gpus, jobs_per_gpu=jobs_per_gpu, parallel=parallel,
               retries=retries, cache_dir=cache_dir, dry_run=dry_run, live=live, warm_start=warm_start)
         return
@@ -261,6 +312,13 @@ def optuna(
     trials = trials or space.run_cap
     if trials is None:
         raise _fail(ValueError(f"--trials: needed ({space_file} has no run_cap); e.g. --trials 20"))
+    if slurm:
+        name = study or space.name
+        args = ["optuna", "--trials", str(trials), "--space", str(space_file.absolute()), "--study", name,
+                *(["--sampler-seed", str(sampler_seed)] if sampler_seed is not None else []),
+                *(f"--set={o}" for o in set_ or [])]
+        _submit_to_slurm(name, space_file, args, **submit)
+        return
     _quiet_optuna()
     from reports.collect import study_summary
     from sweeper import view
@@ -289,6 +347,74 @@ def optuna(
     if source.stop_asking:
         err.print(f"{name}: {source.stop_asking}", highlight=False)
     Console().print(view.study_summary_table(name, study_summary(store), store.study, metric=space.metric))
+
+
+def _check_slurm(slurm: bool, sweep_file: Path, options: tuple[Any, ...]) -> None:
+    """The file's `slurm:` block is checked on every run (a local one too); --slurm-… need --slurm."""
+    from sweeper.slurm import file_options
+
+    try:
+        file_options(sweep_file)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    names = ("--slurm-partition", "--slurm-gpus-per-task", "--slurm-time", "--slurm-workers", "--slurm-extra")
+    given = [name for name, value in zip(names, options, strict=True) if value]
+    if given and not slurm:
+        raise _fail(ValueError(f"{', '.join(given)}: only with --slurm (without it the sweep runs here)"))
+
+
+def _submit_to_slurm(name: str, sweep_file: Path, args: list[str], *, runs_dir: Path, storage: str | None,
+                     gpus: str | None, jobs_per_gpu: int, parallel: int | None, retries: int, cache_dir: Path | None,
+                     warm_start: bool, options: tuple[Any, ...]) -> None:
+    """Check the options and paths, submit the workers (each runs `sweep ARGS …` with absolute paths), print how to follow."""
+    from sweeper import slurm
+
+    partition, gpus_per_task, time_limit, workers, extra = options
+    try:
+        if gpus is not None:
+            raise ConfigError("--gpus: not with --slurm: SLURM chooses each worker's GPUs (--slurm-gpus-per-task)")
+        opts = slurm.resolve_options(sweep_file, partition=partition, gpus_per_task=gpus_per_task, time=time_limit,
+                                     workers=workers, extra=extra)
+        runs, url = slurm.check_reachable(runs_dir, storage)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    lanes = None if opts.gpus_per_task else (parallel or 1)
+    command = [sys.executable, "-m", "sweeper.cli", *args, "--runs-dir", str(runs), "--storage", url,
+               "--retries", str(retries), "--jobs-per-gpu", str(jobs_per_gpu), "--no-live",
+               "--warm-start" if warm_start else "--no-warm-start"]
+    if lanes is not None:
+        command += ["--parallel", str(lanes)]
+    if cache_dir is not None:
+        command += ["--cache-dir", str(cache_dir.absolute())]
+    slots = lanes or opts.gpus_per_task * jobs_per_gpu
+    env = {"SWEEP_SLURM_SLOTS": str(slots), **({"CUDA_VISIBLE_DEVICES": ""} if lanes is not None else {})}
+    try:
+        submission = slurm.submit(sweep=name, sweep_dir=runs / name, command=command, options=opts,
+                                  cpus_per_task=lanes, env=env)
+    except slurm.SlurmError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    where = f"{opts.gpus_per_task} GPU(s)" if opts.gpus_per_task else f"{lanes} CPU lane(s)"
+    typer.echo(f"{name}: submitted {opts.workers} worker(s) as SLURM job array {submission.array_id} "
+               f"({where} each, time limit {opts.time_min} min{', partition ' + opts.partition if opts.partition else ''})")
+    typer.echo(slurm.follow_hint(submission, name, runs))
+
+
+@app.command()
+def cancel(
+    sweep: Annotated[str, typer.Argument(help="Sweep (or study) name whose SLURM workers to cancel.")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """scancel a sweep's SLURM workers; they stop their jobs like Ctrl-C and are not requeued.
+    The same submit command later continues the sweep."""
+    from sweeper import slurm
+
+    try:
+        ids = slurm.cancel(runs_dir / sweep)
+    except slurm.SlurmError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{sweep}: cancelled SLURM job array(s) {', '.join(ids)}; "
+               "their jobs resume from the last finished epoch when the sweep is run or submitted again")
 
 
 class ReportFormat(str, Enum):

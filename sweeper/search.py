@@ -41,7 +41,8 @@ from trainer.config import (
 )
 from trainer.jobdir import METRICS as JOB_METRICS
 
-SPACE_KEYS = ["name", "description", "base", "params", "metric", "target", "sampler", "pruner", "seeds"]
+# slurm: sweeper/slurm.py reads it
+SPACE_KEYS = ["name", "description", "base", "params", "metric", "target", "sampler", "pruner", "seeds", "slurm"]
 METRICS = tuple(JOB_METRICS)  # val_acc, val_macro_f1 (maximised), val_loss (minimised)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}

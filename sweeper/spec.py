@@ -31,7 +31,7 @@ from trainer.config import (
     refuse_aliases,
 )
 
-GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude"]
+GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

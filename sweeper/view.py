@@ -122,3 +122,13 @@ def study_summary_table(name: str, summary: dict[str, Any], study: Any, metric: 
     if summary.get("importances"):
         table.add_row("importances", ", ".join(f"{k} {v:.3f}" for k, v in summary["importances"].items()))
     return table
+
+
+def workers_table(name: str, rows: list[Any]) -> Table:
+    """A sweep's SLURM workers (sweeper.slurm.WorkerRow): job id, state and where it came from."""
+    table = Table(title=f"{name}: SLURM workers")
+    for column in ("SLURM job", "state", "from", "node / reason", "starts", "exit"):
+        table.add_column(column)
+    for w in rows:
+        table.add_row(w.task, w.state, w.source, w.where, str(w.starts or ""), "" if w.exit_code is None else str(w.exit_code))
+    return table
