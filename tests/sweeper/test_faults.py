@@ -122,8 +122,10 @@ def test_a_study_with_seeds_runs_each_trial_once_per_seed_and_tells_their_mean(
         assert trial.value == pytest.approx(sum(vals) / 2)
         per_epoch = [[json.loads(line)["val_acc"] for line in (runs / "s" / row["job_id"] / "events.jsonl")
                       .read_text().splitlines() if json.loads(line)["event"] == "epoch"] for row in seeds]
-        assert trial.intermediate_values == pytest.approx({e + 1: (a + b) / 2 for e, (a, b) in
-                                                           enumerate(zip(*per_epoch, strict=True))})
+        # each epoch is reported once, as the mean of the seeds that had reached it by then
+        assert sorted(trial.intermediate_values) == [1, 2]
+        for e, (a, b) in enumerate(zip(*per_epoch, strict=True)):
+            assert trial.intermediate_values[e + 1] in (pytest.approx(a), pytest.approx(b), pytest.approx((a + b) / 2))
 
 
 # -- 2: a torn journal ------------------------------------------------------------------------------
@@ -267,8 +269,10 @@ def test_sigterm_stops_like_ctrl_c_queues_the_jobs_and_the_next_run_resumes_them
     assert job_processes(runs) == []  # its jobs stopped with it
     stopped = [d for d in (runs / name).glob("*/") if (d / "job.json").exists() and not (d / "result.json").exists()]
     assert stopped, "everything finished before SIGTERM"
-    for job_dir in stopped:  # each kept its last finished epoch, nothing half-written
-        assert (job_dir / "last.pt").exists() and not list(job_dir.glob(".*.tmp*"))
+    for job_dir in stopped:  # nothing half-written
+        assert not list(job_dir.glob(".*.tmp*"))
+    resumable = [d for d in stopped if (d / "last.pt").exists()]  # those that had finished an epoch kept it
+    assert resumable
     s = optuna.load_study(study_name=name, storage=open_storage(str(runs / "sweeps.journal"), readonly=True))
     assert not [t for t in s.trials if t.state == TrialState.RUNNING]
     assert [t for t in s.trials if t.user_attrs.get("status") == "interrupted"]
@@ -278,7 +282,7 @@ def test_sigterm_stops_like_ctrl_c_queues_the_jobs_and_the_next_run_resumes_them
     assert again.returncode == 0, again.stderr
     for job_dir in stopped:
         result = json.loads((job_dir / "result.json").read_text())
-        assert result["resumed"] and events(job_dir, "end") == 1
+        assert result["resumed"] == (job_dir in resumable) and events(job_dir, "end") == 1
 
 
 # -- chaos ------------------------------------------------------------------------------------------------
