@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sweeper.store import SweepStore
+from trainer.jobdir import PREDICTIONS_FILE
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def study_summary(store: SweepStore) -> dict[str, Any]:
 
 
 def load_predictions(job_dir: Path) -> Predictions | None:
-    path = job_dir / "test_predictions.npz"
+    path = job_dir / PREDICTIONS_FILE
     if not path.exists():
         return None
     with np.load(path) as data:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.jobdir import CLASSIFIER_FILE, FINISHED, METRICS, WEIGHTS_FILE
+from trainer.jobdir import CLASSIFIER_FILE, FINISHED, METRICS, PREDICTIONS_FILE, RESULT_FILE, WEIGHTS_FILE
 
 JOB_ID = re.compile(r"[0-9a-f]{12}")
 
@@ -38,7 +38,7 @@ class FinishedJob:
 
     @property
     def predictions(self) -> Path:
-        return self.dir / "test_predictions.npz"
+        return self.dir / PREDICTIONS_FILE
 
 
 def resolve(ref: str, *, runs_dir: Path, storage: str | None = None) -> FinishedJob:
@@ -105,7 +105,7 @@ def finished(path: Path) -> FinishedJob:
     if not (path / "config.json").is_file():
         raise JobRefError(f"JOB: {path} is not a job directory (no config.json); "
                           "expected a directory written by `sweep run`, `sweep grid` or `sweep optuna`")
-    result_path = path / "result.json"
+    result_path = path / RESULT_FILE
     result = json.loads(result_path.read_text()) if result_path.is_file() else {}
     status = result.get("status", "not started or still running")
     if status not in FINISHED:
