@@ -80,7 +80,7 @@ def evaluate(
     for batch in iterate(split, batches, pad_id, pin=device.type == "cuda"):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
-            logits = model(batch["input_ids"], batch["attention_mask"]).float()
+            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids")).float()
         losses += F.cross_entropy(logits, batch["labels"], reduction="sum")
         outputs.append(logits.softmax(-1))
     probs = np.zeros((len(split), model.head.out_features), dtype=np.float32)
@@ -146,9 +146,9 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     set_seed(cfg.seed)
     device, dtype = resolve_device_and_dtype(cfg.precision)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)  # the data's errors before the model loads
     encoder = load_encoder(cfg.model_path)
     check_encoder(cfg, encoder, tokenizer)
-    data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)
     model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     optimizer = make_optimizer(cfg, model, device)
     batches_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
@@ -195,7 +195,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
                 group_start = (i // cfg.grad_accum) * cfg.grad_accum
                 group_size = min(cfg.grad_accum, len(batches) - group_start)
                 with autocast():
-                    logits = model(batch["input_ids"], batch["attention_mask"])
+                    logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
                 loss = F.cross_entropy(logits.float(), batch["labels"])
                 scaler.scale(loss / group_size).backward()
                 detached = loss.detach()
@@ -300,6 +300,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
         tokenization_cache_hit=data.cache_hit,
         versions=_versions(),
     )
+    result["data"] = data.summary()
     write_json(out_dir / "result.json", result)
     # The result is final: the resume state (weights + optimizer, ~3x the model) is not needed.
     (out_dir / checkpoint.STATE_FILE).unlink(missing_ok=True)

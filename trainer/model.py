@@ -33,20 +33,23 @@ class Classifier(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
         self.accepts_token_type_ids = accepts_token_type_ids(encoder)
 
-    def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.accepts_token_type_ids:
-            # Single-text classification: every token is segment 0.
-            inputs["token_type_ids"] = torch.zeros_like(input_ids)
+            # Sentence pairs: the tokenizer's segments; a single text: every token is segment 0.
+            inputs["token_type_ids"] = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
         return inputs
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **encoder_kwargs: Any) -> tuple[torch.Tensor, Any]:
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+              **encoder_kwargs: Any) -> tuple[torch.Tensor, Any]:
         """The pooled vector the head sees (before dropout), and the encoder's output."""
-        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask), **encoder_kwargs)
+        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask, token_type_ids), **encoder_kwargs)
         return pool(out, attention_mask, self.pooling), out
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled, _ = self.embed(input_ids, attention_mask)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        pooled, _ = self.embed(input_ids, attention_mask, token_type_ids)
         return self.head(self.dropout(pooled))
 
 
