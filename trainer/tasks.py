@@ -299,6 +299,7 @@ def _encode(cfg: DataConfig, table: Any, split: str, where: str, names: list[str
     bad = ~np.isin(coded, list(known))
     if bad.any():
         value = present[bad][0]
+        value = value.item() if isinstance(value, np.generic) else value
         shown = names if names else [str(i) for i in range(num_labels)]
         raise ConfigError(f"data.label: split {split!r} of {where} has the label {value!r} ({int(bad.sum())} rows), "
                           f"never seen in training; the training labels are {', '.join(map(str, shown))}")
