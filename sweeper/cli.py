@@ -25,6 +25,14 @@ def main() -> None:
     """Hyperparameter sweeps for fine-tuning transformer encoders on text classification."""
 
 
+def _preflight(jobs: list[Any], *, strict: bool, source: str) -> None:
+    """Every distinct model and data set checked before any work (trainer/preflight.py)."""
+    from trainer.preflight import check
+
+    for warning in check(jobs, strict=strict, source=source):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     """Bad input: the message on stderr, exit 2."""
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -60,6 +68,7 @@ def run(
     """Run one job in the foreground; started again on the same --out, it resumes or reports."""
     try:
         cfg = load_job(job, set_ or [])
+        _preflight([cfg], strict=True, source=str(job))
     except ConfigError as exc:
         raise _fail(exc) from None
     out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +146,7 @@ def grid(
 
     try:
         spec = load_grid(grid_file, set_ or [])
+        _preflight([j.config for j in spec.jobs], strict=not dry_run, source=str(grid_file))
     except ConfigError as exc:
         raise _fail(exc) from None
     from sweeper import view
@@ -215,9 +225,11 @@ def optuna(
     from sweeper.search import load_space
     from sweeper.store import SweepStore, default_storage
     from sweeper.study import StudyRunner, open_study_storage
+    from trainer.preflight import space_configs
 
     try:
         space = load_space(space_file, set_ or [])
+        _preflight(space_configs(space), strict=True, source=str(space_file))
     except ConfigError as exc:
         raise _fail(exc) from None
     name = study or space.name

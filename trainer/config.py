@@ -232,7 +232,7 @@ def _build_data(source: str, raw: Any) -> DataConfig:
         fractions: tuple[float, ...] | str = SPLIT_GIVEN
     else:
         if not isinstance(split, (list, tuple)) or len(split) != 3:
-            raise ConfigError(f"{_where(source, 'data.split')}: {split!r} is not allowed; expected three fractions "
+            raise ConfigError(f"{_where(source, 'data.split')}: {split!r} is not three fractions "
                               f"[train, val, test] or {SPLIT_GIVEN!r} (the data's own splits)")
         fractions = tuple(_float(source, "data.split", x) for x in split)
         if any(not 0 < x < 1 for x in fractions) or abs(sum(fractions) - 1.0) > 1e-6:

@@ -153,7 +153,7 @@ BAD = [
                                                            r"splits: test, train\)"),
     ({"split_names": {"test": "validation"}}, r"data.split_names: only used with data.split: given"),
     ({"split": "given", "split_names": {"dev": "x"}}, r"data.split_names.dev: unknown split"),
-    ({"split": "random"}, r"data.split: 'random' is not allowed; expected three fractions .* or 'given'"),
+    ({"split": "random"}, r"data.split: 'random' is not three fractions .* or 'given'"),
     ({"text_pair": "text"}, r"data.text_pair: 'text' is data.text itself"),
     ({"text_pair": "other"}, r"data.text_pair: column 'other' is not in .*; its columns are text, label"),
 ]
