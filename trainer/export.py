@@ -46,7 +46,7 @@ def export(job_dir: Path, config: JobConfig, result: dict[str, Any], out: Path, 
     check_output_dir(out, marker=MARKER, force=force)
     with atomic_dir(out) as tmp:
         _write(job_dir, config, result, tmp)
-        check = roundtrip(job_dir, tmp, config.max_len, pairs=config.data.text_pair is not None)
+        check = roundtrip(job_dir, tmp, config.max_len, config.data.text_pair is not None)
         write_json(tmp / MARKER, {"job_dir": str(job_dir.resolve()), "job_id": job_dir.name, "config": config.to_dict(),
                                   "result": {k: v for k, v in result.items() if k != "config"}, "roundtrip": check})
     return check
@@ -81,7 +81,7 @@ def _write(job_dir: Path, config: JobConfig, result: dict[str, Any], dest: Path)
     (dest / "README.md").write_text(model_card(job_dir.name, config, result, labels))
 
 
-def roundtrip(job_dir: Path, export_dir: Path, max_len: int, *, pairs: bool = False) -> dict[str, Any]:
+def roundtrip(job_dir: Path, export_dir: Path, max_len: int, pairs: bool = False) -> dict[str, Any]:
     """Probabilities of the export (loaded by transformers alone) against the job's own
     checkpoint (loaded by the training code) on a few texts (or pairs): the largest difference."""
     import torch

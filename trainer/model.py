@@ -37,8 +37,8 @@ class Classifier(nn.Module):
                        token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.accepts_token_type_ids:
-            # Sentence pairs: the tokenizer's segments; a single text: every token is segment 0.
-            inputs["token_type_ids"] = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            # A pair brings its segments; a single text is segment 0 throughout.
+            inputs["token_type_ids"] = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         return inputs
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
