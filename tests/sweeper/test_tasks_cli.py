@@ -202,3 +202,22 @@ def test_preflight_finds_a_cached_hub_model_offline(tmp_path: Path, monkeypatch:
     bad = build_job({"model": "owner/cached", "data": {"name": str(data), "text": "review"}})
     with pytest.raises(Exception, match=r"data.label: column 'label' is not in .*; its columns are review, sentiment"):
         check([bad], strict=False)
+
+
+def test_optuna_preflight_checks_every_categorical_model_and_data_set(tiny_models: dict, shapes: dict,
+                                                                     tmp_path: Path) -> None:
+    from sweeper.search import load_space
+    from trainer.preflight import space_configs
+
+    space = {"name": "pf", "base": tiny_job(tiny_models["bert"], shapes["dev"], data_keys={"split": "given"}),
+             "params": {"model": {"values": [str(tiny_models["bert"]), str(tmp_path / "gone")]},
+                        "data.name": {"values": [str(shapes["dev"]), str(shapes["strings"])]},
+                        "lr": {"min": 1e-4, "max": 1e-3}}}
+    path = job_file(tmp_path, space, "space.yaml")
+    configs = space_configs(load_space(path))
+    assert len(configs) == 4 and {c.data.name for c in configs} == {str(shapes["dev"]), str(shapes["strings"])}
+    code, _, err = cli("optuna", "--trials", "2", "--space", str(path), "--runs-dir", str(tmp_path / "r"), "--no-live")
+    text = " ".join(err.split())
+    assert code == 2 and "2 problems before any job started" in text
+    assert "gone" in text and "data.text: column 'text' is not in" in text  # the strings set names its text 'review'
+    assert not (tmp_path / "r").exists()
