@@ -21,6 +21,7 @@ the row, counted per split; a validation or test split with no label at all is r
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -137,9 +138,31 @@ def _read(cfg: DataConfig) -> tuple[Any, str]:
     return ds, _sha([cfg.name] + [ds[s]._fingerprint for s in ("train", "test") if s in ds])
 
 
+_LAST: dict[str, Task] = {}  # the last task loaded in this process: `sweep run`'s preflight, then its job
+
+
+def _memo_key(cfg: DataConfig) -> str:
+    local = Path(cfg.name)
+    files = ([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(local.iterdir()) if p.is_file()]
+             if local.is_dir() else [])
+    return json.dumps([dataclasses.asdict(dataclasses.replace(cfg, limit=None, eval_limit=None)), files],
+                      sort_keys=True)
+
+
 def load(cfg: DataConfig) -> Task:
     """Read the data, pick the rows of each split and number the labels; ConfigError on a
-    missing column, split or label, naming it."""
+    missing column, split or label, naming it. The same data set loaded again in one process
+    (unchanged files, same keys) is not read again."""
+    key = _memo_key(cfg)
+    if key in _LAST:
+        return dataclasses.replace(_LAST[key], cfg=cfg)
+    task = _load(cfg)
+    _LAST.clear()
+    _LAST[key] = task
+    return task
+
+
+def _load(cfg: DataConfig) -> Task:
     ds, fingerprint = _read(cfg)
     where = f"{cfg.name!r}" + (f" (config {cfg.config!r})" if cfg.config else "")
     if cfg.split == SPLIT_GIVEN:
