@@ -221,3 +221,15 @@ def test_optuna_preflight_checks_every_categorical_model_and_data_set(tiny_model
     assert code == 2 and "2 problems before any job started" in text
     assert "gone" in text and "data.text: column 'text' is not in" in text  # the strings set names its text 'review'
     assert not (tmp_path / "r").exists()
+
+
+def test_preflight_refuses_malformed_hub_ids_even_for_a_dry_run() -> None:
+    from trainer.config import ConfigError, build_job
+    from trainer.preflight import check
+
+    with pytest.raises(ConfigError) as info:
+        check([build_job({"model": "owner/na me", "data": {"name": "bad name/x y"}})], strict=False, source="j.yaml")
+    message = str(info.value)
+    assert message.startswith("2 problems before any job started")
+    assert "j.yaml: model: 'owner/na me': not a well-formed Hub id" in message
+    assert "j.yaml: data.name: 'bad name/x y': not a well-formed Hub id" in message
