@@ -6,7 +6,7 @@
   have the same sentiment, else `different`; columns `review_a`, `review_b`, `label`. Each
   review is used in one pair only, so no review is in two splits; pairs are drawn with a
   fixed seed, and about half are `same`. (Hard: the model must judge two sentiments and
-  compare them; all-MiniLM-L6-v2 was still at chance half-way through an epoch of 2,000 pairs.)
+  compare them; all-MiniLM-L6-v2 was still at chance after 56% of an epoch of 2,000 pairs.)
 - `imdb_halves/`: each review cut in two by words, given as a pair: columns `first`, `second`
   and `sentiment` (`neg` / `pos`), the same rows as IMDB. The evidence is spread over both
   texts, so it exercises pair tokenization (each half truncated `longest_first`, segment ids)
