@@ -16,6 +16,12 @@ Throughput is training samples (and real, unpadded tokens) per second of trainin
 accuracy is on the validation rows, after the epoch. On a GPU every contender runs in bf16
 and the model FLOPs utilisation is reported against a measured bf16 matmul peak;
 `--arch bert-base|modernbert-base` benchmarks that architecture with random weights.
+`--text-pair COLUMN` (with `--text`, `--label`) benchmarks a sentence-pair task: every contender
+tokenizes the rows as pairs (longest_first truncation to max_len, segment ids), e.g. on the IMDB
+pair task of bench/make_tasks.py:
+
+    python bench/trainer_vs_hf.py --data runs/tasks/imdb_pairs --text review_a --text-pair review_b \
+        --only hf-trainer cls --rows 1000 --json bench/results/trainer_vs_hf_pairs.json
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from trainer.config import build_job  # noqa: E402
-from trainer.data import load_rows, split_indices  # noqa: E402
+from trainer.tasks import load  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BF16 = DEVICE.type == "cuda" and torch.cuda.is_bf16_supported()  # the core's `precision: auto` does the same
@@ -85,13 +91,28 @@ def training_tflops(model_dir: str, tokens_per_s: float) -> float:
     return 6 * params * tokens_per_s / 1e12
 
 
+def data_keys(args: argparse.Namespace) -> dict:
+    keys = {"name": args.data, "text": args.text, "label": args.label}
+    return keys | ({"text_pair": args.text_pair} if args.text_pair else {})
+
+
 def rows_for(args: argparse.Namespace) -> tuple[dict, dict]:
-    cfg = build_job({"data": {"name": args.data}})
-    merged, _ = load_rows(cfg.data)
-    train_idx, val_idx, _ = split_indices(len(merged), cfg.data.split)
-    train, val = merged.select(train_idx[: args.rows]), merged.select(val_idx[: args.eval_rows])
-    return ({"text": list(train["text"]), "label": list(train["label"])},
-            {"text": list(val["text"]), "label": list(val["label"])})
+    """The core's rows (its fixed split, first N training / M validation rows), class ids as the core numbers them."""
+    task = load(build_job({"data": data_keys(args)}).data)
+    args.num_labels = task.num_labels
+    out = []
+    for role, n in (("train", args.rows), ("val", args.eval_rows)):
+        texts, pairs = task.texts(role, n)
+        split = {"text": texts, "label": task.parts[role].labels[:n].tolist()}
+        out.append(split | ({"text_pair": pairs} if pairs is not None else {}))
+    return out[0], out[1]
+
+
+def encode(tok: object, split: dict, max_len: int, **kwargs: object) -> object:
+    if "text_pair" in split:
+        return tok(split["text"], split["text_pair"], truncation="longest_first", max_length=max_len,  # type: ignore[operator]
+                   **kwargs)
+    return tok(split["text"], truncation=True, max_length=max_len, **kwargs)  # type: ignore[operator]
 
 
 def bench_hf_trainer(args: argparse.Namespace, train: dict, val: dict) -> dict:
@@ -108,11 +129,13 @@ def bench_hf_trainer(args: argparse.Namespace, train: dict, val: dict) -> dict:
     set_seed(args.seed)
     tok = AutoTokenizer.from_pretrained(args.model)
     def enc(batch: dict) -> dict:
-        return tok(batch["text"], truncation=True, max_length=args.max_len)
+        return encode(tok, batch, args.max_len)  # type: ignore[return-value]
 
-    train_ds = datasets.Dataset.from_dict(train).map(enc, batched=True, remove_columns=["text"])
-    val_ds = datasets.Dataset.from_dict(val).map(enc, batched=True, remove_columns=["text"])
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2, dtype=torch.float32)
+    texts = [c for c in ("text", "text_pair") if c in train]
+    train_ds = datasets.Dataset.from_dict(train).map(enc, batched=True, remove_columns=texts)
+    val_ds = datasets.Dataset.from_dict(val).map(enc, batched=True, remove_columns=texts)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels,
+                                                               dtype=torch.float32)
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.batch, per_device_eval_batch_size=64,
@@ -140,19 +163,22 @@ def bench_users_loop(args: argparse.Namespace, train: dict, val: dict) -> dict:
     set_seed(args.seed)
     tok = AutoTokenizer.from_pretrained(args.model)
     def tensors(split: dict) -> TensorDataset:
-        enc = tok(split["text"], truncation=True, max_length=args.max_len, padding="max_length", return_tensors="pt")
-        return TensorDataset(enc["input_ids"], enc["attention_mask"], torch.tensor(split["label"]))
+        enc = encode(tok, split, args.max_len, padding="max_length", return_tensors="pt")
+        types = enc.get("token_type_ids", torch.zeros_like(enc["input_ids"]))  # type: ignore[attr-defined]
+        return TensorDataset(enc["input_ids"], enc["attention_mask"], types, torch.tensor(split["label"]))  # type: ignore[index]
 
     train_ds, val_ds = tensors(train), tensors(val)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2, dtype=torch.float32).to(DEVICE)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=args.num_labels,
+                                                               dtype=torch.float32).to(DEVICE)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(train_ds, batch_size=args.batch, shuffle=True)
     autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=BF16)
     model.train()
     t0 = time.perf_counter()
-    for ids, mask, labels in loader:
+    for ids, mask, types, labels in loader:
         with autocast:
-            loss = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), labels=labels.to(DEVICE)).loss
+            loss = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE), token_type_ids=types.to(DEVICE),
+                         labels=labels.to(DEVICE)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -161,8 +187,9 @@ def bench_users_loop(args: argparse.Namespace, train: dict, val: dict) -> dict:
     model.eval()
     correct = 0
     with torch.no_grad(), autocast:
-        for ids, mask, labels in DataLoader(val_ds, batch_size=64):
-            logits = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE)).logits
+        for ids, mask, types, labels in DataLoader(val_ds, batch_size=64):
+            logits = model(input_ids=ids.to(DEVICE), attention_mask=mask.to(DEVICE),
+                           token_type_ids=types.to(DEVICE)).logits
             correct += int((logits.argmax(-1).cpu() == labels).sum())
     tokens = int(train_ds.tensors[1].sum())
     return {"name": "users-loop", "seconds": seconds, "samples_per_s": len(train_ds) / seconds,
@@ -174,7 +201,7 @@ def bench_core(args: argparse.Namespace, pooling: str, cache: Path) -> dict:
 
     cfg = build_job({"model": args.model, "pooling": pooling, "max_len": args.max_len, "batch_size": args.batch,
                      "lr": args.lr, "epochs": 1, "seed": args.seed,
-                     "data": {"name": args.data, "limit": args.rows, "eval_limit": args.eval_rows}})
+                     "data": data_keys(args) | {"limit": args.rows, "eval_limit": args.eval_rows}})
     with tempfile.TemporaryDirectory() as out:
         result = run_job(cfg, Path(out), cache_dir=cache)
     return {"name": f"sweep-core ({pooling})", "seconds": result["train_seconds"],
@@ -186,6 +213,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="../shared/models/all-MiniLM-L6-v2")
     parser.add_argument("--data", default="../shared/data/imdb")
+    parser.add_argument("--text", default="text", help="the text column (data.text)")
+    parser.add_argument("--text-pair", default=None, help="a second text column: a sentence-pair task (data.text_pair)")
+    parser.add_argument("--label", default="label", help="the label column (data.label)")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--eval-rows", type=int, default=500)
     parser.add_argument("--max-len", type=int, default=128)

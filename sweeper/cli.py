@@ -22,6 +22,14 @@ def main() -> None:
     """Hyperparameter sweeps for fine-tuning transformer encoders on text classification."""
 
 
+def _preflight(jobs: list[Any], *, strict: bool, source: str) -> None:
+    """Every distinct model and data set checked before any work (trainer/preflight.py)."""
+    from trainer.preflight import check
+
+    for warning in check(jobs, strict=strict, source=source):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     """Bad input: the message on stderr, exit 2."""
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -44,6 +52,7 @@ def run(
     """Run one job in the foreground; started again on the same --out, it resumes or reports."""
     try:
         cfg = load_job(job, set_ or [])
+        _preflight([cfg], strict=True, source=str(job))
     except ConfigError as exc:
         raise _fail(exc) from None
     from trainer.job import execute, setup_logging
@@ -139,6 +148,10 @@ def grid(
     if isinstance(loaded.sweep, Space):
         raise _fail(ValueError(f"{grid_file}: a search space (sampled, not a grid): run it with "
                                f"sweep optuna --space {grid_file}"))
+    try:
+        _preflight([j.config for j in loaded.sweep.jobs], strict=not dry_run, source=str(grid_file))
+    except ConfigError as exc:
+        raise _fail(exc) from None
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
     _check_slurm(slurm, grid_file, slurm_options)
     if slurm and not dry_run:
@@ -286,6 +299,13 @@ def optuna(
 
     try:
         loaded = read_sweep(space_file, set_ or [])
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    from trainer.preflight import space_configs
+
+    try:
+        configs = [j.config for j in loaded.sweep.jobs] if isinstance(loaded.sweep, Grid) else space_configs(loaded.sweep)
+        _preflight(configs, strict=not dry_run, source=str(space_file))
     except ConfigError as exc:
         raise _fail(exc) from None
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
@@ -502,33 +522,59 @@ def predict(
     text_column: Annotated[
         str | None, typer.Option(help="Column (csv) or field (jsonl) holding the text (default: the job's data.text).")
     ] = None,
+    pair_column: Annotated[
+        str | None,
+        typer.Option(help="Column (csv) or field (jsonl) holding a pair's second text (default: the job's "
+                          "data.text_pair, for a job trained on pairs)."),
+    ] = None,
+    pair: Annotated[
+        str | None, typer.Option("--pair", help="The second text of a pair, with one text argument.")
+    ] = None,
     format_: Annotated[PredictFormat, typer.Option("--format", help="A table, or one JSON object per line.")] = (
         PredictFormat.table),
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 64,
     runs_dir: RunsDir = Path("runs"),
     storage: Storage = None,
 ) -> None:
-    """Labels and probabilities from a finished job's best checkpoint."""
+    """Labels and probabilities from a finished job's best checkpoint (of texts, or of pairs)."""
     import json
 
-    from sweeper.texts import TextsError, excerpt, from_arguments, from_file
+    from sweeper.texts import TextsError, excerpt, from_arguments, read_file
 
     if bool(texts) == (file is not None):
         raise _fail(ValueError("give the texts as arguments or with --file (one of the two)"))
+    if pair is not None and (file is not None or len(texts or []) != 1):
+        raise _fail(ValueError("--pair: the second text of one pair goes with exactly one text argument "
+                               "(for many pairs: --file with two columns)"))
     finished = _resolve_job(job, runs_dir, storage)
+    data = finished.config.data
+    trained_on = data.text_pair
     try:
-        inputs = from_file(file, text_column or finished.config.data.text) if file else from_arguments(texts or [])
+        if file:
+            inputs, pairs = read_file(file, text_column or data.text, pair_column or trained_on)
+        else:
+            inputs = from_arguments(texts or [])
+            pairs = from_arguments([pair]) if pair is not None else None
     except TextsError as exc:
         raise _fail(exc) from None
+    if trained_on and pairs is None:
+        raise _fail(ValueError(f"job {finished.id} was trained on sentence pairs (columns {data.text!r} and "
+                               f"{trained_on!r}): give the second text with --pair TEXT, or a --file with both columns"))
+    if not trained_on and pairs is not None:
+        raise _fail(ValueError(f"job {finished.id} was trained on single texts (column {data.text!r}), not pairs: "
+                               "leave out --pair / --pair-column"))
     from trainer import inference
     from trainer.model import label_names
 
     model, tokenizer = inference.load(finished.dir)
-    probs = inference.predict(model, tokenizer, inputs, max_len=finished.config.max_len, batch_size=batch_size).probs
+    probs = inference.predict(model, tokenizer, inputs, max_len=finished.config.max_len, batch_size=batch_size,
+                              pairs=pairs).probs
     names = label_names(finished.model_dir)
+    seconds: list[str | None] = list(pairs) if pairs else [None] * len(inputs)
     if format_ == PredictFormat.jsonl:
-        for text, p in zip(inputs, probs, strict=True):
-            typer.echo(json.dumps({"text": text, "label": names[int(p.argmax())],
+        for text, second, p in zip(inputs, seconds, probs, strict=True):
+            record: dict[str, Any] = {"text": text} if second is None else {"text": text, "text_pair": second}
+            typer.echo(json.dumps({**record, "label": names[int(p.argmax())],
                                    "probs": {n: float(v) for n, v in zip(names, p, strict=True)}}))
         return
     from rich.table import Table
@@ -539,8 +585,11 @@ def predict(
     for n in names:
         table.add_column(f"p({n})", justify="right")
     table.add_column("text", overflow="fold")
-    for i, (text, p) in enumerate(zip(inputs, probs, strict=True), 1):
-        table.add_row(str(i), names[int(p.argmax())], *(f"{v:.4f}" for v in p), excerpt(text, 120))
+    if pairs:
+        table.add_column("text_pair", overflow="fold")
+    for i, (text, second, p) in enumerate(zip(inputs, seconds, probs, strict=True), 1):
+        cells = [excerpt(text, 120)] + ([excerpt(second, 120)] if second is not None else [])
+        table.add_row(str(i), names[int(p.argmax())], *(f"{v:.4f}" for v in p), *cells)
     Console().print(table)
 
 

@@ -32,6 +32,15 @@ def from_arguments(texts: list[str]) -> list[str]:
 
 def from_file(path: Path, column: str) -> list[str]:
     """.txt: one text per non-empty line; .csv (with a header) and .jsonl: the `column` field."""
+    return read_file(path, column)[0]
+
+
+def read_file(path: Path, column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
+    """The texts (and, with `pair_column`, the second text of each pair) of a file; pairs
+    need a .csv or .jsonl file (two columns or fields)."""
+    if pair_column is not None and path.suffix == ".txt":
+        raise TextsError(f"--file: {path} is a .txt file (one text per line); sentence pairs need a .csv or .jsonl "
+                         f"file with columns {column!r} and {pair_column!r}")
     if not path.is_file():
         raise TextsError(f"--file: {path} does not exist")
     if path.suffix not in FORMATS:
@@ -40,34 +49,39 @@ def from_file(path: Path, column: str) -> list[str]:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise TextsError(f"--file: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    columns = [(column, "--text-column")] + ([(pair_column, "--pair-column")] if pair_column else [])
     if path.suffix == ".txt":
-        texts = [line for line in raw.splitlines() if line.strip()]
+        rows = [[line] for line in raw.splitlines() if line.strip()]
     elif path.suffix == ".csv":
-        texts = _csv(path, raw, column)
+        rows = _csv(path, raw, columns)
     else:
-        texts = _jsonl(path, raw, column)
-    if not texts:
+        rows = _jsonl(path, raw, columns)
+    if not rows:
         raise TextsError(f"--file: {path} holds no text")
-    return texts
+    return [r[0] for r in rows], [r[1] for r in rows] if pair_column else None
 
 
-def _csv(path: Path, raw: str, column: str) -> list[str]:
+def _csv(path: Path, raw: str, columns: list[tuple[str, str]]) -> list[list[str]]:
     reader = csv.DictReader(raw.splitlines())
-    if reader.fieldnames is None or column not in reader.fieldnames:
-        found = ", ".join(reader.fieldnames or []) or "none"
-        raise TextsError(f"--file: {path} has no column {column!r} (its header has: {found}); "
-                         "name the text column with --text-column")
-    texts = []
+    for column, option in columns:
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            found = ", ".join(reader.fieldnames or []) or "none"
+            raise TextsError(f"--file: {path} has no column {column!r} (its header has: {found}); "
+                             f"name the column with {option}")
+    rows = []
     for row in reader:
-        value = row[column]
-        if value is None or not value.strip():
-            raise TextsError(f"--file: {path}, line {reader.line_num}: column {column!r} is empty")
-        texts.append(value)
-    return texts
+        values = []
+        for column, _ in columns:
+            value = row[column]
+            if value is None or not value.strip():
+                raise TextsError(f"--file: {path}, line {reader.line_num}: column {column!r} is empty")
+            values.append(value)
+        rows.append(values)
+    return rows
 
 
-def _jsonl(path: Path, raw: str, column: str) -> list[str]:
-    texts = []
+def _jsonl(path: Path, raw: str, columns: list[tuple[str, str]]) -> list[list[str]]:
+    rows = []
     for number, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
@@ -75,13 +89,16 @@ def _jsonl(path: Path, raw: str, column: str) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise TextsError(f"--file: {path}, line {number}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or column not in record:
-            keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
-            raise TextsError(f"--file: {path}, line {number}: no field {column!r} (found: {keys}); "
-                             "name the text field with --text-column")
-        value = record[column]
-        if not isinstance(value, str) or not value.strip():
-            raise TextsError(f"--file: {path}, line {number}: field {column!r} is {'empty' if value == '' else repr(value)}; "
-                             "expected a non-empty string")
-        texts.append(value)
-    return texts
+        values = []
+        for column, option in columns:
+            if not isinstance(record, dict) or column not in record:
+                keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+                raise TextsError(f"--file: {path}, line {number}: no field {column!r} (found: {keys}); "
+                                 f"name the field with {option}")
+            value = record[column]
+            if not isinstance(value, str) or not value.strip():
+                raise TextsError(f"--file: {path}, line {number}: field {column!r} is "
+                                 f"{'empty' if value == '' else repr(value)}; expected a non-empty string")
+            values.append(value)
+        rows.append(values)
+    return rows

@@ -82,11 +82,22 @@ class DataConfig:
     name: str = "stanfordnlp/imdb"
     # Fractions of train+test merged; the shuffle uses a fixed data seed (DATA_SEED), not the
     # job's seed, so every job of every sweep is tested on the same rows (paired comparisons).
-    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    # Or "given": the data's own splits (see split_names).
+    split: tuple[float, float, float] | str = (0.8, 0.1, 0.1)
     limit: int | None = None  # cap on training rows, for quick runs
     eval_limit: int | None = None  # cap on validation and test rows
     text: str = "text"
     label: str = "label"
+    # Added with issue #14; each default is the behaviour before it (left out of job ids there).
+    config: str | None = None  # the Hub data set's configuration, load_dataset(name, config)
+    # With split: given, the data's own train/validation/test splits; these names map ours
+    # (train, val, test) to the data's, e.g. {test: validation}.
+    split_names: dict[str, str] | None = None
+    text_pair: str | None = None  # a second text column: the rows are tokenized as pairs
+
+
+SPLIT_GIVEN = "given"
+SPLIT_ROLES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,7 @@ class JobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["data"]["split"] = list(self.data.split)
+        d["data"]["split"] = self.data.split if isinstance(self.data.split, str) else list(self.data.split)
         return d
 
     def job_id(self) -> str:
@@ -275,21 +286,62 @@ def _build_data(source: str, raw: Any) -> DataConfig:
     d = DataConfig()
     name = _str(source, "data.name", raw.get("name", d.name))
     split = raw.get("split", list(d.split))
-    if not isinstance(split, (list, tuple)) or len(split) != 3:
-        raise ConfigError(f"{_where(source, 'data.split')}: {split!r} is not three fractions [train, val, test]")
-    fractions = tuple(_float(source, "data.split", x) for x in split)
-    if any(not 0 < x < 1 for x in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(
-            f"{_where(source, 'data.split')}: {list(split)!r} is not allowed; expected three fractions, "
-            f"each between 0 and 1, summing to 1 (these sum to {sum(fractions):g})"
-        )
+    if split == SPLIT_GIVEN:
+        fractions: tuple[float, ...] | str = SPLIT_GIVEN
+    else:
+        if not isinstance(split, (list, tuple)) or len(split) != 3:
+            raise ConfigError(f"{_where(source, 'data.split')}: {split!r} is not three fractions "
+                              f"[train, val, test] or {SPLIT_GIVEN!r} (the data's own splits)")
+        fractions = tuple(_float(source, "data.split", x) for x in split)
+        if any(not 0 < x < 1 for x in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"{_where(source, 'data.split')}: {list(split)!r} is not allowed; expected three fractions, "
+                f"each between 0 and 1, summing to 1 (these sum to {sum(fractions):g})"
+            )
     limits = {}
     for key in ("limit", "eval_limit"):
         value = raw.get(key)
         limits[key] = None if value is None else _int(source, f"data.{key}", value, minimum=1)
     text = _str(source, "data.text", raw.get("text", d.text))
     label = _str(source, "data.label", raw.get("label", d.label))
-    return DataConfig(name=name, split=fractions, text=text, label=label, **limits)  # type: ignore[arg-type]
+    config = raw.get("config")
+    if config is not None:
+        config = _str(source, "data.config", config)
+        if Path(name).is_dir():
+            raise ConfigError(f"{_where(source, 'data.config')}: {config!r} is not allowed with the local directory "
+                              f"data.name {name!r} (a configuration names one of a Hub data set's subsets); "
+                              "remove data.config, or point data.name at the directory of that subset's files")
+    text_pair = raw.get("text_pair")
+    if text_pair is not None:
+        text_pair = _str(source, "data.text_pair", text_pair)
+        if text_pair == text:
+            raise ConfigError(f"{_where(source, 'data.text_pair')}: {text_pair!r} is data.text itself; "
+                              "expected the second text column")
+    if label in (text, text_pair):
+        raise ConfigError(f"{_where(source, 'data.label')}: {label!r} is also a text column; expected another column")
+    split_names = _split_names(source, raw.get("split_names"), fractions)
+    return DataConfig(name=name, split=fractions, text=text, label=label, config=config,  # type: ignore[arg-type]
+                      split_names=split_names, text_pair=text_pair, **limits)
+
+
+def _split_names(source: str, raw: Any, split: Any) -> dict[str, str] | None:
+    where = _where(source, "data.split_names")
+    if raw is None:
+        return None
+    if split != SPLIT_GIVEN:
+        raise ConfigError(f"{where}: only used with data.split: {SPLIT_GIVEN} (the data's own splits); "
+                          f"with fractions, train and test are merged and split again")
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{where}: {raw!r} is not a mapping of {', '.join(SPLIT_ROLES)} to the data's split "
+                          "names, e.g. {val: dev, test: validation}")
+    out = {}
+    for role, value in raw.items():
+        if role not in SPLIT_ROLES:
+            raise ConfigError(f"{where}.{role}: unknown split; expected one of {', '.join(SPLIT_ROLES)}")
+        out[role] = _str(source, f"data.split_names.{role}", value)
+    if len(set(out.values())) < len(out):
+        raise ConfigError(f"{where}: {out!r} uses one of the data's splits twice; each of ours needs its own")
+    return out
 
 
 def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:

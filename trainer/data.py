@@ -1,10 +1,10 @@
-"""Data: load, merge, split with a fixed seed, tokenize once into a shared cache, batch.
+"""Data: the task's rows (`trainer.tasks`), tokenized once into a shared cache, batched.
 
 The split depends only on the data and `data.split` (never on the job's seed), so every job
 of every sweep trains, validates and tests on the same rows. Tokenized splits are stored as
-flat numpy arrays (token ids + offsets), keyed by tokenizer, max_len, data and rows; a file
-lock makes two jobs that start at once build it once, and a finished entry is published by
-an atomic rename, so a reader never sees half of one.
+flat numpy arrays (token ids + offsets, and segment ids for sentence pairs), keyed by
+tokenizer, max_len, data and rows; a file lock makes two jobs that start at once build it
+once, and a finished entry is published by an atomic rename, so a reader never sees half of one.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.config import DATA_SEED, ConfigError, DataConfig
+from trainer.config import DataConfig
+from trainer.tasks import DATA_EXTENSIONS, Task, load, split_indices  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-DATA_EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 CACHE_VERSION = 2
 
 
@@ -43,7 +43,8 @@ class Split:
     ids: np.ndarray  # int32, all rows' token ids concatenated (no padding stored)
     offsets: np.ndarray  # int64, len(rows) + 1
     labels: np.ndarray  # int64
-    rows: np.ndarray  # int64, the rows' positions in the merged, shuffled data
+    rows: np.ndarray  # int64, the rows' positions in the data (fractions: train+test merged; given: their split)
+    types: np.ndarray | None = None  # int8 segment ids aligned with ids, for sentence pairs
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,68 +62,17 @@ class Prepared:
     num_labels: int
     label_names: list[str] | None  # the data set's class names, where its label column has them
     cache_hit: bool  # True when no tokenization was done (the whole prepared set was cached)
+    task: Task | None = None
 
+    @property
+    def pairs(self) -> bool:
+        return self.train.types is not None
 
-# -- loading -----------------------------------------------------------------------------
-
-
-def _local_data_files(directory: Path) -> tuple[str, dict[str, list[str]]]:
-    files: dict[str, list[str]] = {}
-    builders = set()
-    for path in sorted(directory.iterdir()):
-        split = path.name.split(".")[0].split("-")[0]
-        if path.suffix in DATA_EXTENSIONS and split in ("train", "test"):
-            files.setdefault(split, []).append(str(path))
-            builders.add(DATA_EXTENSIONS[path.suffix])
-    if "train" not in files:
-        raise ConfigError(
-            f"data.name: {str(directory)!r} holds no train file; expected train.parquet, train.csv or "
-            "train.jsonl (and optionally test.*) with text and label columns"
-        )
-    if len(builders) > 1:
-        raise ConfigError(f"data.name: {str(directory)!r} mixes file formats ({', '.join(sorted(builders))}); use one")
-    return builders.pop(), files
-
-
-def load_rows(cfg: DataConfig) -> tuple[Any, str]:
-    """Load train+test merged (Hub id or local directory, both through `datasets`).
-
-    Returns the merged dataset and a fingerprint of its contents for the cache key.
-    """
-    import datasets
-
-    datasets.disable_progress_bars()
-    local = Path(cfg.name)
-    if local.is_dir():
-        builder, files = _local_data_files(local)
-        stats = [(Path(f).name, os.stat(f).st_size, os.stat(f).st_mtime_ns) for fs in files.values() for f in fs]
-        fingerprint = hashlib.sha256(json.dumps([str(local.resolve()), stats]).encode()).hexdigest()
-        ds = datasets.load_dataset(builder, data_files=files)
-    else:
-        ds = datasets.load_dataset(cfg.name)
-        fingerprint = hashlib.sha256(
-            json.dumps([cfg.name] + [ds[s]._fingerprint for s in ("train", "test") if s in ds]).encode()
-        ).hexdigest()
-    parts = [ds[s] for s in ("train", "test") if s in ds]  # IMDB's 'unsupervised' split has no labels
-    merged = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    for column in (cfg.text, cfg.label):
-        if column not in merged.column_names:
-            key = "data.text" if column == cfg.text else "data.label"
-            raise ConfigError(
-                f"{key}: column {column!r} is not in {cfg.name!r}; its columns are {', '.join(merged.column_names)}"
-            )
-    return merged, fingerprint
-
-
-def split_indices(n: int, fractions: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Shuffle 0..n-1 with the fixed data seed and cut it train/val/test.
-
-    Same permutation as `datasets.Dataset.shuffle(seed=DATA_SEED)`.
-    """
-    order = np.random.default_rng(DATA_SEED).permutation(n)
-    n_train = int(n * fractions[0])
-    n_val = int(n * fractions[1])
-    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+    def summary(self) -> dict[str, Any]:
+        """The rows used (per split, after data.limit / eval_limit), where they come from, the
+        rows dropped for a missing label, the columns and class names: result.json's `data`."""
+        out = self.task.summary() if self.task is not None else {}
+        return {**out, "rows": {"train": len(self.train), "val": len(self.val), "test": len(self.test)}}
 
 
 # -- tokenization cache --------------------------------------------------------------------
@@ -143,55 +93,82 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()
 
 
-def _tokenize(tokenizer: Any, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+def _tokenize(tokenizer: Any, texts: list[str], max_len: int, pairs: list[str] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Token ids and offsets (and segment ids for pairs, where the tokenizer makes them).
+    Pairs are truncated `longest_first`: the longer text loses tokens first."""
     lengths: list[int] = []
     chunks: list[list[int]] = []
+    segments: list[list[int]] | None = [] if pairs is not None else None
     for start in range(0, len(texts), 1000):
-        enc = tokenizer(texts[start : start + 1000], truncation=True, max_length=max_len)["input_ids"]
-        lengths.extend(len(x) for x in enc)
-        chunks.extend(enc)
+        if pairs is None:
+            enc = tokenizer(texts[start : start + 1000], truncation=True, max_length=max_len)
+        else:
+            enc = tokenizer(texts[start : start + 1000], pairs[start : start + 1000], truncation="longest_first",
+                            max_length=max_len)
+            if segments is not None and "token_type_ids" in enc:
+                segments.extend(enc["token_type_ids"])
+            else:
+                segments = None  # a tokenizer without segments (RoBERTa's): the model sees none
+        lengths.extend(len(x) for x in enc["input_ids"])
+        chunks.extend(enc["input_ids"])
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     ids = np.fromiter((t for row in chunks for t in row), dtype=np.int32, count=int(offsets[-1]))
-    return ids, offsets
+    types = None
+    if segments is not None:
+        types = np.fromiter((t for row in segments for t in row), dtype=np.int8, count=int(offsets[-1]))
+    return ids, offsets, types
 
 
-def encode_texts(tokenizer: Any, texts: list[str], max_len: int) -> Split:
-    """Texts to a split (no labels: all 0), tokenized as training tokenizes them."""
-    ids, offsets = _tokenize(tokenizer, texts, max_len)
+def encode_texts(tokenizer: Any, texts: list[str], max_len: int, pairs: list[str] | None = None) -> Split:
+    """Texts (or pairs) to a split (no labels: all 0), tokenized as training tokenizes them."""
+    ids, offsets, types = _tokenize(tokenizer, texts, max_len, pairs)
     return Split(ids=ids, offsets=offsets, labels=np.zeros(len(texts), dtype=np.int64),
-                 rows=np.arange(len(texts), dtype=np.int64))
+                 rows=np.arange(len(texts), dtype=np.int64), types=types)
 
 
 def _save_split(directory: Path, split: Split) -> None:
     for name in ("ids", "offsets", "labels", "rows"):
         np.save(directory / f"{name}.npy", getattr(split, name))
+    if split.types is not None:
+        np.save(directory / "types.npy", split.types)
 
 
 def _load_split(directory: Path, n: int) -> Split:
     """The first n rows of a cached split (memory-mapped)."""
     arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in ("ids", "offsets", "labels", "rows")}
     offsets = arrays["offsets"][: n + 1]
-    return Split(ids=arrays["ids"][: int(offsets[-1])], offsets=offsets, labels=arrays["labels"][:n],
-                 rows=arrays["rows"][:n])
+    end = int(offsets[-1])
+    types = np.load(directory / "types.npy", mmap_mode="r")[:end] if (directory / "types.npy").exists() else None
+    return Split(ids=arrays["ids"][:end], offsets=offsets, labels=arrays["labels"][:n], rows=arrays["rows"][:n],
+                 types=types)
+
+
+def cache_key(cfg: DataConfig, tokenizer_fp: str, max_len: int, data_fp: str) -> str:
+    """The cache entry of a (tokenizer, max_len, data, rows) combination. It leaves out
+    data.limit / data.eval_limit (an entry holds the first rows of each split and serves every
+    job that needs no more rows than it holds); keys added since the first release join it
+    only when they are not at their defaults, so the default protocol's entries stay valid."""
+    split = cfg.split if isinstance(cfg.split, str) else list(cfg.split)
+    parts: list[Any] = [CACHE_VERSION, tokenizer_fp, max_len, data_fp, cfg.text, cfg.label, split]
+    extra = {k: getattr(cfg, k) for k in ("config", "split_names", "text_pair") if getattr(cfg, k) is not None}
+    if extra:
+        parts.append(extra)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
 def prepare(
-    cfg: DataConfig, tokenizer: Any, max_len: int, *, cache_dir: Path | None = None
+    cfg: DataConfig, tokenizer: Any, max_len: int, *, cache_dir: Path | None = None, task: Task | None = None
 ) -> Prepared:
-    """Load, split and tokenize the job's rows, through the shared cache."""
+    """Load, split and tokenize the job's rows, through the shared cache (`task`: already loaded)."""
     cache_dir = cache_dir or default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    merged, data_fp = load_rows(cfg)
-    full = dict(zip(("train", "val", "test"), split_indices(len(merged), cfg.split), strict=True))
+    task = task or load(cfg)
+    full = {role: part.rows for role, part in task.parts.items()}
     need = {"train": len(full["train"][: cfg.limit]), "val": len(full["val"][: cfg.eval_limit]),
             "test": len(full["test"][: cfg.eval_limit])}
-    # The key leaves out data.limit / data.eval_limit: an entry holds the first rows of each
-    # split, and serves every job that needs no more rows than it holds.
-    key = hashlib.sha256(
-        json.dumps([CACHE_VERSION, tokenizer_fingerprint(tokenizer), max_len, data_fp, cfg.text, cfg.label,
-                    list(cfg.split)]).encode()
-    ).hexdigest()[:24]
+    key = cache_key(cfg, tokenizer_fingerprint(tokenizer), max_len, task.fingerprint)
     entry = cache_dir / key
     hit = True
     with open(cache_dir / f"{key}.lock", "w") as lock:
@@ -200,37 +177,29 @@ def prepare(
         if meta is None or any(meta["rows"][s] < n for s, n in need.items()):
             hit = False
             held = meta["rows"] if meta else {}
-            rows = {s: full[s][: max(n, held.get(s, 0))] for s, n in need.items()}
-            _build_entry(entry, merged, cfg, tokenizer, max_len, rows)
-            meta = json.loads((entry / "meta.json").read_text())
+            rows = {s: max(n, held.get(s, 0)) for s, n in need.items()}
+            _build_entry(entry, task, tokenizer, max_len, rows)
         splits = {name: _load_split(entry / name, need[name]) for name in ("train", "val", "test")}
-    return Prepared(**splits, num_labels=meta["num_labels"], label_names=meta.get("label_names"), cache_hit=hit)
+    for role, part in task.parts.items():
+        if part.dropped:
+            log.warning("%s split (from %r): %d rows dropped, their label is missing", role, part.source, part.dropped)
+    return Prepared(**splits, num_labels=task.num_labels, label_names=task.label_names, cache_hit=hit, task=task)
 
 
-def _build_entry(
-    entry: Path, merged: Any, cfg: DataConfig, tokenizer: Any, max_len: int, indices: dict[str, np.ndarray]
-) -> None:
-    all_labels = np.asarray(merged[cfg.label])
-    if all_labels.dtype.kind not in "iu" or all_labels.min() < 0:
-        raise ConfigError(
-            f"data.label: column {cfg.label!r} of {cfg.name!r} must hold class indices 0..K-1 (integers), "
-            f"found dtype {all_labels.dtype} with minimum {all_labels.min()}"
-        )
-    num_labels = int(all_labels.max()) + 1
-    names = getattr(merged.features[cfg.label], "names", None)  # a ClassLabel's, e.g. IMDB's neg/pos
-    label_names = [str(n) for n in names] if names and len(names) >= num_labels else None
+def _build_entry(entry: Path, task: Task, tokenizer: Any, max_len: int, counts: dict[str, int]) -> None:
     for stale in entry.parent.glob(f".{entry.name}.*"):  # left by a build that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
-        for name, idx in indices.items():
-            rows = merged.select(idx)
-            ids, offsets = _tokenize(tokenizer, list(rows[cfg.text]), max_len)
+        for name, n in counts.items():
+            part = task.parts[name]
+            texts, pairs = task.texts(name, n)
+            ids, offsets, types = _tokenize(tokenizer, texts, max_len, pairs)
             (tmp / name).mkdir()
-            _save_split(tmp / name, Split(ids=ids, offsets=offsets, labels=all_labels[idx].astype(np.int64), rows=idx))
-        rows = {name: len(idx) for name, idx in indices.items()}
-        (tmp / "meta.json").write_text(json.dumps({"num_labels": num_labels, "label_names": label_names, "max_len": max_len,
-                                                      "rows": rows}))
+            _save_split(tmp / name, Split(ids=ids, offsets=offsets, labels=part.labels[:n].astype(np.int64),
+                                          rows=part.rows[:n], types=types))
+        (tmp / "meta.json").write_text(json.dumps({"num_labels": task.num_labels, "label_names": task.label_names,
+                                                      "max_len": max_len, "rows": counts}))
         if entry.exists():  # a smaller entry, or an incomplete one from a killed build: replace it
             old = entry.with_name(f".{entry.name}.old")
             os.rename(entry, old)
@@ -281,14 +250,20 @@ def collate(split: Split, rows: np.ndarray, pad_id: int) -> dict[str, torch.Tens
     width = int((ends - starts).max())
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64) if split.types is not None else None
     for i, (s, e) in enumerate(zip(starts, ends, strict=False)):
         ids[i, : e - s] = split.ids[s:e]
         mask[i, : e - s] = 1
-    return {
+        if types is not None:
+            types[i, : e - s] = split.types[s:e]  # type: ignore[index]
+    batch = {
         "input_ids": torch.from_numpy(ids),
         "attention_mask": torch.from_numpy(mask),
         "labels": torch.from_numpy(np.asarray(split.labels[rows], dtype=np.int64)),
     }
+    if types is not None:
+        batch["token_type_ids"] = torch.from_numpy(types)
+    return batch
 
 
 def iterate(split: Split, batches: list[np.ndarray], pad_id: int, *, pin: bool = False
@@ -301,3 +276,10 @@ def iterate(split: Split, batches: list[np.ndarray], pad_id: int, *, pin: bool =
     for rows in batches:
         batch = collate(split, rows, pad_id)
         yield {k: v.pin_memory() for k, v in batch.items()} if pin else batch
+
+
+def load_rows(cfg: DataConfig) -> tuple[Any, str]:
+    """The table that the test rows' positions index (train+test merged with fractions, the
+    test split's own with `given`) and the data's fingerprint: where `sweep analyze` reads texts."""
+    task = load(cfg)
+    return task.tables[task.parts["test"].source], task.fingerprint

@@ -32,6 +32,12 @@ PROBE_TEXTS = (
     "It was fine.",
     "x",
 )
+PROBE_PAIRS = (  # second texts for a model trained on pairs
+    "A wonderful film, I loved every minute.",
+    "Dull and overlong.",
+    "It was fine.",
+    "y",
+)
 
 
 def export(job_dir: Path, config: JobConfig, result: dict[str, Any], out: Path, *, force: bool = False) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def export(job_dir: Path, config: JobConfig, result: dict[str, Any], out: Path, 
     check_output_dir(out, marker=MARKER, force=force)
     with atomic_dir(out) as tmp:
         _write(job_dir, config, result, tmp)
-        check = roundtrip(job_dir, tmp, config.max_len)
+        check = roundtrip(job_dir, tmp, config.max_len, config.data.text_pair is not None)
         write_json(tmp / MARKER, {"job_dir": str(job_dir.resolve()), "job_id": job_dir.name, "config": config.to_dict(),
                                   "result": {k: v for k, v in result.items() if k != "config"}, "roundtrip": check})
     return check
@@ -58,6 +64,7 @@ def _write(job_dir: Path, config: JobConfig, result: dict[str, Any], dest: Path)
         encoder.pop(key, None)
     hf_config = modeling_sweep.SweepClassifierConfig(
         encoder=encoder, pooling=spec["pooling"], classifier_dropout=spec["dropout"], max_len=config.max_len,
+        text_column=config.data.text, text_pair_column=config.data.text_pair,
         num_labels=spec["num_labels"], id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
         architectures=["SweepClassifierModel"],
         auto_map={"AutoConfig": "modeling_sweep.SweepClassifierConfig",
@@ -74,21 +81,22 @@ def _write(job_dir: Path, config: JobConfig, result: dict[str, Any], dest: Path)
     (dest / "README.md").write_text(model_card(job_dir.name, config, result, labels))
 
 
-def roundtrip(job_dir: Path, export_dir: Path, max_len: int) -> dict[str, Any]:
+def roundtrip(job_dir: Path, export_dir: Path, max_len: int, pairs: bool = False) -> dict[str, Any]:
     """Probabilities of the export (loaded by transformers alone) against the job's own
-    checkpoint (loaded by the training code) on a few texts: the largest difference."""
+    checkpoint (loaded by the training code) on a few texts (or pairs): the largest difference."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from trainer import inference
 
     texts = list(PROBE_TEXTS)
+    seconds = list(PROBE_PAIRS) if pairs else None
     model, tokenizer = inference.load(job_dir, device=torch.device("cpu"))
-    ours = inference.predict(model, tokenizer, texts, max_len=max_len).probs
+    ours = inference.predict(model, tokenizer, texts, max_len=max_len, pairs=seconds).probs
     exported = AutoModelForSequenceClassification.from_pretrained(export_dir, trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(export_dir, trust_remote_code=True)
     with torch.inference_mode():
-        enc = tok(texts, truncation=True, padding=True, return_tensors="pt")
+        enc = tok(texts, seconds, truncation="longest_first", padding=True, return_tensors="pt")
         theirs = exported(**enc).logits.float().softmax(-1).numpy()
     diff = float(np.abs(ours - theirs).max())
     if not diff <= 1e-5:
@@ -115,7 +123,18 @@ def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: l
         front += ["datasets:", f"- {config.data.name}"]
     front += ["metrics:", "- accuracy", "---", ""]
     rows = result.get("rows", {})
-    split = " / ".join(f"{f:g}" for f in config.data.split)
+    data_cfg = config.data
+    if isinstance(data_cfg.split, str):
+        sources = (result.get("data") or {}).get("splits") or {}
+        where = ", ".join(f"{role} from `{src}`" for role, src in sources.items()) or "train, validation, test"
+        split_text = f"its own splits ({where}), each shuffled with the fixed data seed {DATA_SEED}"
+    else:
+        fractions = " / ".join(f"{f:g}" for f in data_cfg.split)
+        split_text = (f"train and test merged, shuffled with the fixed data seed {DATA_SEED} and split "
+                      f"train / validation / test = {fractions}")
+    subset = f" (configuration `{data_cfg.config}`)" if data_cfg.config else ""
+    columns = (f"text columns `{data_cfg.text}` and `{data_cfg.text_pair}` (sentence pairs)" if data_cfg.text_pair
+               else f"text column `{data_cfg.text}`")
     caps = [f"data.limit {config.data.limit}" if config.data.limit else "",
             f"data.eval_limit {config.data.eval_limit}" if config.data.eval_limit else ""]
     limits = f" (the first rows of each split: {', '.join(c for c in caps if c)})" if any(caps) else ""
@@ -140,8 +159,7 @@ def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: l
         "",
         "## Data",
         "",
-        f"`{config.data.name}`: train and test merged, shuffled with the fixed data seed {DATA_SEED} and split "
-        f"train / validation / test = {split}; text column `{config.data.text}`, label column `{config.data.label}`. "
+        f"`{config.data.name}`{subset}: {split_text}; {columns}, label column `{config.data.label}`. "
         f"Rows used: {rows.get('train', '—')} train, {rows.get('val', '—')} validation, {rows.get('test', '—')} test"
         f"{limits}.",
         "",
@@ -162,7 +180,9 @@ def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: l
         "",
         'model = AutoModelForSequenceClassification.from_pretrained("PATH", trust_remote_code=True).eval()',
         'tokenizer = AutoTokenizer.from_pretrained("PATH", trust_remote_code=True)',
-        'batch = tokenizer(["What a film!"], truncation=True, padding=True, return_tensors="pt")',
+        *(['batch = tokenizer(["What a film!"], ["A great one."], truncation=True, padding=True, return_tensors="pt")']
+          if data_cfg.text_pair else
+          ['batch = tokenizer(["What a film!"], truncation=True, padding=True, return_tensors="pt")']),
         "with torch.inference_mode():",
         "    probs = model(**batch).logits.softmax(-1)",
         "print({model.config.id2label[i]: float(p) for i, p in enumerate(probs[0])})",
@@ -174,11 +194,14 @@ def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: l
         "from transformers import pipeline",
         "",
         'classify = pipeline("text-classification", model="PATH", trust_remote_code=True)',
-        'classify(["What a film!"], truncation=True, top_k=None)',
+        *(['classify({"text": "What a film!", "text_pair": "A great one."}, truncation=True, top_k=None)']
+          if data_cfg.text_pair else ['classify(["What a film!"], truncation=True, top_k=None)']),
         "```",
         "",
         f"`truncation=True` cuts at {config.max_len} tokens, the length it was trained at "
-        "(the tokenizer's `model_max_length`).",
+        "(the tokenizer's `model_max_length`)"
+        + (f"; a pair is the two texts (`{data_cfg.text}`, `{data_cfg.text_pair}`) as trained, the longer one "
+           "truncated first." if data_cfg.text_pair else "."),
         "",
     ]
     return "\n".join(front + lines)

@@ -37,16 +37,20 @@ class Outputs:
 @torch.inference_mode()
 def predict(
     model: Classifier, tokenizer: Any, texts: list[str], *, max_len: int, batch_size: int = 64,
-    embeddings: bool = False,
+    embeddings: bool = False, pairs: list[str] | None = None,
 ) -> Outputs:
+    """Class probabilities of `texts` (with `pairs`: of the pairs (texts[i], pairs[i]), for a
+    model trained on sentence pairs)."""
     device = next(model.parameters()).device
-    split = encode_texts(tokenizer, texts, max_len)
+    split = encode_texts(tokenizer, texts, max_len, pairs)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     probs = np.zeros((len(texts), model.head.out_features), dtype=np.float32)
     pooled_all = np.zeros((len(texts), model.head.in_features), dtype=np.float32) if embeddings else None
     for rows in eval_batches(split, batch_size):
         batch = collate(split, rows, pad_id)
-        pooled, _ = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        types = batch.get("token_type_ids")
+        pooled, _ = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                types.to(device) if types is not None else None)
         probs[rows] = model.head(pooled).float().softmax(-1).cpu().numpy()
         if pooled_all is not None:
             pooled_all[rows] = pooled.float().cpu().numpy()

@@ -195,9 +195,9 @@ def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
     set_seed(cfg.seed)
     device, dtype = resolve_device_and_dtype(cfg.precision)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
+    data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)  # the data's errors before the model loads
     encoder = load_encoder(cfg.model_path)
     check_encoder(cfg, encoder, tokenizer)
-    data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)
     model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     optimizer = make_optimizer(cfg, model, device)
     batches_per_epoch = math.ceil(len(data.train) / cfg.micro_batch)
@@ -389,6 +389,7 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "label_names": s.label_names,
         "rows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "tokenization_cache_hit": data.cache_hit,
+        "data": data.summary(),
         # -- the run
         "effective_batch_size": cfg.effective_batch,
         "global_steps": state.global_step,

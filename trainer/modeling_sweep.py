@@ -50,12 +50,17 @@ class SweepClassifierConfig(PretrainedConfig):
         pooling: str = "cls",
         classifier_dropout: float = 0.1,
         max_len: int | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.encoder = dict(encoder or {})
         self.pooling = pooling
         self.classifier_dropout = classifier_dropout
         self.max_len = max_len
+        # What the model was trained on: one text, or pairs (classify {"text": …, "text_pair": …}).
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
@@ -91,16 +96,18 @@ class SweepClassifierModel(PreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        **_: Any,  # token_type_ids from a tokenizer that makes them: single texts are segment 0
+        **_: Any,
     ) -> SequenceClassifierOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if accepts_token_type_ids(self.encoder):
-            inputs["token_type_ids"] = torch.zeros_like(input_ids)
+            # Sentence pairs: the tokenizer's segments (as in training); a single text: segment 0.
+            inputs["token_type_ids"] = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
         if output_attentions:
             inputs["output_attentions"] = True
         if output_hidden_states:
