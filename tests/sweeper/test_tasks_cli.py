@@ -121,7 +121,7 @@ def test_the_export_of_a_pair_job_classifies_text_and_text_pair_with_a_pipeline(
 
 
 def test_a_grid_and_a_study_over_given_splits_and_pairs(tiny_models: dict, shapes: dict, tmp_path: Path) -> None:
-    from tests.sweeper.test_runner import trials
+    from tests.sweeper.test_scheduler import trials
 
     base = tiny_job(tiny_models["bert"], shapes["dev"], lr=3e-3, epochs=1, data_keys={"split": "given"})
     grid = {"name": "shapes", "base": base, "axes": {"data.name": [str(shapes["dev"]), str(shapes["three"])]},
