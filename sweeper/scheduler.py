@@ -114,6 +114,11 @@ class Ticket:
     handle: Any  # the source's own (a trial id; a trial group and a seed)
     env: dict[str, str] = field(default_factory=dict)  # the job's W&B run: group, name, id
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """Unique among the tickets a worker holds (a job id alone is not: see Scheduler.running)."""
+        return self.job.id, repr(self.handle)
+
 
 class Source(Protocol):
     """Where the jobs come from, and where what they ended with goes."""
@@ -172,7 +177,9 @@ class Scheduler:
         self.retries = retries
         self.cache_dir = cache_dir
         self.poll_s = poll_s
-        self.running: dict[str, Running] = {}  # by job id
+        # By ticket: two trials of a study may run the same configuration (the same job directory) at
+        # once; the second then waits for the first ("busy") and reads its result.
+        self.running: dict[tuple[str, str], Running] = {}
         self.warm = WarmPool(self.dir / ".warm", enabled=warm)
         self.launched = 0
 
@@ -217,7 +224,7 @@ class Scheduler:
             if ticket is None:
                 return
             run = Running(ticket, free.pop(0), None)
-            self.running[ticket.job.id] = run
+            self.running[ticket.key] = run
             self._launch(run)
 
     def _prime(self) -> None:
@@ -261,7 +268,8 @@ class Scheduler:
     # -- watching -------------------------------------------------------------------------------
 
     def _poll(self) -> None:
-        for job_id, run in list(self.running.items()):
+        for key, run in list(self.running.items()):
+            job_id = run.ticket.job.id
             if run.proc is None:
                 if time.time() >= run.retry_at:
                     self._launch(run)
@@ -271,7 +279,7 @@ class Scheduler:
             reason = self.source.report(run.ticket, epochs)
             if reason is not None:
                 _stop(run.proc, signal.SIGINT)  # it keeps its last epoch's state
-                del self.running[job_id]
+                del self.running[key]
                 self.source.stopped(run.ticket, reason)
                 continue
             code = run.proc.poll()
@@ -297,7 +305,7 @@ class Scheduler:
         ticket = run.ticket
         result = read_result(job_dir / RESULT_FILE)
         if code == EXIT_OK and result is not None and result.get("status") in FINISHED:
-            del self.running[ticket.job.id]
+            del self.running[ticket.key]
             self.source.finish(ticket, result)
             return
         if code == EXIT_BUSY:  # another live process runs this directory: try again once it is done
@@ -321,7 +329,7 @@ class Scheduler:
             run.attempt += 1
             self._launch(run)
             return
-        del self.running[ticket.job.id]
+        del self.running[ticket.key]
         self.source.fail(ticket, reason, tail)
 
     def _heartbeats(self) -> None:

@@ -375,3 +375,21 @@ def test_grid_trials_carry_their_swept_values_as_optuna_parameters(
     assert {"params_pooling", "params_seed"} <= set(frame.columns)
     assert sorted(frame["params_pooling"]) == ["cls", "mean"]
     assert all(isinstance(t.distributions["pooling"], optuna.distributions.CategoricalDistribution) for t in s.trials)
+
+
+def test_two_trials_of_one_configuration_at_once_run_it_once_and_both_finish(
+        tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    """A space with one point, two slots: both trials get the same job (directory); the second
+    waits for the first (busy) and takes its result. (Keyed by job id, the loop lost one.)"""
+    path = space_file(tmp_path, tiny_models["bert"], tiny_data, epochs=1, lrs=[2e-3])
+    raw = yaml.safe_load(path.read_text())
+    raw["params"]["pooling"] = {"values": ["cls"]}
+    path.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    done = subprocess.run(cmd(path, runs, 2, "--parallel", "2"), cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    s = study(runs)
+    assert len(finished(s)) == 2 and len({t.user_attrs["job_id"] for t in s.trials}) == 1
+    assert len({t.value for t in s.trials}) == 1
+    assert events(runs / "s" / s.trials[0].user_attrs["job_id"], "end") == 1  # trained once

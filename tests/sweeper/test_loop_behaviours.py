@@ -46,7 +46,7 @@ def _claimed(scheduler: Scheduler, code: int, log: str = "") -> Running:
     proc = subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
     proc.wait()
     run = Running(ticket, scheduler.slots[0], proc)
-    scheduler.running[ticket.job.id] = run
+    scheduler.running[ticket.key] = run
     scheduler.source.progress[ticket.job.id].state = "running"
     return run
 
@@ -100,11 +100,11 @@ def test_a_failure_is_retried_then_recorded_with_its_log_tail(
     monkeypatch.setattr(scheduler, "_launch", lambda r: None)
     job_dir = scheduler.dir / run.ticket.job.id
     scheduler._exited(run, 1, job_dir)
-    assert run.attempt == 2 and run.ticket.job.id in scheduler.running
+    assert run.attempt == 2 and run.ticket.key in scheduler.running
     assert "attempt_1_failure" in _trial(scheduler, run).user_attrs
     scheduler._exited(run, 1, job_dir)
     trial = _trial(scheduler, run)
-    assert run.ticket.job.id not in scheduler.running
+    assert run.ticket.key not in scheduler.running
     assert trial.state == TrialState.FAIL and trial.user_attrs["status"] == "failed"
     assert trial.user_attrs["reason"] == "exit code 1" and trial.user_attrs["log_tail"][-1] == "RuntimeError: boom"
 
