@@ -148,12 +148,12 @@ def grid(
     if isinstance(loaded.sweep, Space):
         raise _fail(ValueError(f"{grid_file}: a search space (sampled, not a grid): run it with "
                                f"sweep optuna --space {grid_file}"))
+    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
+    _check_slurm(slurm, grid_file, slurm_options)  # the file's own keys first, then what it names
     try:
         _preflight([j.config for j in loaded.sweep.jobs], strict=not dry_run, source=str(grid_file))
     except ConfigError as exc:
         raise _fail(exc) from None
-    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
-    _check_slurm(slurm, grid_file, slurm_options)
     if slurm and not dry_run:
         args = ["grid", str(grid_file.absolute()), "--max-jobs", str(max_jobs), *(f"--set={o}" for o in set_ or [])]
         _submit_to_slurm(loaded.sweep.name, grid_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
@@ -303,13 +303,13 @@ def optuna(
         raise _fail(exc) from None
     from trainer.preflight import space_configs
 
+    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
+    _check_slurm(slurm, space_file, slurm_options)  # the file's own keys first, then what it names
     try:
         configs = [j.config for j in loaded.sweep.jobs] if isinstance(loaded.sweep, Grid) else space_configs(loaded.sweep)
         _preflight(configs, strict=not dry_run, source=str(space_file))
     except ConfigError as exc:
         raise _fail(exc) from None
-    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
-    _check_slurm(slurm, space_file, slurm_options)
     submit: dict[str, Any] = {"runs_dir": runs_dir, "storage": storage, "gpus": gpus, "jobs_per_gpu": jobs_per_gpu,
                               "parallel": parallel, "retries": retries, "cache_dir": cache_dir,
                               "warm_start": warm_start, "options": slurm_options}
