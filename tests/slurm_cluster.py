@@ -155,7 +155,8 @@ def one_node_cluster(cpus: int | None = None) -> Iterator[Cluster]:
                 time.sleep(0.5)
         for _name, pid_file in reversed(started):
             _stop(pid_file)
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("SWEEP_KEEP_SLURM"):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _stop(pid_file: Path) -> None:

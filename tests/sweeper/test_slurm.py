@@ -295,6 +295,9 @@ def test_a_requeue_after_sigterm_resumes(cluster: slurm_cluster.Cluster, env: di
     subprocess.run(["scancel", "--signal=TERM", f"--{reach}", task], env=env, check=True)
     # scontrol requeue holds a job ~2 minutes (BeginTime); let it start now.
     wait_for("the worker to be requeued", lambda: queued(env, task).get(task) == "PENDING", every=0.2)
+    # Not within the second its last run was killed: slurmctld then refuses the new run ("Killing
+    # non-startable batch JobId=1: Job credential revoked", the reason requeue waits 2 minutes).
+    time.sleep(3)
     subprocess.run(["scontrol", "update", f"jobid={task}", "StartTime=now"], env=env, check=True)
     drained(env, task, runs, "g")
     completed_once(runs, "g", 1)
