@@ -64,6 +64,8 @@ def execute(cfg: JobConfig, out: Path, *, cache_dir: Path | None = None,
         except JobBusy as exc:
             log.warning("busy: %s", exc)
             return EXIT_BUSY, None
+        except ConfigError:
+            raise  # bad input: the caller says so (exit 2), no failure result
         except KeyboardInterrupt as exc:
             log.warning("stopped (%s): run the same command again to resume from the last finished epoch",
                         "SIGTERM" if exit_code(exc) == 143 else "SIGINT")
