@@ -305,6 +305,8 @@ def optuna(
 
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
     _check_slurm(slurm, space_file, slurm_options)  # the file's own keys first, then what it names
+    if not isinstance(loaded.sweep, Grid) and not dry_run and (trials or loaded.sweep.run_cap) is None:
+        raise _fail(ValueError(f"--trials: needed ({space_file} has no run_cap); e.g. --trials 20"))
     try:
         configs = [j.config for j in loaded.sweep.jobs] if isinstance(loaded.sweep, Grid) else space_configs(loaded.sweep)
         _preflight(configs, strict=not dry_run, source=str(space_file))
