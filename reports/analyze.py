@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from reports.collect import Predictions, load_predictions
-from reports.plots import _pyplot, _save
+from reports.draw import pyplot as _pyplot
+from reports.draw import save as _save
 from reports.stats import mcnemar_p
 from sweeper.jobs import FinishedJob, JobRefError
 from sweeper.texts import excerpt

@@ -31,7 +31,7 @@ from reports.seeds import (
     seeds_needed,
     two_level_bootstrap,
 )
-from reports.stats import Comparison, compare
+from reports.stats import Comparison, compare, mean_std
 
 if TYPE_CHECKING:
     from reports.tables import Row
@@ -158,7 +158,7 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
     for row in compared:
         h = row.headline
         assert h is not None and row.scores is not None
-        sd_a, sd_b = (float(np.std(s, ddof=1)) if len(s) > 1 else None for s in row.scores)
+        sd_a, sd_b = (mean_std(s.tolist())[1] for s in row.scores)
         h.needed = seeds_needed(sd_a, sd_b, h.boot.diff, test_sd=h.boot.test_sd)
         if effect is not None:
             h.needed_effect = seeds_needed(sd_a, sd_b, effect, test_sd=h.boot.test_sd)

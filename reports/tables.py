@@ -92,8 +92,20 @@ class SweepReport:
         return METRICS.get(self.metric, "maximize") == "maximize"
 
 
-def _config_key(config: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+def _groups(records: list[Record]) -> list[list[Record]]:
+    """The records by configuration (everything but the seed), in order of first appearance.
+    Equal configurations stored with their keys in another order group together: the key is the
+    sorted JSON, computed once per distinct `repr` (half the cost of one per record)."""
+    canonical: dict[str, str] = {}
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        config = {k: v for k, v in record.config.items() if k != "seed"}
+        fast = repr(config)
+        key = canonical.get(fast)
+        if key is None:
+            key = canonical[fast] = json.dumps(config, sort_keys=True)
+        groups.setdefault(key, []).append(record)
+    return list(groups.values())
 
 
 def _label_value(record: Record, key: str) -> Any:
@@ -105,9 +117,17 @@ def _label_value(record: Record, key: str) -> Any:
     return value
 
 
+def _hashable(value: Any) -> Any:
+    """A value as a set member: scalars as (type, value) (1, 1.0 and True stay apart, as in JSON),
+    the rest as sorted JSON."""
+    if value is None or isinstance(value, (str, int, bool)) or (isinstance(value, float) and value == value):
+        return (type(value), value)
+    return json.dumps(value, sort_keys=True)
+
+
 def _varied_keys(records: list[Record]) -> list[str]:
     keys = list(dict.fromkeys(k for r in records for k in r.point if k != "seed"))
-    varied = [k for k in keys if len({json.dumps(_label_value(r, k)) for r in records}) > 1]
+    varied = [k for k in keys if len({_hashable(_label_value(r, k)) for r in records}) > 1]
     return ["model", *[k for k in varied if k != "model"]]
 
 
@@ -133,21 +153,32 @@ def build_report(name: str, records: list[Record], *, states: dict[str, int],
                  effect: float | None = None) -> SweepReport:
     """One row per configuration with every one of its runs counted, each row compared with the
     baseline across seeds, and the expected best validation score against the number of trials."""
+    report = tabulate(name, records, states=states, baseline=baseline, effect=effect)
+    compare_report(report, predictions)
+    return report
+
+
+def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseline: str | None = None,
+             effect: float | None = None) -> SweepReport:
+    """The report without its comparisons: the rows and their statistics, the best row, the
+    budget curves (all that the plots need); `compare_report` adds the comparisons."""
     finished = [r for r in records if r.status in FINISHED and r.result is not None]
     keys = _varied_keys(finished or records)
-    groups: dict[str, list[Record]] = {}
-    for record in records:
-        groups.setdefault(_config_key(record.config), []).append(record)
-    rows = [Row(label={k: _label_value(runs[0], k) for k in keys}, runs=runs) for runs in groups.values()
+    rows = [Row(label={k: _label_value(runs[0], k) for k in keys}, runs=runs) for runs in _groups(records)
             if any(r.status in FINISHED and r.result is not None for r in runs)]
     present = {c for c in OPTIONAL if any(r.result and r.result.get(c) is not None for r in finished)}
     columns = [c for c in COLUMNS if c[0] not in OPTIONAL or c[0] in present]
     metric = _metric(finished)
     for row in rows:
         scored = [r for r in row.runs if r.status in FINISHED and r.result is not None]
+        completed = row.completed
         for column, *_ in columns:
-            if (done := _stats(row.completed, column)) is not None:
+            if (done := _stats(completed, column)) is not None:
                 row.stats[column] = done
+        if len(scored) == len(completed):  # every run with a result completed: the same statistics
+            row.stats_all = dict(row.stats)
+            continue
+        for column, *_ in columns:
             if (every := _stats(scored, column)) is not None:
                 row.stats_all[column] = every
     base = 0
@@ -157,8 +188,6 @@ def build_report(name: str, records: list[Record], *, states: dict[str, int],
             raise ValueError(f"--baseline {baseline!r} matches no row; rows: "
                              + "; ".join(",".join(f"{k}={v}" for k, v in row.label.items()) for row in rows))
         base = found[0]
-    if len(rows) > 1:
-        compare_rows(rows, base, predictions, effect=effect)
     report = SweepReport(
         name=name, keys=keys, rows=rows, baseline=base,
         excluded=[r for r in records if r.status not in ("completed", *PENDING)],
@@ -169,6 +198,12 @@ def build_report(name: str, records: list[Record], *, states: dict[str, int],
     report.best = _best_row(report)
     report.budget = _budget(report, finished)
     return report
+
+
+def compare_report(report: SweepReport, predictions: Callable[[str], Predictions | None]) -> None:
+    """Every row against the baseline (`reports.compare`)."""
+    if len(report.rows) > 1:
+        compare_rows(report.rows, report.baseline, predictions, effect=report.effect)
 
 
 def _best_row(report: SweepReport) -> int | None:
@@ -195,7 +230,7 @@ def best_note(report: SweepReport) -> str:
 def _budget(report: SweepReport, finished: list[Record]) -> list[Curve]:
     """Expected best validation score after k trials, per model where the sweep varies the model."""
     values: dict[str, list[float]] = {}
-    models = {json.dumps(_label_value(r, "model")) for r in finished}
+    models = {_hashable(_label_value(r, "model")) for r in finished}
     for r in finished:
         value = (r.result or {}).get(report.metric)
         if value is None:

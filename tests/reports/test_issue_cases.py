@@ -136,8 +136,9 @@ def test_console_summary_reads_at_80_columns(tmp_path: Path) -> None:
     assert "unclear" in text and "Full report:" in text and any(line.startswith("Full report:") for line in lines)
 
 
-def test_a_plot_along_every_swept_axis_categorical_ones_never_joined(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from reports import plots
+def test_a_plot_along_every_swept_axis_categorical_ones_never_joined(tmp_path: Path) -> None:
+    from reports import draw, plots
+    from reports.collect import load_predictions, load_records
 
     runs = tmp_path / "runs"
     store = SweepStore(open_storage(str(runs / "sweeps.journal")), "axes")
@@ -146,21 +147,54 @@ def test_a_plot_along_every_swept_axis_categorical_ones_never_joined(tmp_path: P
         for lr in (1e-5, 1e-4, 1e-3):
             for s in range(2):
                 _store_job(store, runs, {"pooling": pooling, "lr": lr, "seed": s}, rng.random(N) < 0.8, 0.8)
-    seen: dict[str, list[str]] = {}
-    finish = plots._finish
-
-    def spy(plt, fig, ax, path, **kw):  # type: ignore[no-untyped-def]
-        seen[path.name] = [line.get_linestyle() for c in ax.containers for line in c.lines[:1] if line is not None]
-        seen[path.name + ":xticks"] = [t.get_text() for t in ax.get_xticklabels()]
-        finish(plt, fig, ax, path, **kw)
-
-    monkeypatch.setattr(plots, "_finish", spy)
     (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, html=False)
     titles = [t for t, _ in report.plots]
     assert "test accuracy along pooling" in titles and "test accuracy along lr" in titles
+    for _, path in report.plots:  # drawn (by the helper process), whole
+        assert (runs / "axes" / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    planned = plots.plan_plots(report, load_records(store), tmp_path / "again",
+                               lambda job: load_predictions(runs / "axes" / job))
+    assert [p.caption for p in planned] == titles
+    seen = {}
+    for plot in planned:  # drawn here, the same data: what is on the axes
+        ax = draw.draw(plot)
+        seen[plot.path.name] = [c.lines[0].get_linestyle() for c in ax.containers if c.lines[0] is not None]
+        seen[plot.path.name + ":xticks"] = [t.get_text() for t in ax.get_xticklabels()]
     assert seen["test_acc_by_pooling.png"] and set(seen["test_acc_by_pooling.png"]) == {"None"}  # points, no line
     assert set(seen["test_acc_by_lr.png"]) == {"-"}  # a numeric axis may be joined
     assert seen["val_acc_per_epoch.png:xticks"] == ["1"]  # a 1-epoch sweep: one integer tick
+
+
+def test_plots_drawn_by_the_helper_process_are_the_ones_drawn_here(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """The helper process (drawing while the report computes) and this process give the same
+    files; a helper that cannot start, or fails, leaves the drawing to this process."""
+    from reports import draw
+
+    runs = tmp_path / "runs"
+    store = SweepStore(open_storage(str(runs / "sweeps.journal")), "same")
+    rng = np.random.default_rng(5)
+    for pooling in ("cls", "mean"):
+        for s in range(3):
+            _store_job(store, runs, {"pooling": pooling, "seed": s}, rng.random(N) < 0.8, 0.8)
+
+    def pngs() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted((runs / "same" / "report").glob("*.png"))}
+
+    caplog.set_level("WARNING", logger="reports.draw")
+    (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, html=False)
+    helper = pngs()
+    assert len(helper) == len(report.plots) == 4
+    assert not caplog.records  # the helper drew them: nothing fell back to this process
+    monkeypatch.setenv(draw.ENV, "0")
+    generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, html=False)
+    assert pngs() == helper
+    monkeypatch.delenv(draw.ENV)
+    monkeypatch.setattr(draw, "_CHILD", "import sys; sys.exit(3)")  # a helper that dies at once
+    for p in (runs / "same" / "report").glob("*.png"):
+        p.unlink()
+    generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, html=False)
+    assert pngs() == helper
+    assert any("exited with 3" in r.getMessage() for r in caplog.records)  # said, then drawn here
 
 
 def test_one_seed_a_side_without_predictions_is_never_significant() -> None:
