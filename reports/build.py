@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -56,6 +57,7 @@ def _build_all(storage: str, runs_dir: Path, sweeps: list[str] | None, painter: 
         records = load_records(store)
         sweep_dir = runs_dir / name
 
+        @functools.cache  # the plots (reliability) and the comparisons read the same jobs' files once
         def predictions(job_id: str, sweep_dir: Path = sweep_dir) -> Predictions | None:
             return load_predictions(sweep_dir / job_id)
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class Plot:
     xticklabels: list[str] | None = None
     xlim: tuple[float, float] | None = None
     legend: bool = True
-    meta: dict[str, Any] = field(default_factory=dict)  # what tests may check (not drawn)
 
 
 def pyplot() -> Any:

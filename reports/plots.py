@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ MAX_LINES = 12  # more jobs than this: a median and a 10-90% band instead of one
 MAX_SERIES = 8  # more combinations of the other keys than this: the axis's marginal means
 
 
-def _name(label: dict) -> str:
+def _name(label: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in label.items())
 
 
@@ -128,8 +129,7 @@ def _axis_plot(report: SweepReport, rows: list[Row], axis: str, path: Path) -> P
                 log_x=bool(positive and max(values) / min(values) >= 100),
                 xticks=None if numeric else list(range(len(xs))),
                 xticklabels=None if numeric else [x.strip('"') for x in xs],
-                xlim=None if numeric else (-0.5, len(xs) - 0.5), legend=len(groups) > 1 or numeric is False,
-                meta={"categorical": not numeric})
+                xlim=None if numeric else (-0.5, len(xs) - 0.5), legend=len(groups) > 1 or numeric is False)
 
 
 def _reliability(report: SweepReport, out_dir: Path, predictions: Callable[[str], Predictions | None]) -> Plot | None:
