@@ -57,7 +57,9 @@ def _build_all(storage: str, runs_dir: Path, sweeps: list[str] | None, painter: 
         records = load_records(store)
         sweep_dir = runs_dir / name
 
-        @functools.cache  # the plots (reliability) and the comparisons read the same jobs' files once
+        # the reliability plot and the comparisons read the best configuration's files once; a
+        # bounded cache: 10,000 jobs' predictions would hold over a GB
+        @functools.lru_cache(maxsize=64)
         def predictions(job_id: str, sweep_dir: Path = sweep_dir) -> Predictions | None:
             return load_predictions(sweep_dir / job_id)
 

@@ -3,6 +3,8 @@ paired tests, reliability diagrams) the per-example test predictions in the runs
 
 from __future__ import annotations
 
+import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,9 @@ import numpy as np
 
 from sweeper.store import SweepStore
 from trainer.jobdir import PREDICTIONS_FILE
+from trainer.npz import read_npz
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,22 @@ def study_summary(store: SweepStore) -> dict[str, Any]:
 
 
 def load_predictions(job_dir: Path) -> Predictions | None:
+    """The job's per-example test predictions; None when it has none, or when the file is
+    damaged (said in the log: the report then compares that job's configuration on its stored
+    scores alone; the file is left where it is, since a report only reads)."""
     path = job_dir / PREDICTIONS_FILE
-    if not path.exists():
+    try:
+        data = read_npz(path)
+    except FileNotFoundError:
         return None
-    with np.load(path) as data:
-        return Predictions(rows=data["rows"], labels=data["labels"], probs=data["probs"])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: damaged, not used (%s: %s)", path, type(exc).__name__, exc)
+        return None
+    try:
+        rows, labels, probs = data["rows"], data["labels"], data["probs"]
+        if not (rows.ndim == labels.ndim == 1 and probs.ndim == 2 and len(rows) == len(labels) == len(probs)):
+            raise ValueError(f"rows {rows.shape}, labels {labels.shape} and probs {probs.shape} do not match")
+    except (KeyError, ValueError) as exc:
+        log.warning("%s: not a predictions file, not used (%s)", path, exc)
+        return None
+    return Predictions(rows=rows, labels=labels, probs=probs)

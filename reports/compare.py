@@ -4,42 +4,32 @@ The headline is across seeds (`reports.seeds`): the mean difference of per-seed 
 with a two-level bootstrap interval, ASO's eps_min and P(row > baseline) over seed pairs;
 "significant" when the bootstrap p-value, Holm-Bonferroni-adjusted over the rows compared, is
 below 0.05 *and* ASO's eps_min of the better side is below 0.5 (a row with one seed a side has
-no ASO: its comparison covers test-set variance only). The seed ensemble's McNemar test and
-paired bootstrap (`reports.stats`) stay as a secondary comparison, named as such.
+no ASO: its comparison covers test-set variance only). The seed ensembles' McNemar test
+(`reports.stats`) and paired bootstrap (the same bootstrap with one run a side) stay as a
+secondary comparison, named as such.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from reports.bootstrap import SAMPLES, Bootstrap, Moments, moments, seed_bootstrap_many, two_level_bootstrap_many
 from reports.collect import Predictions, Record
-from reports.seeds import (
-    ALPHA,
-    ASO_TAU,
-    SAMPLES,
-    Aso,
-    Bootstrap,
-    aso_many,
-    holm,
-    prob_better,
-    seed_bootstrap_many,
-    seeds_needed,
-    two_level_bootstrap,
-)
-from reports.stats import Comparison, compare, mean_std
+from reports.seeds import ALPHA, ASO_TAU, Aso, aso_many, holm, prob_better, seeds_needed
+from reports.stats import Comparison, mcnemar_p, mean_std
 
 if TYPE_CHECKING:
     from reports.tables import Row
 
-SCORED = ("completed", "collapsed")
-# Past this many rows compared on scores alone, each row's seed bootstrap draws fewer replicates
-# (the cost is replicates x rows; 2,000 still put the percentile ends within a few % of the width).
-MANY_ROWS, MANY_ROWS_SAMPLES = 200, 2_000  # runs with a test score: a collapsed seed counts as what it scored
+SCORED = ("completed", "collapsed")  # runs with a test score: a collapsed seed counts as what it scored
+# Past this many rows compared, each row's bootstrap draws fewer replicates (the cost is
+# replicates x rows; 2,000 still put the percentile ends within a few % of the width, and the
+# p-values do not rest on the count of replicates).
+MANY_ROWS, MANY_ROWS_SAMPLES = 200, 2_000
 
 
 @dataclass
@@ -79,45 +69,103 @@ def _scored(row: Row) -> list[Record]:
     return [r for r in row.runs if r.status in SCORED and r.result is not None and r.result.get("test_acc") is not None]
 
 
-def _correct(records: list[Record], predictions: Callable[[str], Predictions | None]) -> dict[str, tuple[np.ndarray,
-                                                                                                    np.ndarray]] | None:
-    """job id -> (rows, correct) for every record, or None when any has no predictions."""
-    out = {}
-    for r in records:
-        p = predictions(r.job_id)
-        if p is None:
-            return None
-        order = np.argsort(p.rows, kind="stable")
-        out[r.job_id] = (p.rows[order], p.probs[order].argmax(1) == p.labels[order])
-    return out
+@dataclass(frozen=True)
+class _Run:
+    """One run's right/wrong on its test rows (sorted: the key that pairs runs)."""
+
+    rows: np.ndarray
+    correct: np.ndarray
 
 
-def _aligned(*groups: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], int]:
-    """Per group, a seeds x examples matrix on the rows every run shares."""
-    shared = None
-    for group in groups:
-        for rows, _ in group.values():
-            if shared is None:
-                shared = rows
-            elif len(rows) != len(shared) or not np.array_equal(rows, shared):  # usually every job has the same rows
-                shared = np.intersect1d(shared, rows, assume_unique=True)
-    assert shared is not None
-    mats = [np.stack([c[np.searchsorted(rows, shared)] for rows, c in group.values()]) for group in groups]
-    return mats, len(shared)
+@dataclass(frozen=True)
+class _Seeds:
+    """What the comparisons need of one configuration's runs: each run's right/wrong and the
+    seed ensemble's (class probabilities averaged over the seeds, on the rows all share). The
+    probabilities themselves are not kept: a sweep of 10,000 jobs holds 1.2 GB of them."""
+
+    runs: list[_Run]
+    ensemble: _Run
+
+
+class _Reader:
+    """Reads configurations' predictions; equal row arrays (every job of a sweep usually has
+    the same test rows) become one object, so that `_shared` compares them by identity."""
+
+    def __init__(self, predictions: Callable[[str], Predictions | None]) -> None:
+        self._predictions = predictions
+        self._rows: list[np.ndarray] = []
+
+    def seeds(self, records: list[Record]) -> _Seeds | None:
+        """None when any run has no predictions."""
+        preds = []
+        for r in records:
+            p = self._predictions(r.job_id)
+            if p is None:
+                return None
+            preds.append(_sorted(p))
+        runs = [_Run(self._canonical(p.rows), predicted(p.probs) == p.labels) for p in preds]
+        rows, labels, probs = _average(preds)
+        return _Seeds(runs, _Run(self._canonical(rows), predicted(probs) == labels))
+
+    def _canonical(self, rows: np.ndarray) -> np.ndarray:
+        for known in self._rows:
+            if len(known) == len(rows) and np.array_equal(known, rows):
+                return known
+        if len(self._rows) < 8:
+            self._rows.append(rows)
+        return rows
+
+
+def _sorted(p: Predictions) -> Predictions:
+    """In row order (the trainer writes them so; other writers may not)."""
+    if np.all(p.rows[1:] > p.rows[:-1]):
+        return p
+    order = np.argsort(p.rows, kind="stable")
+    return Predictions(p.rows[order], p.labels[order], p.probs[order])
+
+
+def predicted(probs: np.ndarray) -> np.ndarray:
+    """`probs.argmax(1)` (the first of equal maxima); with two classes one comparison, five
+    times faster than numpy's argmax over rows of two (a report takes it for every job)."""
+    if probs.shape[1] == 2:
+        return (probs[:, 1] > probs[:, 0]).view(np.int8)
+    return probs.argmax(1)
+
+
+def _shared(rows: list[np.ndarray]) -> np.ndarray:
+    """The sorted rows every array holds (usually all are equal)."""
+    shared = rows[0]
+    for r in rows[1:]:
+        if r is not shared and (len(r) != len(shared) or not np.array_equal(r, shared)):
+            shared = np.intersect1d(shared, r, assume_unique=True)
+    return shared
+
+
+def _positions(rows: np.ndarray, subset: np.ndarray) -> np.ndarray | None:
+    """Where the sorted `subset` of `rows` sits in it; None when it is all of it."""
+    return None if len(subset) == len(rows) else np.searchsorted(rows, subset)
+
+
+def _at(run: _Run, rows: np.ndarray) -> np.ndarray:
+    """The run's right/wrong on `rows` (a sorted subset of its own)."""
+    pos = _positions(run.rows, rows)
+    return run.correct if pos is None else run.correct[pos]
 
 
 def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predictions | None], *,
                  effect: float | None = None) -> None:
     """Fill in each row's `headline` (across seeds) and `ensemble` (seed ensemble) comparison."""
-    predictions = functools.cache(predictions)
+    reader = _Reader(predictions)
     base_runs = _scored(rows[base])
     if not base_runs:
         for i, row in enumerate(rows):
             if i != base:
                 row.comparison_note = "the baseline has no run with a test score"
         return
-    base_correct = _correct(base_runs, predictions)
+    base_seeds = reader.seeds(base_runs)
     base_scores = np.array([r.result["test_acc"] for r in base_runs if r.result])
+    on_examples: list[tuple[int, Moments, int]] = []  # (row, moments, shared examples)
+    ensembles: list[tuple[int, Moments, float, int]] = []  # (row, moments, McNemar p, shared examples)
     seed_only: dict[int, list[int]] = {}  # seed count -> rows compared on stored scores alone
     for i, row in enumerate(rows):
         if i == base:
@@ -126,22 +174,34 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
         if not runs:
             row.comparison_note = "no run with a test score"
             continue
-        correct = _correct(runs, predictions) if base_correct is not None else None
-        if base_correct is not None and correct is not None:
-            (mat_a, mat_b), n = _aligned(base_correct, correct)
-            if n == 0:
+        row_seeds = reader.seeds(runs) if base_seeds is not None else None
+        if base_seeds is not None and row_seeds is not None:
+            shared = _shared([r.rows for r in base_seeds.runs + row_seeds.runs])
+            if len(shared) == 0:
                 row.comparison_note = "no shared test examples (different data or split)"
                 continue
-            sa, sb = mat_a.mean(1), mat_b.mean(1)
-            scope = "test examples only (one seed a side)" if len(sa) == len(sb) == 1 else "seeds and test examples"
-            boot = two_level_bootstrap(mat_a, mat_b)
-            row.headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa), examples=n)
-            row.scores = (sa, sb)
-            row.ensemble = _ensemble(base_correct, correct, predictions, base_runs, runs)
+            mat_a = np.stack([_at(r, shared) for r in base_seeds.runs])
+            mat_b = np.stack([_at(r, shared) for r in row_seeds.runs])
+            row.scores = (mat_a.mean(1), mat_b.mean(1))
+            on_examples.append((i, moments(mat_a, mat_b), len(shared)))
+            if (pair := _ensemble_pair(base_seeds.ensemble, row_seeds.ensemble)) is not None:
+                ensembles.append((i, *pair))
         else:
             seed_only.setdefault(len(runs), []).append(i)
             row.scores = (base_scores, np.array([r.result["test_acc"] for r in runs if r.result]))
             row.comparison_note = "no per-example predictions in the runs directory: seeds only"
+    samples = SAMPLES if len(on_examples) <= MANY_ROWS else MANY_ROWS_SAMPLES
+    for (i, _, n), boot in zip(on_examples, two_level_bootstrap_many([m for _, m, _ in on_examples], samples=samples),
+                               strict=True):
+        sa, sb = rows[i].scores  # type: ignore[misc]
+        scope = ("test examples only (one seed a side)" if len(sa) == len(sb) == 1 else
+                 "seeds and test examples" if min(len(sa), len(sb)) > 1 else
+                 "test examples, and the seeds of the side with more than one")
+        rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa), examples=n)
+    samples = SAMPLES if len(ensembles) <= MANY_ROWS else MANY_ROWS_SAMPLES
+    for (i, _, p, n), boot in zip(ensembles, two_level_bootstrap_many([m for _, m, _, _ in ensembles], samples=samples),
+                                  strict=True):
+        rows[i].ensemble = Comparison(boot.diff, boot.low, boot.high, p, n)
     for members in seed_only.values():
         samples = SAMPLES if len(members) <= MANY_ROWS else MANY_ROWS_SAMPLES
         boots = seed_bootstrap_many(base_scores, np.stack([rows[i].scores[1] for i in members]),  # type: ignore[index]
@@ -166,36 +226,30 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
 
 def _aso(compared: list[Row]) -> None:
     """ASO for every row with two or more seeds a side, batched by (row seed count, baseline
-    scores); one Bonferroni over the rows compared, as deepsig's num_comparisons does."""
+    scores); one Bonferroni over the rows that get ASO (deepsig's num_comparisons)."""
     groups: dict[tuple[int, bytes], list[Row]] = {}
     for row in compared:
         assert row.scores is not None
         sa, sb = row.scores
         if len(sa) > 1 and len(sb) > 1:
             groups.setdefault((len(sb), np.asarray(sa, dtype=float).tobytes()), []).append(row)
+    family = sum(len(members) for members in groups.values())
     for members in groups.values():
         base = members[0].scores[0]  # type: ignore[index]
-        results = aso_many(base, np.stack([m.scores[1] for m in members]), comparisons=len(compared))  # type: ignore[index]
+        results = aso_many(base, np.stack([m.scores[1] for m in members]), comparisons=family)  # type: ignore[index]
         for row, result in zip(members, results, strict=True):
             assert row.headline is not None  # aso_many: baseline (A) over row (B); store row over baseline
             row.headline.aso = Aso(result.eps_b_over_a, result.eps_a_over_b)
 
 
-def _ensemble(base_correct: dict[str, tuple[np.ndarray, np.ndarray]], correct: dict[str, tuple[np.ndarray, np.ndarray]],
-              predictions: Callable[[str], Predictions | None], base_runs: list[Record],
-              runs: list[Record]) -> Comparison | None:
-    """The seed ensemble: probabilities averaged over each side's seeds, compared example by example."""
-    a, b = seed_ensemble(base_runs, predictions), seed_ensemble(runs, predictions)
-    if a is None or b is None:
+def _ensemble_pair(a: _Run, b: _Run) -> tuple[Moments, float, int] | None:
+    """The two seed ensembles' right/wrong on the examples both hold, as the bootstrap's moments
+    (one run a side: the paired bootstrap), with McNemar's exact p."""
+    shared = _shared([a.rows, b.rows])
+    if len(shared) == 0:
         return None
-    if len(a[0]) == len(b[0]) and np.array_equal(a[0], b[0]):
-        ia = ib = np.arange(len(a[0]))
-    else:
-        shared, ia, ib = np.intersect1d(a[0], b[0], return_indices=True)
-        if len(shared) == 0:
-            return None
-    labels = a[1][ia]
-    return compare(a[2][ia].argmax(1) == labels, b[2][ib].argmax(1) == labels)
+    ca, cb = _at(a, shared), _at(b, shared)
+    return moments(ca[None], cb[None]), mcnemar_p(ca, cb), len(shared)
 
 
 def seed_ensemble(records: list[Record], predictions: Callable[[str], Predictions | None]) -> tuple[
@@ -204,17 +258,15 @@ def seed_ensemble(records: list[Record], predictions: Callable[[str], Prediction
     preds = [predictions(r.job_id) for r in records]
     if not preds or any(p is None for p in preds):
         return None
-    shared = np.sort(preds[0].rows)  # type: ignore[union-attr]
-    for p in preds[1:]:
-        assert p is not None
-        if len(p.rows) != len(shared) or not np.array_equal(np.sort(p.rows), shared):
-            shared = np.intersect1d(shared, p.rows)
-    probs, labels = [], None
-    for p in preds:
-        assert p is not None
-        order = np.argsort(p.rows)
-        pos = order[np.searchsorted(p.rows, shared, sorter=order)]
-        probs.append(p.probs[pos])
-        labels = p.labels[pos]
-    assert labels is not None
-    return shared, labels, np.mean(probs, axis=0)
+    return _average([_sorted(p) for p in preds if p is not None])
+
+
+def _average(preds: list[Predictions]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, labels, mean probabilities) of sorted predictions, on the rows all hold."""
+    shared = _shared([p.rows for p in preds])
+    at = [_positions(p.rows, shared) for p in preds]
+    probs = (preds[0].probs if at[0] is None else preds[0].probs[at[0]]).astype(np.float64)
+    for p, pos in zip(preds[1:], at[1:], strict=True):
+        probs += p.probs if pos is None else p.probs[pos]
+    probs /= len(preds)
+    return shared, preds[0].labels if at[0] is None else preds[0].labels[at[0]], probs

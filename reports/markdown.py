@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 
+from reports.bootstrap import ENUMERATE_COMPOSITIONS, EXACT_INFORMATIVE
 from reports.budget import budget_points
 from reports.collect import Record
-from reports.compare import MANY_ROWS, MANY_ROWS_SAMPLES
-from reports.seeds import ASO_SAMPLES, ASO_TAU, EXACT_PATTERNS, SAMPLES
-from reports.stats import BOOTSTRAP_SAMPLES
+from reports.seeds import ASO_SAMPLES, ASO_TAU
 from reports.tables import FINISHED, Row, SweepReport, best_note
 
 FEW_SEEDS = 5  # below this, bootstrap intervals over seeds are known to be too narrow
@@ -135,26 +134,30 @@ def _headline(report: SweepReport) -> list[str]:
         return []
     base = report.rows[report.baseline]
     k = sum(row.headline is not None and row.headline.testable for _, row in compared)
+    k_aso = sum(row.headline is not None and row.headline.aso is not None for _, row in compared)
+    replicates = sorted({row.headline.boot.replicates for _, row in compared if row.headline is not None})
     effect = report.effect
     out = [f"## Across seeds: each configuration against the baseline ({label_text(report, base)})", "",
            "Δ test_acc: the configuration's mean per-seed test accuracy minus the baseline's, on the test examples "
-           f"every run shares. 95% CI and p: two-level bootstrap ({SAMPLES:,} replicates: the seeds of each "
-           "configuration resampled, then the shared test examples, one resample for every run), p two-sided. "
-           f"p (Holm): Holm–Bonferroni-adjusted over the {k} configuration(s) compared. ASO: Almost Stochastic "
-           f"Order's ε_min (Dror et al. 2019, as deepsig computes it: {ASO_SAMPLES:,} bootstrap iterations, confidence "
-           f"0.95 Bonferroni-adjusted over {k}) of the row over the baseline and of the baseline over the row; "
-           f"below {ASO_TAU} the first is almost stochastically better. P(>): the share of (row seed, baseline seed) "
-           "pairs where the row's test accuracy is higher, ties half (Bouthillier et al. 2021). Verdict: better or "
-           f"worse when p (Holm) < 0.05 and the better side's ε_min < {ASO_TAU}, otherwise cannot tell. Seeds needed: "
-           "per configuration, for the 95% interval of the difference to exclude 0 if the true difference were the "
-           "observed Δ" + (f" (and {effect:+g}, --effect)" if effect is not None else "")
-           + ", from the observed seed spreads and the test set's own spread (a t interval; – when no number up "
-           "to 1,000 does, or one seed gives no spread).", ""]
+           "every run shares. 95% CI: two-level bootstrap (" + " or ".join(f"{r:,}" for r in replicates)
+           + " replicates: the seeds of each configuration resampled, then the shared test examples, one resample "
+           "for every run). p: two-sided, the bootstrap's own tail probability of a difference on the other side of "
+           f"0. p (Holm): Holm–Bonferroni-adjusted over the {k} configuration(s) compared. ASO: Almost Stochastic "
+           f"Order's ε_min (Dror et al. 2019, as in deepsig: {ASO_SAMPLES:,} bootstrap iterations, confidence "
+           f"Bonferroni-adjusted over the {k_aso} configuration(s) with ASO, 1 − 0.05/{max(1, k_aso)}) "
+           f"of the row over the baseline and of the baseline over the row; below {ASO_TAU} the first is almost "
+           "stochastically better. P(>): the share of (row seed, baseline seed) pairs where the row's test accuracy "
+           "is higher, ties half (Bouthillier et al. 2021). Verdict: better or worse when p (Holm) < 0.05 and the "
+           f"better side's ε_min < {ASO_TAU}, otherwise cannot tell. Seeds needed: per configuration, for the 95% "
+           "interval of the difference to exclude 0 if the true difference were the observed Δ"
+           + (f" (and {effect:+g}, --effect)" if effect is not None else "")
+           + ", from the observed seed spreads and the test set's own spread (a t interval; at that many seeds a "
+           "new experiment would exclude 0 about half the time, for 80% power take about twice as many; – when no "
+           "number up to 1,000 does, or one seed gives no spread).", ""]
     header = [*report.keys, "seeds", "Δ test_acc", "95% CI", "p", "p (Holm)", "ASO ε row>base", "ASO ε base>row",
               "P(>)", "verdict", "seeds needed"] + (["at --effect"] if effect is not None else [])
     body = []
     notes: set[str] = set()
-    many_seed_only = sum(row.headline is not None and row.headline.examples == 0 for _, row in compared) > MANY_ROWS
     for _, row in compared:
         h = row.headline
         if h is None:
@@ -165,18 +168,22 @@ def _headline(report: SweepReport) -> list[str]:
             notes.add("ASO –: it needs two or more seeds on each side.")
         if h.seeds[0] == 1 and h.seeds[1] == 1:
             notes.add("One seed a side: the comparison covers test-set variance only, not the seeds'.")
+        elif min(h.seeds) == 1:
+            notes.add("One seed on one side: that side's seed variance is not covered, only its test-set variance.")
         elif min(h.seeds) < FEW_SEEDS:
             notes.add(f"Fewer than {FEW_SEEDS} seeds on a side: a bootstrap over so few seeds gives intervals that "
                       "are too narrow; read the verdict as a hint and add seeds.")
-        if not h.boot.exact:
-            notes.add(f"Where the runs' right/wrong patterns over the test examples take more than {EXACT_PATTERNS} "
-                      "distinct values, the test-example level is drawn from its normal limit (the resample's exact "
-                      "mean and covariance).")
+        if h.examples and not h.boot.exact:
+            notes.add(f"Where the runs disagree on more than {EXACT_INFORMATIVE} of the test examples, the test-example "
+                      "level is its normal limit (the resample's exact mean and covariance) and p is the mean over "
+                      "the seed resamples of its normal tail, so p is not limited by the number of replicates.")
+        if h.examples and h.boot.exact:
+            notes.add(f"Where the runs disagree on {EXACT_INFORMATIVE} or fewer test examples, those are resampled "
+                      f"exactly and p counts replicates: it is at least 2/({h.boot.replicates:,} + 1).")
         if h.examples == 0:
             notes.add("seeds only: no per-example predictions in the runs directory, so the interval covers the "
-                      "seeds alone (stored test accuracies)"
-                      + (f"; with more than {MANY_ROWS} such rows, {MANY_ROWS_SAMPLES:,} replicates each."
-                         if many_seed_only else "."))
+                      "seeds alone (stored test accuracies), not the test set's own variance; p is exact over every "
+                      f"resample of the seeds (sampled past {ENUMERATE_COMPOSITIONS:,} of them a side).")
         if not h.testable:
             notes.add("One seed on a side and no per-example predictions: no spread to test a difference against "
                       "(no interval, no verdict).")
@@ -198,8 +205,9 @@ def _ensembles(report: SweepReport) -> list[str]:
         return []
     out = ["## Secondary: seed ensembles against the baseline's", "",
            "Each configuration's class probabilities averaged over its seeds (an ensemble of n seeds), then compared "
-           f"example by example: the accuracy difference with a paired bootstrap interval ({BOOTSTRAP_SAMPLES:,} "
-           "resamples of the shared examples) and McNemar's exact test; not corrected for multiple comparisons. This "
+           "example by example: the accuracy difference with a paired bootstrap interval (the shared examples "
+           "resampled; the bootstrap above with one run a side) and McNemar's exact test; not corrected for multiple "
+           "comparisons. This "
            "compares ensembles, which a sweep does not deploy, and models test-set sampling only: it is not the "
            "headline.", ""]
     body = []

@@ -1,4 +1,6 @@
-"""Statistics for comparing configurations: seed means, paired bootstrap, McNemar's test.
+"""Statistics for comparing configurations: seed means, McNemar's test, and the secondary
+comparison of two seed ensembles (McNemar's p with the paired bootstrap's interval, which is
+`reports.bootstrap` with one run a side).
 
 Pure functions on numpy arrays; no scipy needed at run time (the tests check these against
 scipy).
@@ -11,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BOOTSTRAP_SAMPLES = 10_000
-BOOTSTRAP_SEED = 0
 ALPHA = 0.05
 
 
@@ -41,25 +41,6 @@ def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     return min(1.0, 2 * tail)
 
 
-def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES,
-                     seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
-    """Accuracy difference b - a and its 95% percentile interval, resampling the shared
-    examples with replacement (the same resample for both, hence paired).
-
-    Each example's difference is +1 (only b right), -1 (only a right) or 0, so a resample's
-    mean is (#(+1) - #(-1)) / n with the counts multinomial(n; p+, p-, p0): drawing the counts
-    is the same bootstrap as drawing n indices, in O(samples) instead of O(samples x n).
-    """
-    n = len(correct_a)
-    plus = int(np.sum(~correct_a & correct_b))
-    minus = int(np.sum(correct_a & ~correct_b))
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, [plus / n, minus / n, (n - plus - minus) / n], size=samples)
-    means = (counts[:, 0] - counts[:, 1]) / n
-    lo, hi = np.quantile(means, [ALPHA / 2, 1 - ALPHA / 2])
-    return (plus - minus) / n, float(lo), float(hi)
-
-
 @dataclass(frozen=True)
 class Comparison:
     diff: float
@@ -72,8 +53,3 @@ class Comparison:
     def significant(self) -> bool:
         """Both say so: the interval excludes 0 and McNemar's p < 0.05."""
         return (self.low > 0 or self.high < 0) and self.p_value < ALPHA
-
-
-def compare(correct_a: np.ndarray, correct_b: np.ndarray) -> Comparison:
-    diff, low, high = paired_bootstrap(correct_a, correct_b)
-    return Comparison(diff, low, high, mcnemar_p(correct_a, correct_b), len(correct_a))

@@ -10,93 +10,46 @@ import pytest
 from scipy import stats as sps
 
 from reports import seeds
-from reports.seeds import aso, holm, prob_better, seed_bootstrap, seeds_needed, t_quantile, two_level_bootstrap
-from reports.stats import paired_bootstrap
+from reports.seeds import aso, holm, prob_better, seeds_needed, t_quantile
 
 
-def _runs(rng: np.random.Generator, accs: list[float], n: int, shared: float = 0.0) -> np.ndarray:
-    """seeds x examples right/wrong; `shared` of the examples get the same draw in every seed."""
-    common = rng.random(n)
-    out = []
-    for acc in accs:
-        u = np.where(rng.random(n) < shared, common, rng.random(n))
-        out.append(u < acc)
-    return np.array(out)
-
-
-def _by_hand(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> np.ndarray:
-    """The two-level bootstrap written out: resample seeds, then the examples (one draw for all runs)."""
-    rng = np.random.default_rng(seed)
-    n = a.shape[1]
-    out = np.empty(reps)
-    for r in range(reps):
-        ia, ib = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
-        idx = rng.integers(0, n, n)
-        out[r] = b[ib][:, idx].mean() - a[ia][:, idx].mean()
-    return out
-
-
-@pytest.mark.parametrize(("accs_a", "accs_b", "shared", "exact"), [
-    ([0.70, 0.74, 0.72], [0.78, 0.75, 0.80, 0.77], 0.8, True),  # 7 runs: at most 128 patterns, mostly shared
-    ([0.70, 0.72], [0.71, 0.73], 0.0, True),  # 4 runs: 16 patterns
-    ([0.7, 0.72, 0.71, 0.69, 0.73], [0.74, 0.72, 0.75, 0.73, 0.76], 0.0, False),  # 10 independent runs: normal limit
-])
-def test_two_level_bootstrap_equals_resampling_by_hand(accs_a: list[float], accs_b: list[float], shared: float,
-                                                       exact: bool) -> None:
-    rng = np.random.default_rng(len(accs_a) + 10 * len(accs_b))
-    a, b = _runs(rng, accs_a, 300, shared), _runs(rng, accs_b, 300, shared)
-    got = two_level_bootstrap(a, b)
-    assert got.exact == exact
-    assert got.diff == pytest.approx(b.mean(1).mean() - a.mean(1).mean())
-    ref = _by_hand(a, b, 6_000, seed=1)
-    lo, hi = np.quantile(ref, [0.025, 0.975])
-    spread = hi - lo
-    assert got.low == pytest.approx(lo, abs=0.06 * spread) and got.high == pytest.approx(hi, abs=0.06 * spread)
-    p_ref = min(1.0, 2 * min(np.mean(ref <= 0), np.mean(ref >= 0)))
-    assert got.p_value == pytest.approx(p_ref, abs=0.03)
-
-
-def test_two_level_bootstrap_edge_cases() -> None:
-    rng = np.random.default_rng(5)
-    a = _runs(rng, [0.8], 400)
-    b = _runs(rng, [0.84], 400)
-    # one seed a side: only the test examples vary, which is the paired bootstrap of reports.stats
-    one = two_level_bootstrap(a, b)
-    _, lo, hi = paired_bootstrap(a[0], b[0])
-    assert one.low == pytest.approx(lo, abs=0.006) and one.high == pytest.approx(hi, abs=0.006)
-    # identical runs: no difference, and no evidence of one
-    same = two_level_bootstrap(np.repeat(a, 3, 0), np.repeat(a, 3, 0))
-    assert (same.diff, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
-    # every run collapsed onto the majority class: the same right/wrong everywhere
-    labels = rng.integers(0, 2, 400)
-    collapsed = np.repeat((labels == 0)[None], 3, 0)
-    flat = two_level_bootstrap(collapsed, collapsed.copy())
-    assert flat.diff == 0.0 and flat.p_value == 1.0
-
-
-def test_seed_bootstrap_against_scipy() -> None:
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(0.80, 0.01, 5), rng.normal(0.82, 0.01, 4)
-    got = seed_bootstrap(a, b)
-    ci = sps.bootstrap((b, a), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=False, vectorized=True,
-                       n_resamples=20_000, method="percentile", random_state=3).confidence_interval
-    assert got.diff == pytest.approx(b.mean() - a.mean())
-    assert got.low == pytest.approx(ci.low, abs=0.001) and got.high == pytest.approx(ci.high, abs=0.001)
-    batch = seeds.seed_bootstrap_many(a, np.stack([b, b + 0.01]))
-    assert (batch[0].low, batch[0].high, batch[0].p_value) == pytest.approx((got.low, got.high, got.p_value), abs=1e-12)
-    assert batch[1].diff == pytest.approx(got.diff + 0.01)
-
-
-def test_violation_ratio_equals_deepsig() -> None:
+def test_violation_ratio_against_deepsig_and_the_paper() -> None:
+    """eps_W2 on deepsig's grid t = dt, 2dt, ... < 1 with deepsig's own quantile functions, both
+    integrals over the same points (Dror et al. eq. 4-5). deepsig 1.2.8 drops t = dt from the
+    numerator only: the same value where min(A) >= min(B), a few hundredths off otherwise."""
     deepsig = pytest.importorskip("deepsig.aso")
     rng = np.random.default_rng(0)
-    for na, nb, shift in [(3, 3, 0.3), (5, 7, 0.0), (20, 20, -0.2), (4, 4, 5.0)]:
-        a, b = rng.normal(shift, 1, na), rng.normal(0, 1, nb)
-        ia, ib, w = seeds._segments(na, nb, seeds.ASO_DT)
+    t = np.arange(seeds.ASO_DT, 1, seeds.ASO_DT)
+    cases = [(rng.normal(shift, 1, na), rng.normal(0, 1, nb))
+             for na, nb, shift in [(3, 3, 0.3), (5, 7, 0.0), (20, 20, -0.2), (4, 4, 5.0), (6, 3, -1.0)]]
+    cases.append((np.array([0.80, 0.83, 0.84]), np.array([0.81, 0.82, 0.83])))  # min(A) < min(B); exactly 1/3 in the paper
+    differs = 0
+    for a, b in cases:
+        ia, ib, w = seeds._segments(len(a), len(b), seeds.ASO_DT)
         ours = float(seeds._violation(np.sort(a), np.sort(b), ia, ib, w))
+        f, g = deepsig.get_quantile_function(a)(t), deepsig.get_quantile_function(b)(t)
+        assert ours == pytest.approx(np.sum(((g - f) ** 2)[f < g]) / np.sum((g - f) ** 2), abs=1e-12)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            assert ours == pytest.approx(deepsig.compute_violation_ratio(a, b, dt=seeds.ASO_DT), abs=1e-9)
+            theirs = deepsig.compute_violation_ratio(a, b, dt=seeds.ASO_DT)
+        if a.min() >= b.min():
+            assert ours == pytest.approx(theirs, abs=1e-9)
+        else:
+            differs += abs(ours - theirs) > 1e-4
+    assert differs >= 2
+    assert float(seeds._violation(np.sort(cases[-1][0]), np.sort(cases[-1][1]), *seeds._segments(3, 3, seeds.ASO_DT))) \
+        == pytest.approx(1 / 3, abs=0.005)
+
+
+def test_aso_bonferroni_is_one_minus_alpha_over_m() -> None:
+    """deepsig raises the confidence to c + (1 - c)/m, i.e. 1 - alpha (1 - 1/m): looser as m
+    grows. Bonferroni over m comparisons is 1 - alpha/m."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1.2, 1, 8), rng.normal(0, 1, 8)
+    for m in (2, 3, 10, 100):
+        assert aso(a, b, comparisons=m) == aso(a, b, confidence=1 - 0.05 / m)
+    eps = [aso(a, b, comparisons=m).eps_a_over_b for m in (1, 3, 100)]
+    assert eps[0] < eps[1] < eps[2] < 1, eps
 
 
 def test_aso_eps_min_against_deepsig() -> None:
