@@ -2,13 +2,16 @@
 
 Builds a journal storage (the default backend) holding one sweep of 10,000 finished jobs, as
 2,000 configurations x 5 seeds, with results on the trials and per-example test predictions
-(5,000 test rows) for the first 20 configurations, then times `reports.build.generate` on it
+(5,000 test rows, float32 probabilities as the trainer writes them) for the first 20
+configurations (`--with-predictions`; `all`: every job, as a real sweep keeps them), then times
+`reports.build.generate` on it
 (reading the storage, the table, every row against the baseline across seeds, the budget
 curve, the plots, report.md and report.html), in a fresh process so nothing is cached; wall
 and CPU seconds (user + system, less disturbed by other work on a shared machine), best of
 --repeat runs.
 
     python bench/report_10k.py
+    python bench/report_10k.py --with-predictions all --repeat 3
 """
 
 from __future__ import annotations
@@ -52,42 +55,61 @@ def build(storage_path: Path, runs: Path, configs: int, seeds: int, with_predict
                 job_dir = runs / "big" / cfg.job_id()
                 job_dir.mkdir(parents=True)
                 right = rng.random(5000) < val
-                probs = np.zeros((5000, 2))
+                probs = np.zeros((5000, 2), dtype=np.float32)
                 probs[np.arange(5000), np.where(right, labels, 1 - labels)] = 0.9
                 probs[np.arange(5000), np.where(right, 1 - labels, labels)] = 0.1
                 np.savez(job_dir / "test_predictions.npz", rows=rows, labels=labels, probs=probs)
     study.add_trials(trials)
 
 
+def _time(tree: Path, runs: Path, plots: bool) -> list[str]:
+    """One `generate` in a fresh process from `tree`: wall s, CPU s, rows, peak RSS MB, rows on examples."""
+    code = ("import resource, time; from pathlib import Path; t=time.perf_counter();"
+            "from reports.build import generate;"
+            f"r=generate(storage={str(runs / 'sweeps.journal')!r}, runs_dir=Path({str(runs)!r}), plots={plots});"
+            "u=resource.getrusage(resource.RUSAGE_SELF);"
+            "print(f'{time.perf_counter()-t:.2f}', f'{u.ru_utime+u.ru_stime:.2f}', len(r[0].rows), "
+            "f'{u.ru_maxrss/1024:.0f}',"
+            "sum(x.headline is not None and x.headline.examples > 0 for x in r[0].rows))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tree).stdout.split()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--with-predictions", type=int, default=20)
+    parser.add_argument("--with-predictions", default="20", help="configurations with predictions, or 'all'")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--against", metavar="REV", help="also time the tree at this git revision, alternating "
+                        "with this one in each round (same storage, same machine state)")
     args = parser.parse_args()
+    here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         t0 = time.perf_counter()
-        build(runs / "sweeps.journal", runs, args.configs, args.seeds, args.with_predictions)
+        with_predictions = args.configs if args.with_predictions == "all" else int(args.with_predictions)
+        build(runs / "sweeps.journal", runs, args.configs, args.seeds, with_predictions)
         print(f"built {args.configs * args.seeds} trials in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        trees = {"this tree": here}
+        if args.against:
+            old = Path(tmp) / "against"
+            old.mkdir()
+            archive = subprocess.run(["git", "archive", args.against], cwd=here, capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+            trees = {args.against: old, **trees}
         for plots in (False, True):
-            code = ("import resource, time; from pathlib import Path; t=time.perf_counter();"
-                    "from reports.build import generate;"
-                    f"r=generate(storage={str(runs / 'sweeps.journal')!r}, runs_dir=Path({str(runs)!r}), plots={plots});"
-                    "u=resource.getrusage(resource.RUSAGE_SELF);"
-                    "print(f'{time.perf_counter()-t:.2f}', f'{u.ru_utime+u.ru_stime:.2f}', len(r[0].rows),"
-                    "sum(x.headline is not None and x.headline.examples > 0 for x in r[0].rows))")
-            best = None
+            runs_of: dict[str, list[list[str]]] = {name: [] for name in trees}
             for _ in range(args.repeat):
-                out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                     cwd=Path(__file__).resolve().parents[1]).stdout.split()
-                if best is None or float(out[0]) < float(best[0]):
-                    best = out
-            assert best is not None
-            print(f"| {args.configs * args.seeds:,} trials ({args.configs:,} configurations x {args.seeds} seeds) | "
-                  f"{'with' if plots else 'without'} plots | {best[0]} s | {best[1]} s | {best[2]} rows, "
-                  f"{best[3]} compared on seeds and test examples, the rest on seeds |")
+                for name, tree in trees.items():  # alternating: each round runs every tree once
+                    runs_of[name].append(_time(tree, runs, plots))
+            for name, outs in runs_of.items():
+                best = min(outs, key=lambda out: float(out[0]))
+                walls = sorted(float(out[0]) for out in outs)
+                print(f"| {name} | {args.configs * args.seeds:,} trials ({args.configs:,} configurations x "
+                      f"{args.seeds} seeds) | {'with' if plots else 'without'} plots | {best[0]} s (median "
+                      f"{walls[len(walls) // 2]:.2f} s) | {best[1]} s | {best[2]} rows, {best[4]} compared on seeds "
+                      f"and test examples, the rest on seeds | {best[3]} MB |")
+
 
 if __name__ == "__main__":
     main()

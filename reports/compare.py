@@ -43,6 +43,7 @@ class SeedComparison:
     needed: int | None = None  # seeds per side for the interval to exclude 0 at the observed difference
     needed_effect: int | None = None  # ... at --effect
     examples: int = 0  # shared test examples (0: scores only)
+    unscored: tuple[int, int] = (0, 0)  # (baseline, row) runs that finished without a test score (diverged)
 
     @property
     def testable(self) -> bool:
@@ -67,6 +68,12 @@ class SeedComparison:
 
 def _scored(row: Row) -> list[Record]:
     return [r for r in row.runs if r.status in SCORED and r.result is not None and r.result.get("test_acc") is not None]
+
+
+def _unscored(row: Row) -> int:
+    """Runs that finished without a test score (a diverged run is never tested): not in the
+    comparison, which therefore flatters the configuration; the report says so."""
+    return sum(r.status in ("completed", "collapsed", "diverged") for r in row.runs) - len(_scored(row))
 
 
 @dataclass(frozen=True)
@@ -211,6 +218,8 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
             scope = "seeds (scores only)" if min(len(sa), len(sb)) > 1 else "one seed, scores only: nothing to test"
             rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa))
     compared = [row for row in rows if row.headline is not None]
+    for row in compared:
+        row.headline.unscored = (_unscored(rows[base]), _unscored(row))  # type: ignore[union-attr]
     _aso(compared)
     tested = [row for row in compared if row.headline.testable]  # type: ignore[union-attr]
     for row, p in zip(tested, holm([row.headline.boot.p_value for row in tested]), strict=True):  # type: ignore[union-attr]

@@ -9,6 +9,7 @@ import numpy as np
 from reports.bootstrap import ENUMERATE_COMPOSITIONS, EXACT_INFORMATIVE
 from reports.budget import budget_points
 from reports.collect import Record
+from reports.compare import SeedComparison
 from reports.seeds import ASO_SAMPLES, ASO_TAU
 from reports.tables import FINISHED, Row, SweepReport, best_note
 
@@ -184,19 +185,32 @@ def _headline(report: SweepReport) -> list[str]:
             notes.add("seeds only: no per-example predictions in the runs directory, so the interval covers the "
                       "seeds alone (stored test accuracies), not the test set's own variance; p is exact over every "
                       f"resample of the seeds (sampled past {ENUMERATE_COMPOSITIONS:,} of them a side).")
+        if any(h.unscored):
+            notes.add("left out: runs that finished without a test score (a diverged run is never tested) are not in "
+                      "Δ, which flatters the side that lost them; the runs column counts them.")
         if not h.testable:
             notes.add("One seed on a side and no per-example predictions: no spread to test a difference against "
                       "(no interval, no verdict).")
         aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
         ci = f"[{h.boot.low:+.4f}, {h.boot.high:+.4f}]" if h.testable else "–"
-        p_cells = (f"{h.boot.p_value:.3g}", f"{h.p_holm:.3g}") if h.testable else ("–", "–")
+        p_cells = (_p(h.boot.p_value), _p(h.p_holm)) if h.testable else ("–", "–")
         body.append([*label_cells(report, row), f"{h.seeds[1]} vs {h.seeds[0]}", f"{h.boot.diff:+.4f}", ci, *p_cells, *aso,
-                     f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else ""),
+                     f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else "") + _left_out(h),
                      "–" if h.needed is None else str(h.needed)]
                     + (["–" if h.needed_effect is None else str(h.needed_effect)] if effect is not None else []))
     out += _table(header, ["---"] * len(report.keys) + ["---:"] * 8 + ["---", "---:"] + (["---:"] if effect else []),
                   body)
     return [*out, "", *sorted(notes), ""] if notes else [*out, ""]
+
+
+def _p(p: float) -> str:
+    """A p-value: below 1e-16 (or exactly 0, no bootstrap resample on the other side of 0) as such."""
+    return "< 1e-16" if p < 1e-16 else f"{p:.3g}"
+
+
+def _left_out(h: SeedComparison) -> str:
+    parts = [f"{n} {side} run(s)" for side, n in zip(("baseline", "row"), h.unscored, strict=True) if n]
+    return f"; left out: {' and '.join(parts)} without a test score" if parts else ""
 
 
 def _ensembles(report: SweepReport) -> list[str]:

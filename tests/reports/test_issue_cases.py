@@ -209,3 +209,25 @@ def test_one_seed_a_side_without_predictions_is_never_significant() -> None:
     h = report.rows[1].headline
     assert h is not None and not h.testable and not h.significant and h.verdict == "cannot tell"
     assert "no spread to test a difference against" in to_markdown(report)
+
+
+def test_a_diverged_run_left_out_of_the_headline_is_said() -> None:
+    """A diverged run is never tested: the across-seed Δ is over the other seeds, which flatters
+    the configuration; the verdict cell and a note say how many runs were left out."""
+    from reports.collect import Record
+    from reports.markdown import to_markdown
+    from reports.tables import compare_report, tabulate
+
+    def record(pooling: str, seed: int, status: str, acc: float | None) -> Record:
+        result = {"status": status, "val_acc": acc, "test_acc": acc, "metric": "val_acc"}
+        return Record(job_id=f"{pooling}{seed}", point={"pooling": pooling, "seed": seed},
+                      config={"pooling": pooling, "seed": seed}, status=status, reason="", result=result)
+
+    records = [record("cls", s, "completed", 0.80 + 0.01 * s) for s in range(3)]
+    records += [record("mean", 0, "diverged", None)] + [record("mean", s, "completed", 0.84 + 0.01 * s) for s in (1, 2)]
+    report = tabulate("div", records, states={})
+    compare_report(report, lambda job: None)
+    h = report.rows[1].headline
+    assert h is not None and h.unscored == (0, 1) and h.seeds == (3, 2)
+    md = to_markdown(report)
+    assert "left out: 1 row run(s) without a test score" in md and "a diverged run is never tested" in md
