@@ -25,11 +25,24 @@ from sweeper.jobs import FinishedJob, JobRefError
 from sweeper.texts import excerpt
 
 MARKER = "analysis.json"
-SAME_DATA_KEYS = ("name", "split", "text", "label")
+SAME_DATA_KEYS = ("name", "split", "text", "text_pair", "label")
 
 
 class AnalyzeError(ValueError):
     """Inputs that cannot be analysed (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A test row's text, and its second text for a job trained on sentence pairs."""
+
+    text: str
+    pair: str | None = None
+
+    def shown(self, limit: int = 220) -> str:
+        if self.pair is None:
+            return excerpt(self.text, limit)
+        return f"{excerpt(self.text, limit // 2)} ‖ {excerpt(self.pair, limit // 2)}"
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,10 @@ def analyze(
     check_output_dir(out, marker=MARKER, force=force)
     cfg = a.job.config
     merged, _ = load_rows(cfg.data)
-    text_of = dict(zip(rows.tolist(), merged.select(rows)[cfg.data.text], strict=True))
+    chosen_rows = merged.select(rows)
+    pairs = chosen_rows[cfg.data.text_pair] if cfg.data.text_pair else [None] * len(rows)
+    text_of = {row: Example(text, pair) for row, text, pair in zip(rows.tolist(), chosen_rows[cfg.data.text], pairs,
+                                                                      strict=True)}
     labels, probs = _aligned(a, rows)
     summary: dict[str, Any] = {"job": str(a.job.dir), "test_rows": len(rows), "labels": a.names,
                                "accuracy": float((probs.argmax(1) == labels).mean())}
@@ -169,13 +185,15 @@ def analyze(
     return summary
 
 
-def _tsne(side: Side, texts: list[str], labels: np.ndarray, saved: np.ndarray, path: Path) -> dict[str, Any]:
+def _tsne(side: Side, texts: list[Example], labels: np.ndarray, saved: np.ndarray, path: Path) -> dict[str, Any]:
     from sklearn.manifold import TSNE
 
     from trainer import inference
 
     model, tokenizer = inference.load(side.job.dir)
-    outputs = inference.predict(model, tokenizer, texts, max_len=side.job.config.max_len, embeddings=True)
+    pairs = [t.pair or "" for t in texts] if side.job.config.data.text_pair else None
+    outputs = inference.predict(model, tokenizer, [t.text for t in texts], max_len=side.job.config.max_len,
+                                embeddings=True, pairs=pairs)
     assert outputs.embeddings is not None
     agree = float((outputs.probs.argmax(1) == saved.argmax(1)).mean())
     n = len(texts)
@@ -215,16 +233,17 @@ def _prediction(side: Side, row: int) -> str:
     return f"predicts {side.names[k]} ({side.preds.probs[i, k]:.2f}; true {truth})"
 
 
-def _attention_plot(panels: list[tuple[Side, str, int]], path: Path, load: Any, *, tokens: int, title: str) -> None:
+def _attention_plot(panels: list[tuple[Side, Example, int]], path: Path, load: Any, *, tokens: int, title: str) -> None:
     """The panels side by side on one colour scale (0 to the largest weight of any panel), each
     titled with its model and what it predicts for the row."""
     from trainer import inference
 
     plt = _pyplot()
     maps = []
-    for side, text, _ in panels:
+    for side, example, _ in panels:
         model, tokenizer = load(side.job.dir)
-        names, weights = inference.last_layer_attention(model, tokenizer, text, max_len=side.job.config.max_len)
+        names, weights = inference.last_layer_attention(model, tokenizer, example.text, max_len=side.job.config.max_len,
+                                                        pair=example.pair)
         maps.append((names, weights, min(tokens, len(names))))
     top = max(float(w[:n, :n].max()) for _, w, n in maps)
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 6.0), squeeze=False, layout="constrained")
@@ -253,7 +272,7 @@ def _describe(side: Side) -> str:
 
 
 def _markdown(
-    a: Side, b: Side | None, rows: np.ndarray, labels: np.ndarray, probs: np.ndarray, text_of: dict[int, str], *,
+    a: Side, b: Side | None, rows: np.ndarray, labels: np.ndarray, probs: np.ndarray, text_of: dict[int, Example], *,
     errors: np.ndarray, boundary: np.ndarray, chosen: int, why: str, tsne: dict[str, Any],
     compare: dict[str, Any] | None, top: int,
 ) -> str:
@@ -283,16 +302,16 @@ def _markdown(
     if len(errors):
         lines += ["| Row | True | Predicted | p(predicted) | Review |", "| ---: | --- | --- | ---: | --- |"]
         lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} | {probs[i].max():.4f} "
-                  f"| {excerpt(text_of[int(rows[i])])} |" for i in errors]
+                  f"| {text_of[int(rows[i])].shown()} |" for i in errors]
     else:
         lines.append("None: every analysed test review is classified correctly.")
     lines += ["", f"## Nearest the decision boundary ({len(boundary)})", "",
               "| Row | True | Predicted | Probabilities | Review |", "| ---: | --- | --- | --- | --- |"]
     lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} | "
-              + " / ".join(f"{names[k]} {p:.3f}" for k, p in enumerate(probs[i])) + f" | {excerpt(text_of[int(rows[i])])} |"
+              + " / ".join(f"{names[k]} {p:.3f}" for k, p in enumerate(probs[i])) + f" | {text_of[int(rows[i])].shown()} |"
               for i in boundary]
     lines += ["", "## Attention", "", f"Row {chosen} ({why}): last layer, averaged over heads, eager attention.", "",
-              f"> {excerpt(text_of[chosen], 600)}", "", "![attention](attention.png)", ""]
+              f"> {text_of[chosen].shown(600)}", "", "![attention](attention.png)", ""]
     if b is not None and compare is not None:
         counts = compare["counts"]
         probs_b = compare["probs_b"]
@@ -316,7 +335,7 @@ def _markdown(
         if compare["disagreements"]:
             lines += ["| Row | True | A says | B says | Review |", "| ---: | --- | --- | --- | --- |"]
             lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} ({probs[i].max():.3f}) | "
-                      f"{b.names[pred_b[i]]} ({probs_b[i].max():.3f}) | {excerpt(text_of[int(rows[i])])} |"
+                      f"{b.names[pred_b[i]]} ({probs_b[i].max():.3f}) | {text_of[int(rows[i])].shown()} |"
                       for i in compare["disagree"][:top]]
         else:
             lines.append("None.")

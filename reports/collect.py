@@ -94,19 +94,23 @@ def trial_states(store: SweepStore) -> dict[str, int]:
 
 def study_summary(store: SweepStore) -> dict[str, Any]:
     """Best trial, and parameter importances (`optuna.importance`) where trials were sampled
-    with parameters (Optuna studies) and at least two of them completed."""
+    with parameters (Optuna studies) and at least two of them completed. A grid's trials carry
+    their swept values as parameters too (for optuna-dashboard), but a grid was not sampled:
+    Optuna marks every trial a grid enqueued with `fixed_params` {}, and its best trial is one
+    seed's luck, not a search's result."""
     import optuna
 
     complete = [t for t in store.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None]
     summary: dict[str, Any] = {}
     sign = -1.0 if store.study.direction == optuna.study.StudyDirection.MINIMIZE else 1.0
+    grid = all(t.system_attrs.get("fixed_params") == {} for t in complete)
     if complete:
         best = max(complete, key=lambda t: (sign * float(t.value or 0.0), -t.number))
         summary["best"] = {"number": best.number, "value": best.value, "job_id": best.user_attrs.get("job_id"),
                            "params": best.params or best.user_attrs.get("point", {})}
-        summary["sampled"] = bool(best.params)
-    if len([t for t in complete if t.params]) >= 2:
+        summary["sampled"] = bool(best.params) and not grid
+    if not grid and len([t for t in complete if t.params]) >= 2:
         try:
             importances = optuna.importance.get_param_importances(store.study)
         except (RuntimeError, ValueError):  # e.g. a single distinct value per parameter

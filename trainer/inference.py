@@ -58,12 +58,17 @@ def predict(
 
 
 @torch.inference_mode()
-def last_layer_attention(model: Classifier, tokenizer: Any, text: str, *, max_len: int) -> tuple[list[str], np.ndarray]:
+def last_layer_attention(model: Classifier, tokenizer: Any, text: str, *, max_len: int,
+                         pair: str | None = None) -> tuple[list[str], np.ndarray]:
     """Tokens and the last layer's attention averaged over heads, (tokens, tokens): row i is
-    where token i attends. The model must use eager attention (`load(..., attention="eager")`)."""
+    where token i attends; with `pair`, of the pair tokenized as in training. The model must
+    use eager attention (`load(..., attention="eager")`)."""
     device = next(model.parameters()).device
-    enc = tokenizer([text], truncation=True, max_length=max_len, return_tensors="pt")
-    _, out = model.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device), output_attentions=True)
+    enc = tokenizer([text], [pair] if pair is not None else None, truncation=True, max_length=max_len,
+                    return_tensors="pt")
+    types = enc.get("token_type_ids")
+    _, out = model.embed(enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                         types.to(device) if types is not None else None, output_attentions=True)
     if not getattr(out, "attentions", None):
         raise RuntimeError(f"{type(model.encoder).__name__} returned no attention weights; load it with eager attention")
     weights = out.attentions[-1][0].float().mean(dim=0).cpu().numpy()

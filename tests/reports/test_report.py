@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from optuna.distributions import CategoricalDistribution
 from scipy import stats as sps
 from typer.testing import CliRunner
 
@@ -53,11 +54,12 @@ def sweep(tmp_path: Path) -> tuple[Path, dict]:
     runs = tmp_path / "runs"
     store = SweepStore(open_storage(str(runs / "sweeps.journal")), "demo")
     known: dict = {}
+    swept = {"pooling": CategoricalDistribution(["cls", "mean", "pooler"]), "seed": CategoricalDistribution([1, 2, 3])}
     for (pooling, seed), (status, val_acc, test_target, runtime) in JOBS.items():
         job = Job(config=build_job({"pooling": pooling, "seed": seed}), point={"pooling": pooling, "seed": seed})
         store.enqueue(job)
         trial = store.canonical(store.trials_by_job()[job.id])
-        assert trial is not None and store.claim(trial)
+        assert trial is not None and store.claim(trial, swept)  # as a grid claims: its values become params
         if status == "failed":
             store.fail(trial._trial_id, "exit code 1: RuntimeError: boom", ["Traceback", "RuntimeError: boom"])
             continue
@@ -105,6 +107,9 @@ def test_table_counts_every_run_means_stds_bold_and_failures(sweep: tuple[Path, 
     assert "pooling=mean, seed=3 | collapsed" in failures and "val_acc 0.5000 at chance" in failures
     assert "pooling=pooler, seed=1 | failed | exit code 1: RuntimeError: boom" in failures
     assert "Trials per state: COMPLETE 6, FAIL 1" in md  # a collapsed job is a finished trial
+    # a grid's trials carry their values as params (for optuna-dashboard), but a grid was not sampled:
+    # its best trial is one seed's luck, and fANOVA over its seeds is no parameter importance
+    assert "Best single run (one seed; the table's best is by mean)" in md and "Parameter importances" not in md
     assert (runs / "REPORT.md").read_text().startswith("# Sweep reports")
 
 

@@ -120,6 +120,26 @@ def test_the_export_of_a_pair_job_classifies_text_and_text_pair_with_a_pipeline(
     assert json.loads((strings / "config.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
 
 
+def test_analyze_of_a_pair_job_runs_the_model_on_the_pairs(finished: dict, tmp_path: Path) -> None:
+    """The t-SNE vectors and the attention come from the pairs (the re-run agrees with the saved
+    predictions), and the tables show both texts."""
+    out = tmp_path / "analysis"
+    code, _, err = cli("analyze", str(finished["pairs"]), "--out", str(out), "--top", "3")
+    assert code == 0, err
+    summary = json.loads((out / "analysis.json").read_text())
+    assert summary["tsne"]["saved_vs_rerun_agreement"] == 1.0 and summary["tsne"]["max_prob_diff"] < 1e-4
+    assert " ‖ " in (out / "analysis.md").read_text()
+    from reports.analyze import Example, load_side
+    from sweeper.jobs import finished as finished_job
+    from trainer import inference
+
+    side = load_side(finished_job(finished["pairs"]))
+    model, tokenizer = inference.load(side.job.dir, attention="eager")
+    tokens, weights = inference.last_layer_attention(model, tokenizer, "good fun", pair="bad dull", max_len=32)
+    assert tokens.count("[SEP]") == 2 and weights.shape == (len(tokens), len(tokens))
+    assert Example("a", "b").shown() == "a ‖ b"
+
+
 def test_a_grid_and_a_study_over_given_splits_and_pairs(tiny_models: dict, shapes: dict, tmp_path: Path) -> None:
     from tests.sweeper.test_scheduler import trials
 
