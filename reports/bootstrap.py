@@ -19,7 +19,8 @@ How it stays fast and exact enough over thousands of rows:
   difference: under the normal limit it is the mean over the seed resamples of the normal
   tail (a Rao-Blackwellised estimate); on scores alone the seed resamples are enumerated
   exactly (all compositions of s draws from s seeds) where there are at most
-  ENUMERATE_COMPOSITIONS of them (8 seeds), and drawn otherwise.
+  ENUMERATE_COMPOSITIONS of them (8 seeds), and drawn otherwise. Where the few informative
+  examples are resampled exactly, p counts replicates (and keeps the 2/(replicates + 1) floor).
 - One set of seed resamples and normal draws serves every row with the same seed counts: each
   row's result is the one it gets on its own, and rows cost matrix products.
 
