@@ -294,9 +294,14 @@ def _chaos(command: list[str], runs: Path, name: str, rng: random.Random, rounds
     for _ in range(rounds):
         proc = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        deadline = time.monotonic() + rng.uniform(2.0, 7.0)
-        while time.monotonic() < deadline and proc.poll() is None:
+        # A moment at random: now and then while the orchestrator starts, mostly while its jobs
+        # run (a wall-clock window alone let a fast machine finish the grid before the kills).
+        early = rng.random() < 0.25
+        deadline = time.monotonic() + (rng.uniform(0.5, 3.0) if early else 60.0)
+        while time.monotonic() < deadline and proc.poll() is None and (early or not job_processes(runs)):
             time.sleep(0.05)
+        if not early:
+            time.sleep(rng.uniform(0.0, 2.0))
         if proc.poll() is not None:
             break  # it finished everything
         jobs = job_processes(runs)
