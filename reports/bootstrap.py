@@ -17,7 +17,8 @@ How it stays fast and exact enough over thousands of rows:
 - The p-value is the bootstrap's own tail probability P*(diff <= 0), P*(diff >= 0), computed
   without a floor of 1/replicates, so that Holm over thousands of rows can still find a
   difference: under the normal limit it is the mean over the seed resamples of the normal
-  tail (a Rao-Blackwellised estimate); on scores alone the seed resamples are enumerated
+  tail (a Rao-Blackwellised estimate), with a continuity correction of half a lattice step (a
+  difference of exactly 0 counts on both sides, as resampling counts it); on scores alone the seed resamples are enumerated
   exactly (all compositions of s draws from s seeds) where there are at most
   ENUMERATE_COMPOSITIONS of them (8 seeds), and drawn otherwise. Where the few informative
   examples are resampled exactly, p counts replicates (and keeps the 2/(replicates + 1) floor).
@@ -184,6 +185,17 @@ def _exact(m: Moments, samples: int, seed: int) -> Bootstrap:
     return Bootstrap(observed, float(low), float(high), p, float(test_only.std()), True, samples)
 
 
+def _lattice(w: np.ndarray, sa: int, sb: int) -> np.ndarray:
+    """Per seed resample, the step n x difference moves in: each example adds w . pattern, a
+    multiple of gcd(A's counts)/sa and of gcd(B's counts)/sb, so of their rational gcd. A
+    difference of exactly 0 counts on both sides, as the exact resamples count it: the normal
+    tails get half a step each way (a continuity correction)."""
+    counts_a = np.rint(-w[:, :sa] * sa).astype(np.int64)
+    counts_b = np.rint(w[:, sa:] * sb).astype(np.int64)
+    g_a, g_b = np.gcd.reduce(counts_a, axis=1), np.gcd.reduce(counts_b, axis=1)
+    return np.gcd(g_a * sb, g_b * sa) / (sa * sb)
+
+
 def _normal(group: list[Moments], sa: int, sb: int, samples: int, seed: int) -> list[Bootstrap]:
     """The example level in its normal limit, for rows with the same seed counts."""
     w, rng = _seed_draws(sa, sb, samples, seed)
@@ -192,6 +204,7 @@ def _normal(group: list[Moments], sa: int, sb: int, samples: int, seed: int) -> 
         w = w[:1]
     runs = sa + sb
     pairs = (w[:, :, None] * w[:, None, :]).reshape(len(w), runs * runs)
+    unit = _lattice(w, sa, sb)
     even = _even(sa, sb)
     out = []
     for start in range(0, len(group), _BLOCK):
@@ -206,10 +219,11 @@ def _normal(group: list[Moments], sa: int, sb: int, samples: int, seed: int) -> 
         else:
             diffs = (centre + sd * z[:, None]).astype(np.float32)  # float32: half the partition's work
             lows, highs = np.quantile(diffs, [ALPHA / 2, 1 - ALPHA / 2], axis=0)
+        half_step = unit[:, None] / (2 * np.array([g.n for g in block]))[None, :]
         spread = sd > 1e-12
-        below_normal = normal_cdf(-centre / np.where(spread, sd, 1.0))
-        below = np.where(spread, below_normal, centre <= 1e-12).mean(0)
-        above = np.where(spread, 1.0 - below_normal, centre >= -1e-12).mean(0)
+        safe = np.where(spread, sd, 1.0)
+        below = np.where(spread, normal_cdf((half_step - centre) / safe), centre <= 1e-12).mean(0)
+        above = np.where(spread, normal_cdf((centre + half_step) / safe), centre >= -1e-12).mean(0)
         p = _p_value(below, above)
         test_sd = np.sqrt(np.maximum(cov @ np.outer(even, even).reshape(-1), 0.0))
         out += [Bootstrap(block[i].observed, float(lows[i]), float(highs[i]), float(p[i]), float(test_sd[i]), False,

@@ -28,26 +28,24 @@ def _runs(rng: np.random.Generator, accs: list[float], n: int, shared: float = 0
 
 
 def _by_hand(a: np.ndarray, b: np.ndarray, reps: int, seed: int) -> np.ndarray:
-    """The two-level bootstrap written out: resample seeds, then the examples (one draw for all runs)."""
+    """The two-level bootstrap written out: resample seeds, then the examples (one draw of n
+    example indices for all runs), `reps` times."""
     rng = np.random.default_rng(seed)
     n = a.shape[1]
     out = np.empty(reps)
-    for r in range(reps):
-        ia, ib = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
-        idx = rng.integers(0, n, n)
-        out[r] = b[ib][:, idx].mean() - a[ia][:, idx].mean()
+    for start in range(0, reps, 2_000):
+        k = min(2_000, reps - start)
+        idx = rng.integers(0, n, (k, n))
+        acc_a, acc_b = a[:, idx].mean(2), b[:, idx].mean(2)  # seeds x k
+        ia, ib = rng.integers(0, len(a), (k, len(a))), rng.integers(0, len(b), (k, len(b)))
+        out[start:start + k] = (np.take_along_axis(acc_b.T, ib, 1).mean(1)
+                                - np.take_along_axis(acc_a.T, ia, 1).mean(1))
     return out
 
 
 def _p(diffs: np.ndarray) -> float:
-    return min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-
-
-def _mid_p(diffs: np.ndarray) -> float:
-    """Ties at 0 counted half on each side: what the continuous normal limit estimates (on 400
-    examples and 2 seeds the atom at 0 alone moves the tie-counting p by ~0.03)."""
-    tie = np.mean(diffs == 0) / 2
-    return min(1.0, 2 * min(np.mean(diffs < 0) + tie, np.mean(diffs > 0) + tie))
+    """Two-sided, a difference of 0 on both sides (to rounding: means of resampled means are not exact)."""
+    return min(1.0, 2 * min(np.mean(diffs <= 1e-12), np.mean(diffs >= -1e-12)))
 
 
 @pytest.mark.parametrize(("accs_a", "accs_b", "shared", "exact"), [
@@ -63,11 +61,11 @@ def test_two_level_bootstrap_equals_resampling_by_hand(accs_a: list[float], accs
     got = two_level_bootstrap(a, b)
     assert got.exact == exact
     assert got.diff == pytest.approx(b.mean(1).mean() - a.mean(1).mean())
-    ref = _by_hand(a, b, 6_000, seed=1)
+    ref = _by_hand(a, b, 100_000, seed=2)
     lo, hi = np.quantile(ref, [0.025, 0.975])
     spread = hi - lo
     assert got.low == pytest.approx(lo, abs=0.06 * spread) and got.high == pytest.approx(hi, abs=0.06 * spread)
-    assert got.p_value == pytest.approx(_p(ref) if exact else _mid_p(ref), abs=0.03)
+    assert got.p_value == pytest.approx(_p(ref), abs=0.015)  # ties at 0 on both sides, as resampling counts them
     # the test examples alone (seeds fixed): the spread of the even-weighted difference
     idx = np.random.default_rng(2).integers(0, a.shape[1], size=(4_000, a.shape[1]))
     test_only = np.array([b[:, i].mean() - a[:, i].mean() for i in idx])
@@ -89,8 +87,9 @@ def test_p_value_is_the_tail_of_the_ideal_bootstrap_without_a_floor() -> None:
                 w = np.concatenate([-np.bincount(ia, minlength=3) / 3, np.bincount(ib, minlength=3) / 3])
                 v = w @ runs  # the per-example value whose mean is the difference
                 centre, sd = v.mean(), v.std() / np.sqrt(runs.shape[1])
-                below += sps.norm.cdf(-centre / sd) / 729
-                above += sps.norm.sf(-centre / sd) / 729
+                half = 0.5 / (3 * runs.shape[1])  # the lattice of differences: steps of 1/(3n)
+                below += sps.norm.cdf((half - centre) / sd) / 729
+                above += sps.norm.sf((-half - centre) / sd) / 729
         expected = min(1.0, 2 * min(below, above))
         assert m.cov.shape == (6, 6)
         assert got.p_value == pytest.approx(expected, rel=0.1, abs=1e-4)
@@ -109,7 +108,10 @@ def test_one_seed_a_side_is_the_paired_bootstrap() -> None:
     lo, hi = np.quantile(resampled, [0.025, 0.975])
     assert got.diff == pytest.approx(diff.mean())
     assert got.low == pytest.approx(lo, abs=0.003) and got.high == pytest.approx(hi, abs=0.003)
-    assert got.p_value == pytest.approx(2 * sps.norm.sf(diff.mean() / (diff.std() / np.sqrt(600))), rel=1e-5)
+    assert got.p_value == pytest.approx(2 * sps.norm.sf((diff.mean() - 0.5 / 600) / (diff.std() / np.sqrt(600))),
+                                        rel=1e-5)  # continuity-corrected: the differences step by 1/600
+    by_hand = min(1.0, 2 * min(np.mean(resampled <= 0), np.mean(resampled >= 0)))
+    assert got.p_value == pytest.approx(by_hand, abs=0.01)
 
 
 def test_edge_cases() -> None:
