@@ -223,3 +223,30 @@ def test_best_trial_and_parameter_importances_of_a_study(tmp_path: Path) -> None
     assert list(report.study["importances"])[0] == "lr"
     md = (runs / "search" / "report.md").read_text()
     assert f"Best trial: #{best.number}" in md and "Parameter importances" in md
+
+
+def test_a_damaged_predictions_file_is_said_and_the_report_goes_on(sweep: tuple[Path, dict],
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    runs, _ = sweep
+
+    def npz(pooling: str, seed: int) -> Path:
+        job = Job(config=build_job({"pooling": pooling, "seed": seed}), point={"pooling": pooling, "seed": seed})
+        return runs / "demo" / job.id / "test_predictions.npz"
+
+    flipped = npz("mean", 2)
+    data = bytearray(flipped.read_bytes())
+    data[len(data) - 3000] ^= 0xFF  # a flipped byte inside the probabilities: their CRC no longer matches
+    flipped.write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    assert [r.getMessage().split(": damaged, not used")[0] for r in caplog.records] == [str(flipped)]
+    h = report.rows[1].headline
+    assert h is not None and h.examples == 0 and h.scope == "seeds (scores only)"  # its row: stored scores
+    assert (runs / "demo" / "report.md").exists()
+    torn = npz("cls", 1)  # the baseline's: every row falls back to the stored scores
+    torn.write_bytes(torn.read_bytes()[:500])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    assert [r.getMessage().split(": damaged, not used")[0] for r in caplog.records] == [str(torn)]
+    assert all(row.headline is None or row.headline.examples == 0 for row in report.rows)
