@@ -23,6 +23,7 @@ from reports.draw import save as _save
 from reports.stats import mcnemar_p
 from sweeper.jobs import FinishedJob, JobRefError
 from sweeper.texts import excerpt
+from trainer.jobdir import PREDICTIONS_FILE
 
 MARKER = "analysis.json"
 SAME_DATA_KEYS = ("name", "split", "text", "text_pair", "label")
@@ -63,7 +64,9 @@ def load_side(job: FinishedJob) -> Side:
 
     preds = load_predictions(job.dir)
     if preds is None:
-        raise JobRefError(f"JOB: {job.dir} has no saved test predictions (test_predictions.npz)")
+        if (job.dir / PREDICTIONS_FILE).exists():
+            raise JobRefError(f"JOB: {job.dir / PREDICTIONS_FILE} is damaged (the warning above says how)")
+        raise JobRefError(f"JOB: {job.dir} has no saved test predictions ({PREDICTIONS_FILE})")
     return Side(job=job, preds=preds, names=label_names(job.model_dir))
 
 

@@ -21,7 +21,9 @@ How it stays fast and exact enough over thousands of rows:
   difference of exactly 0 counts on both sides, as resampling counts it); on scores alone the seed resamples are enumerated
   exactly (all compositions of s draws from s seeds) where there are at most
   ENUMERATE_COMPOSITIONS of them (8 seeds), and drawn otherwise. Where the few informative
-  examples are resampled exactly, p counts replicates (and keeps the 2/(replicates + 1) floor).
+  examples are resampled exactly, p is that resampling's own tail, by a saddlepoint
+  approximation of the multinomial sum (Lugannani-Rice, within a few % of exact enumeration,
+  deep tails included) averaged over the seed resamples.
 - One set of seed resamples and normal draws serves every row with the same seed counts: each
   row's result is the one it gets on its own, and rows cost matrix products.
 
@@ -31,6 +33,7 @@ exact enumeration and scipy.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -154,10 +157,13 @@ def two_level_bootstrap_many(pairs: list[Moments], *, samples: int = SAMPLES, se
     return [r for r in out if r is not None]
 
 
-def _seed_draws(sa: int, sb: int, samples: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+@functools.lru_cache(maxsize=16)  # every row with these seed counts uses the same resamples
+def _seed_draws(sa: int, sb: int, samples: int, seed: int) -> np.ndarray:
     """samples x (sa + sb) signed weights: minus A's resample, plus B's (each row sums to 0)."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([-_weights(sa, samples, rng), _weights(sb, samples, rng)], axis=1), rng
+    w = np.concatenate([-_weights(sa, samples, rng), _weights(sb, samples, rng)], axis=1)
+    w.setflags(write=False)
+    return w
 
 
 def _even(sa: int, sb: int) -> np.ndarray:
@@ -166,8 +172,10 @@ def _even(sa: int, sb: int) -> np.ndarray:
 
 def _exact(m: Moments, samples: int, seed: int) -> Bootstrap:
     """Few informative examples: resample them exactly. The number drawn in a resample of n is
-    binomial(n, k/n), each uniform over the k; the others add nothing to the difference."""
-    w, rng = _seed_draws(m.sa, m.sb, samples, seed)
+    binomial(n, k/n), each uniform over the k; the others add nothing to the difference. The
+    interval is from those resamples; p from `_exact_tails` (no floor of 1/replicates)."""
+    w = _seed_draws(m.sa, m.sb, samples, seed)
+    rng = np.random.default_rng([seed, 1])  # the examples' draws: a stream of their own
     patterns = m.informative
     assert patterns is not None
     k = len(patterns)
@@ -180,9 +188,111 @@ def _exact(m: Moments, samples: int, seed: int) -> Bootstrap:
     diffs = np.bincount(which, weights=(w @ patterns.T)[which, picks], minlength=samples) / m.n
     test_only = np.bincount(which, weights=(patterns @ _even(m.sa, m.sb))[picks], minlength=samples) / m.n
     low, high = np.quantile(diffs, [ALPHA / 2, 1 - ALPHA / 2])
-    below, above = np.sum(diffs <= 1e-12), np.sum(diffs >= -1e-12)
-    p = min(1.0, 2 * (min(below, above) + 1) / (samples + 1))  # resampled: the usual +1 correction
-    return Bootstrap(observed, float(low), float(high), p, float(test_only.std()), True, samples)
+    below, above = _exact_tails(m, w)
+    return Bootstrap(observed, float(low), float(high), float(_p_value(below, above)), float(test_only.std()), True,
+                     samples)
+
+
+_TAIL_RESAMPLES = 2_000  # seed resamples the exact path's tail is averaged over (all of them, where fewer)
+
+
+def _exact_tails(m: Moments, w: np.ndarray) -> tuple[float, float]:
+    """P*(diff <= 0) and P*(diff >= 0) with the few informative examples resampled exactly:
+    over the seed resamples (every composition where there are at most _TAIL_RESAMPLES, else
+    that many of the drawn ones), the tail of n x diff = sum of n draws, each an informative
+    example's w . pattern with probability 1/n or 0, from `_draw_tails`."""
+    assert m.informative is not None
+    if _n_compositions(m.sa) * _n_compositions(m.sb) <= _TAIL_RESAMPLES:
+        wa, pa = _compositions(m.sa)
+        wb, pb = _compositions(m.sb)
+        w = np.concatenate([np.repeat(-wa, len(wb), 0), np.tile(wb, (len(wa), 1))], axis=1)
+        probs = np.outer(pa, pb).reshape(-1)
+    else:
+        w = w[:_TAIL_RESAMPLES]
+        probs = np.full(len(w), 1.0 / len(w))
+    patterns, counts = np.unique(m.informative, axis=0, return_counts=True)
+    below, above = _draw_tails(w @ patterns.T, counts.astype(float), m.n, _lattice(w, m.sa, m.sb))
+    return float(probs @ below), float(probs @ above)
+
+
+def _draw_tails(v: np.ndarray, counts: np.ndarray, n: int, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(S <= 0) and P(S >= 0) per row of `v` (resamples x distinct values), where S is the sum
+    of n independent draws, each v[j] with probability counts[j]/n and 0 otherwise (a multinomial
+    resample of n examples). At the edge of the support exactly: when no value is negative,
+    P(S <= 0) is the chance that no positive one is drawn. Inside it, by the saddlepoint
+    (Lugannani-Rice, with Daniels' continuity correction for a lattice of step `span`): the
+    exact cumulant generating function K(t) = n log(1 - k/n + sum_j counts_j e^(t v_j) / n)."""
+    eps = 1e-12
+    span = unit * np.gcd.reduce(np.abs(np.rint(v / unit[:, None])).astype(np.int64), axis=1)
+    positive = (counts * (v > eps)).sum(1)
+    negative = (counts * (v < -eps)).sum(1)
+    with np.errstate(divide="ignore"):
+        none_positive = np.exp(n * np.log1p(-np.minimum(positive / n, 1.0)))
+        none_negative = np.exp(n * np.log1p(-np.minimum(negative / n, 1.0)))
+    below = np.where(negative == 0, none_positive, 1.0)
+    above = np.where(positive == 0, none_negative, 1.0)
+    mixed = (positive > 0) & (negative > 0)
+    if mixed.any():
+        b, a = _saddlepoint(v[mixed], counts, n, span[mixed])
+        below[mixed], above[mixed] = b, a
+    return below, above
+
+
+def _saddlepoint(v: np.ndarray, counts: np.ndarray, n: int, span: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_draw_tails` where 0 lies inside the support (values of both signs in every row)."""
+    k = counts.sum()
+    log_c = np.log(counts)[None, :]
+    pos, neg = v > 1e-12, v < -1e-12
+    log_abs = np.log(np.where(pos | neg, np.abs(v), 1.0))
+
+    def side(t: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log sum over the masked values of c |v| e^(t v), and the weighted mean of v there."""
+        x = np.where(mask, log_c + log_abs + t[:, None] * v, -np.inf)
+        top = x.max(1, keepdims=True)
+        weights = np.exp(x - top)
+        total = weights.sum(1)
+        return top[:, 0] + np.log(total), (weights * v).sum(1) / total
+
+    # K'(t) = 0 <=> sum c v e^(tv) = 0 <=> h(t) = log(positive side) - log(negative side) = 0;
+    # h increases (h' = the two sides' weighted means of v, subtracted): Newton, kept in a bracket
+    t = np.zeros(len(v))
+    lo, hi = np.full(len(v), -1e4), np.full(len(v), 1e4)
+    for _ in range(60):
+        up, mean_up = side(t, pos)
+        down, mean_down = side(t, neg)
+        h = up - down
+        lo, hi = np.where(h < 0, t, lo), np.where(h > 0, t, hi)
+        step = t - h / np.maximum(mean_up - mean_down, 1e-300)
+        inside = (step > lo) & (step < hi)
+        new = np.where(inside, step, (lo + hi) / 2)
+        if np.all(np.abs(new - t) <= 1e-12 * np.maximum(1.0, np.abs(t))):
+            t = new
+            break
+        t = new
+    # log M(t) = log(1 - k/n + sum c e^(tv) / n); K = n log M; K'' = n (sum c v^2 e^(tv) / n) / M
+    terms = np.concatenate([np.full((len(v), 1), np.log1p(-k / n) if k < n else -np.inf),
+                            log_c + t[:, None] * v - np.log(n)], axis=1)
+    top = terms.max(1, keepdims=True)
+    log_m = top[:, 0] + np.log(np.exp(terms - top).sum(1))
+    second = (np.exp(log_c + t[:, None] * v - np.log(n) - log_m[:, None]) * v * v).sum(1)
+    k_t, k2 = n * log_m, n * second
+    w_hat = np.sign(t) * np.sqrt(np.maximum(-2.0 * k_t, 0.0))
+    sd = np.sqrt(k2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        u_up = (1 - np.exp(-span * t)) * sd / span  # P(S >= 0)
+        u_down = (1 - np.exp(span * t)) * sd / span  # P(-S >= 0)
+        density = np.exp(-w_hat**2 / 2) / math.sqrt(2 * math.pi)
+        above = 1 - normal_cdf(w_hat) - density * (1 / w_hat - 1 / u_up)
+        below = normal_cdf(w_hat) - density * (1 / -w_hat - 1 / u_down)
+    # where t is ~0 (0 at the mean) the formula is 0/0: the continuity-corrected normal there
+    near = np.abs(w_hat) < 1e-4
+    if near.any():
+        mean = (counts * v[near]).sum(1)
+        var = (counts * v[near] ** 2).sum(1) - mean**2 / n
+        half = span[near] / 2
+        above[near] = normal_cdf((mean + half) / np.sqrt(var))
+        below[near] = normal_cdf((half - mean) / np.sqrt(var))
+    return np.clip(below, 0.0, 1.0), np.clip(above, 0.0, 1.0)
 
 
 def _lattice(w: np.ndarray, sa: int, sb: int) -> np.ndarray:
@@ -198,12 +308,14 @@ def _lattice(w: np.ndarray, sa: int, sb: int) -> np.ndarray:
 
 def _normal(group: list[Moments], sa: int, sb: int, samples: int, seed: int) -> list[Bootstrap]:
     """The example level in its normal limit, for rows with the same seed counts."""
-    w, rng = _seed_draws(sa, sb, samples, seed)
-    z = rng.standard_normal(samples)
+    w = _seed_draws(sa, sb, samples, seed)
+    z = np.random.default_rng([seed, 2]).standard_normal(samples)
     if sa == sb == 1:  # one seed a side: the weights never change, the distribution is N(centre, sd^2)
         w = w[:1]
     runs = sa + sb
-    pairs = (w[:, :, None] * w[:, None, :]).reshape(len(w), runs * runs)
+    # w_i w_j for every replicate, so that a block's quadratic forms are one product; past 16 runs
+    # (samples x runs^2 floats: 20 MB) a row at a time instead
+    pairs = (w[:, :, None] * w[:, None, :]).reshape(len(w), runs * runs) if runs <= 16 else None
     unit = _lattice(w, sa, sb)
     even = _even(sa, sb)
     out = []
@@ -212,7 +324,9 @@ def _normal(group: list[Moments], sa: int, sb: int, samples: int, seed: int) -> 
         mean = np.stack([g.mean for g in block])  # rows x runs
         cov = np.stack([g.cov.reshape(-1) / g.n for g in block])  # rows x runs^2, the accuracies' covariance
         centre = w @ mean.T  # samples x rows
-        sd = np.sqrt(np.maximum(pairs @ cov.T, 0.0))
+        quadratic = (pairs @ cov.T if pairs is not None else
+                     np.stack([((w @ c.reshape(runs, runs)) * w).sum(1) for c in cov], axis=1))
+        sd = np.sqrt(np.maximum(quadratic, 0.0))
         if len(w) == 1:  # the normal's own quantiles
             half = _Z * sd[0]
             lows, highs = centre[0] - half, centre[0] + half

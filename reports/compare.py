@@ -118,6 +118,7 @@ class _Reader:
         for known in self._rows:
             if len(known) == len(rows) and np.array_equal(known, rows):
                 return known
+        rows = rows.copy()  # not a view on the job's file, which would keep all of it alive
         if len(self._rows) < 8:
             self._rows.append(rows)
         return rows
@@ -134,8 +135,9 @@ def _sorted(p: Predictions) -> Predictions:
 def predicted(probs: np.ndarray) -> np.ndarray:
     """`probs.argmax(1)` (the first of equal maxima); with two classes one comparison, five
     times faster than numpy's argmax over rows of two (a report takes it for every job)."""
-    if probs.shape[1] == 2:
-        return (probs[:, 1] > probs[:, 0]).view(np.int8)
+    if probs.shape[1] == 2:  # argmax takes the first NaN as the maximum: so does this
+        first, second = probs[:, 0], probs[:, 1]
+        return ((second > first) | (np.isnan(second) & ~np.isnan(first))).view(np.int8)
     return probs.argmax(1)
 
 

@@ -180,7 +180,8 @@ def _headline(report: SweepReport) -> list[str]:
                       "the seed resamples of its normal tail, so p is not limited by the number of replicates.")
         if h.examples and h.boot.exact:
             notes.add(f"Where the runs disagree on {EXACT_INFORMATIVE} or fewer test examples, those are resampled "
-                      f"exactly and p counts replicates: it is at least 2/({h.boot.replicates:,} + 1).")
+                      "exactly for the interval, and p is the tail of that exact resampling (a saddlepoint "
+                      "approximation, Lugannani–Rice, averaged over the seed resamples), not a count of replicates.")
         if h.examples == 0:
             notes.add("seeds only: no per-example predictions in the runs directory, so the interval covers the "
                       "seeds alone (stored test accuracies), not the test set's own variance; p is exact over every "

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # the zip local file header, 30 bytes
-_LOCAL_SIG, _CENTRAL_SIG = b"PK\x03\x04", b"PK\x01\x02"
+_LOCAL_SIG, _CENTRAL_SIG, _END_SIG = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"
 _ZIP64 = 0x0001
 _MAGIC = b"\x93NUMPY\x01\x00"  # npy format 1.0, what np.save writes for any plain array
 
@@ -40,8 +40,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             raise OSError(f"{path}: changed while it was read")
     try:
         return _read(data)
-    except _Unknown:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+    except (_Unknown, struct.error, IndexError):  # struct.error: cut inside a header
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy under an .npz name
+            raise ValueError(f"{path}: not an npz archive (a single {type(loaded).__name__})") from None
+        with loaded as archive:
             return {name: archive[name] for name in archive.files}
 
 
@@ -62,7 +65,9 @@ def _read(data: bytearray) -> dict[str, np.ndarray]:
             raise _Unknown  # np.load then says what is wrong (a torn or damaged archive)
         arrays[name[:-4] if name.endswith(".npy") else name] = _array(data, start, csize)
         pos = start + csize
-    if not arrays or not data.startswith(_CENTRAL_SIG, pos):
+    # the central directory follows the members, and the archive ends with its end record (no
+    # comment: np.savez writes none); anything else, np.load judges
+    if not arrays or not data.startswith(_CENTRAL_SIG, pos) or not data.startswith(_END_SIG, len(data) - 22):
         raise _Unknown
     return arrays
 

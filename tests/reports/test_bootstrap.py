@@ -191,3 +191,68 @@ def test_holm_over_thousands_of_rows_still_finds_a_clear_difference() -> None:
     verdicts = {row.headline.verdict for row in rows[1:] if row.headline is not None}
     assert verdicts == {"better"}
     assert all(row.headline is not None and row.headline.p_holm < 1e-3 for row in rows[1:])
+
+
+def test_many_seeds_a_side_take_the_row_at_a_time_path() -> None:
+    """Past 16 runs the quadratic forms are computed a row at a time (memory): the same numbers."""
+    rng = np.random.default_rng(12)
+    a, b = _runs(rng, [0.80] * 9, 400), _runs(rng, [0.82] * 9, 400)
+    got = two_level_bootstrap(a, b)
+    ref = _by_hand(a, b, 40_000, seed=3)
+    lo, hi = np.quantile(ref, [0.025, 0.975])
+    assert got.low == pytest.approx(lo, abs=0.06 * (hi - lo)) and got.high == pytest.approx(hi, abs=0.06 * (hi - lo))
+    assert got.p_value == pytest.approx(_p(ref), abs=0.015)
+
+
+def test_predicted_is_argmax() -> None:
+    from reports.compare import predicted
+
+    rng = np.random.default_rng(1)
+    for k in (2, 3):
+        probs = rng.random((500, k)).astype(np.float32)
+        probs[:50, 1] = probs[:50, 0]  # ties: the first wins
+        probs[50:60, 0], probs[60:70, 1], probs[70:75] = np.nan, np.nan, np.nan  # the first NaN wins
+        assert np.array_equal(predicted(probs), probs.argmax(1))
+
+
+def _sum_of_draws(values: np.ndarray, counts: np.ndarray, n: int) -> tuple[float, float]:
+    """P(S <= 0), P(S >= 0) for S the sum of n draws, each values[j] w.p. counts[j]/n, else 0:
+    the exact distribution, convolved draw by draw (integer values)."""
+    single: dict[int, float] = {0: 1 - counts.sum() / n}
+    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        single[v] = single.get(v, 0.0) + c / n
+    dist = {0: 1.0}
+    for _ in range(n):
+        nxt: dict[int, float] = {}
+        for s, p in dist.items():
+            for d, q in single.items():
+                nxt[s + d] = nxt.get(s + d, 0.0) + p * q
+        dist = nxt
+    return sum(p for s, p in dist.items() if s <= 0), sum(p for s, p in dist.items() if s >= 0)
+
+
+def test_exact_path_tail_against_enumeration() -> None:
+    """The exact path's p: the multinomial sum's tail by a saddlepoint, against the exact
+    distribution; at the edge of the support (every value one sign) exact."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    while checked < 12:
+        n, d = int(rng.integers(20, 70)), int(rng.integers(2, 5))
+        values, counts = rng.integers(-3, 4, d), rng.integers(1, 4, d).astype(float)
+        if not ((values > 0).any() and (values < 0).any()):
+            continue
+        below, above = _sum_of_draws(values, counts, n)
+        got_below, got_above = bootstrap._draw_tails(values[None] * 0.5, counts, n, np.array([0.5]))
+        assert got_below[0] == pytest.approx(below, rel=0.05) and got_above[0] == pytest.approx(above, rel=0.05)
+        checked += 1
+    deep = _sum_of_draws(np.array([1, -1]), np.array([30.0, 2.0]), 200)[0]  # ~4e-9
+    assert bootstrap._draw_tails(np.array([[1.0, -1.0]]), np.array([30.0, 2.0]), 200, np.array([1.0]))[0][0] \
+        == pytest.approx(deep, rel=0.05)
+    one_sided = _sum_of_draws(np.array([1, 2]), np.array([3.0, 4.0]), 50)
+    got = bootstrap._draw_tails(np.array([[1.0, 2.0]]), np.array([3.0, 4.0]), 50, np.array([1.0]))
+    assert (got[0][0], got[1][0]) == pytest.approx(one_sided, rel=1e-9)
+    # no floor, and no jump at the switch to the normal limit: 64 and 65 disagreements all one way
+    for k in (64, 65):
+        a, b = np.ones((1, 1000), bool), np.ones((1, 1000), bool)
+        a[0, :k] = False
+        assert two_level_bootstrap(a, b, samples=2_000).p_value < 1e-12

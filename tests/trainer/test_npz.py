@@ -50,6 +50,16 @@ def test_damaged_archives_raise_as_np_load_does(tmp_path: Path) -> None:
     torn.write_bytes(path.read_bytes()[:9000])
     with pytest.raises((zipfile.BadZipFile, ValueError, EOFError, OSError)):
         read_npz(torn)
+    for cut in list(range(1, 200)) + list(range(len(data) - 200, len(data))):  # cut anywhere: raised, never wrong
+        partial = tmp_path / "partial.npz"
+        partial.write_bytes(path.read_bytes()[:cut])
+        with pytest.raises((zipfile.BadZipFile, ValueError, EOFError, OSError)):
+            read_npz(partial)
+    single = tmp_path / "single.npz"
+    with open(single, "wb") as f:
+        np.save(f, np.arange(3))  # an .npy under an .npz name
+    with pytest.raises(ValueError, match="not an npz archive"):
+        read_npz(single)
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, rows=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError):
