@@ -21,6 +21,7 @@ from reports.bootstrap import SAMPLES, Bootstrap, Moments, moments, seed_bootstr
 from reports.collect import Predictions, Record
 from reports.seeds import ALPHA, ASO_TAU, Aso, aso_many, holm, prob_better, seeds_needed
 from reports.stats import Comparison, mcnemar_p, mean_std
+from trainer.jobdir import FINISHED
 
 if TYPE_CHECKING:
     from reports.tables import Row
@@ -30,6 +31,10 @@ SCORED = ("completed", "collapsed")  # runs with a test score: a collapsed seed 
 # replicates x rows; 2,000 still put the percentile ends within a few % of the width, and the
 # p-values do not rest on the count of replicates).
 MANY_ROWS, MANY_ROWS_SAMPLES = 200, 2_000
+
+
+def _replicates(rows: int) -> int:
+    return SAMPLES if rows <= MANY_ROWS else MANY_ROWS_SAMPLES
 
 
 @dataclass
@@ -73,7 +78,7 @@ def _scored(row: Row) -> list[Record]:
 def _unscored(row: Row) -> int:
     """Runs that finished without a test score (a diverged run is never tested): not in the
     comparison, which therefore flatters the configuration; the report says so."""
-    return sum(r.status in ("completed", "collapsed", "diverged") for r in row.runs) - len(_scored(row))
+    return sum(r.status in FINISHED for r in row.runs) - len(_scored(row))
 
 
 @dataclass(frozen=True)
@@ -104,12 +109,9 @@ class _Reader:
 
     def seeds(self, records: list[Record]) -> _Seeds | None:
         """None when any run has no predictions."""
-        preds = []
-        for r in records:
-            p = self._predictions(r.job_id)
-            if p is None:
-                return None
-            preds.append(_sorted(p))
+        preds = _read(records, self._predictions)
+        if preds is None:
+            return None
         runs = [_Run(self._canonical(p.rows), predicted(p.probs) == p.labels) for p in preds]
         rows, labels, probs = _average(preds)
         return _Seeds(runs, _Run(self._canonical(rows), predicted(probs) == labels))
@@ -124,12 +126,19 @@ class _Reader:
         return rows
 
 
-def _sorted(p: Predictions) -> Predictions:
-    """In row order (the trainer writes them so; other writers may not)."""
-    if np.all(p.rows[1:] > p.rows[:-1]):
-        return p
-    order = np.argsort(p.rows, kind="stable")
-    return Predictions(p.rows[order], p.labels[order], p.probs[order])
+def _read(records: list[Record], predictions: Callable[[str], Predictions | None]) -> list[Predictions] | None:
+    """The records' predictions in row order (the trainer writes them so; other writers may
+    not); None when any has none."""
+    out = []
+    for r in records:
+        p = predictions(r.job_id)
+        if p is None:
+            return None
+        if not np.all(p.rows[1:] > p.rows[:-1]):
+            order = np.argsort(p.rows, kind="stable")
+            p = Predictions(p.rows[order], p.labels[order], p.probs[order])
+        out.append(p)
+    return out
 
 
 def predicted(probs: np.ndarray) -> np.ndarray:
@@ -199,22 +208,19 @@ def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predic
             seed_only.setdefault(len(runs), []).append(i)
             row.scores = (base_scores, np.array([r.result["test_acc"] for r in runs if r.result]))
             row.comparison_note = "no per-example predictions in the runs directory: seeds only"
-    samples = SAMPLES if len(on_examples) <= MANY_ROWS else MANY_ROWS_SAMPLES
-    for (i, _, n), boot in zip(on_examples, two_level_bootstrap_many([m for _, m, _ in on_examples], samples=samples),
-                               strict=True):
+    boots = two_level_bootstrap_many([m for _, m, _ in on_examples], samples=_replicates(len(on_examples)))
+    for (i, _, n), boot in zip(on_examples, boots, strict=True):
         sa, sb = rows[i].scores  # type: ignore[misc]
         scope = ("test examples only (one seed a side)" if len(sa) == len(sb) == 1 else
                  "seeds and test examples" if min(len(sa), len(sb)) > 1 else
                  "test examples, and the seeds of the side with more than one")
         rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa), examples=n)
-    samples = SAMPLES if len(ensembles) <= MANY_ROWS else MANY_ROWS_SAMPLES
-    for (i, _, p, n), boot in zip(ensembles, two_level_bootstrap_many([m for _, m, _, _ in ensembles], samples=samples),
-                                  strict=True):
+    boots = two_level_bootstrap_many([m for _, m, _, _ in ensembles], samples=_replicates(len(ensembles)))
+    for (i, _, p, n), boot in zip(ensembles, boots, strict=True):
         rows[i].ensemble = Comparison(boot.diff, boot.low, boot.high, p, n)
     for members in seed_only.values():
-        samples = SAMPLES if len(members) <= MANY_ROWS else MANY_ROWS_SAMPLES
         boots = seed_bootstrap_many(base_scores, np.stack([rows[i].scores[1] for i in members]),  # type: ignore[index]
-                                    samples=samples)
+                                    samples=_replicates(len(members)))
         for i, boot in zip(members, boots, strict=True):
             sa, sb = rows[i].scores  # type: ignore[misc]
             scope = "seeds (scores only)" if min(len(sa), len(sb)) > 1 else "one seed, scores only: nothing to test"
@@ -266,10 +272,8 @@ def _ensemble_pair(a: _Run, b: _Run) -> tuple[Moments, float, int] | None:
 def seed_ensemble(records: list[Record], predictions: Callable[[str], Predictions | None]) -> tuple[
         np.ndarray, np.ndarray, np.ndarray] | None:
     """(rows, labels, probabilities averaged over the records' seeds) on the examples all share."""
-    preds = [predictions(r.job_id) for r in records]
-    if not preds or any(p is None for p in preds):
-        return None
-    return _average([_sorted(p) for p in preds if p is not None])
+    preds = _read(records, predictions)
+    return _average(preds) if preds else None
 
 
 def _average(preds: list[Predictions]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
