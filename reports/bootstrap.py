@@ -1,10 +1,11 @@
-"""The bootstrap behind a report's headline: the difference in mean per-seed test accuracy of
-two configurations, with the variance of both the seeds and the test examples.
+"""The two-level bootstrap of the difference in mean per-seed test accuracy of two
+configurations, with the variance of both the seeds and the test examples. The report's verdicts
+are `reports.verdict` (with two to four seeds a side a bootstrap over seeds is too narrow); the
+report uses this for the seed ensembles' paired bootstrap (one run a side).
 
 - `two_level_bootstrap_many`: for each pair of (seeds x examples) right/wrong matrices on the
   same test examples, resample the seeds of each configuration, then the shared test examples
   (one resample of the examples for every run: all were scored on the same set).
-- `seed_bootstrap_many`: the seed level alone, on stored per-seed scores (no predictions).
 
 How it stays fast and exact enough over thousands of rows:
 
@@ -18,9 +19,7 @@ How it stays fast and exact enough over thousands of rows:
   without a floor of 1/replicates, so that Holm over thousands of rows can still find a
   difference: under the normal limit it is the mean over the seed resamples of the normal
   tail (a Rao-Blackwellised estimate), with a continuity correction of half a lattice step (a
-  difference of exactly 0 counts on both sides, as resampling counts it); on scores alone the seed resamples are enumerated
-  exactly (all compositions of s draws from s seeds) where there are at most
-  ENUMERATE_COMPOSITIONS of them (8 seeds), and drawn otherwise. Where the few informative
+  difference of exactly 0 counts on both sides, as resampling counts it). Where the few informative
   examples are resampled exactly, p is that resampling's own tail, by a saddlepoint
   approximation of the multinomial sum (Lugannani-Rice, within a few % of exact enumeration,
   deep tails included) averaged over the seed resamples.
@@ -45,7 +44,6 @@ SAMPLES = 10_000  # replicates
 SEED = 0
 ALPHA = 0.05
 EXACT_INFORMATIVE = 64  # at most this many informative examples: resampled exactly, not by the normal limit
-ENUMERATE_COMPOSITIONS = 10_000  # seed resamples enumerated exactly up to this many compositions a side
 _BLOCK = 256  # rows per matrix product (bounds the memory to samples x _BLOCK floats)
 _Z = NormalDist().inv_cdf(1 - ALPHA / 2)
 
@@ -137,8 +135,7 @@ def two_level_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, samples
                         seed: int = SEED) -> Bootstrap:
     """Difference in mean per-seed accuracy, B minus A, with both levels resampled.
 
-    `correct_a`, `correct_b`: seeds x examples booleans on the same examples (columns aligned).
-    Without per-example predictions, use `seed_bootstrap` on the scores instead."""
+    `correct_a`, `correct_b`: seeds x examples booleans on the same examples (columns aligned)."""
     return two_level_bootstrap_many([moments(correct_a, correct_b)], samples=samples, seed=seed)[0]
 
 
@@ -344,59 +341,3 @@ def _normal(group: list[Moments], sa: int, sb: int, samples: int, seed: int) -> 
                           samples)
                 for i in range(len(block))]
     return out
-
-
-# -- the seed level alone -----------------------------------------------------------------------
-
-
-def seed_bootstrap(scores_a: np.ndarray, scores_b: np.ndarray, *, samples: int = SAMPLES, seed: int = SEED) -> Bootstrap:
-    """The seed level alone, on per-seed scores (no per-example predictions to resample)."""
-    return seed_bootstrap_many(scores_a, np.asarray(scores_b, dtype=float)[None], samples=samples, seed=seed)[0]
-
-
-def seed_bootstrap_many(scores_a: np.ndarray, scores_b: np.ndarray, *, samples: int = SAMPLES,
-                        seed: int = SEED) -> list[Bootstrap]:
-    """`seed_bootstrap` of A against each row of `scores_b` (rows x seeds, equal seed counts),
-    with one set of resampled seed indices for all rows: each row's interval is the same as on
-    its own, and thousands of rows cost a few matrix products. The p-value is exact where the
-    resamples can be enumerated (the two sides are independent: one sort per row)."""
-    a, b = np.asarray(scores_a, dtype=float), np.atleast_2d(np.asarray(scores_b, dtype=float))
-    rng = np.random.default_rng(seed)
-    mean_a = _weights(len(a), samples, rng) @ a
-    weights = _weights(b.shape[1], samples, rng)
-    side_a = _side(a[None], samples, seed + 1)[0]
-    out = []
-    for start in range(0, len(b), _BLOCK):
-        block = b[start:start + _BLOCK]
-        diffs = (block @ weights.T - mean_a[None, :]).astype(np.float32)  # float32: half the partition's work
-        lows, highs = np.quantile(diffs, [ALPHA / 2, 1 - ALPHA / 2], axis=1)
-        observed = block.mean(1) - a.mean()
-        for i, (values, probs) in enumerate(_side(block, samples, seed + 2)):
-            below, above = _tails(side_a, (values, probs))
-            out.append(Bootstrap(float(observed[i]), float(lows[i]), float(highs[i]), float(_p_value(below, above)),
-                                 0.0, True, samples))
-    return out
-
-
-def _side(scores: np.ndarray, samples: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per row of `scores` (rows x seeds): the resampled means (sorted, rounded so that equal
-    means compare equal) and their probabilities: every composition, or `samples` drawn."""
-    s = scores.shape[1]
-    if _n_compositions(s) <= ENUMERATE_COMPOSITIONS:
-        weights, probs = _compositions(s)
-    else:
-        weights = _weights(s, samples, np.random.default_rng(seed))
-        probs = np.full(samples, 1.0 / samples)
-    means = np.round(scores @ weights.T, 12)
-    order = np.argsort(means, axis=1, kind="stable")
-    return [(means[i, order[i]], probs[order[i]]) for i in range(len(scores))]
-
-
-def _tails(side_a: tuple[np.ndarray, np.ndarray], side_b: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
-    """P(mean_b - mean_a <= 0) and P(>= 0) for independent resampled means (sorted, with probabilities)."""
-    values_a, probs_a = side_a
-    values_b, probs_b = side_b
-    cdf_b = np.concatenate([[0.0], np.cumsum(probs_b)])
-    at_most = cdf_b[np.searchsorted(values_b, values_a, side="right")]  # P(mean_b <= a)
-    below_a = cdf_b[np.searchsorted(values_b, values_a, side="left")]  # P(mean_b < a)
-    return float(probs_a @ at_most), float(probs_a @ (1.0 - below_a))

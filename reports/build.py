@@ -7,6 +7,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+from reports.cache import Cache
 from reports.collect import Predictions, load_predictions, load_records, study_summary, trial_states
 from reports.draw import Painter, Plot
 from reports.markdown import to_markdown
@@ -68,7 +69,9 @@ def _build_all(storage: str, runs_dir: Path, sweeps: list[str] | None, painter: 
         planned: list[Plot] = plan_plots(report, records, sweep_dir / "report", predictions) if plots else []
         report.plots = [(p.caption, f"{p.path.parent.name}/{p.path.name}") for p in planned]
         painter.submit(name, planned)
-        compare_report(report, predictions)
+        cache = Cache(sweep_dir)
+        compare_report(report, predictions, cache=cache)
+        cache.save()
         report.study = study_summary(store)
         built.append((report, to_markdown(report, description=str(store.study.user_attrs.get("description", "")))))
     unwritable = painter.finish()

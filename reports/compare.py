@@ -1,35 +1,38 @@
-"""Every row of a report against the baseline row.
+"""Every row of a report against the baseline row, and the comparisons the report leads with.
 
-The headline is across seeds (`reports.seeds`): the mean difference of per-seed test accuracy
-with a two-level bootstrap interval, ASO's eps_min and P(row > baseline) over seed pairs;
-"significant" when the bootstrap p-value, Holm-Bonferroni-adjusted over the rows compared, is
-below 0.05 *and* ASO's eps_min of the better side is below 0.5 (a row with one seed a side has
-no ASO: its comparison covers test-set variance only). The seed ensembles' McNemar test
-(`reports.stats`) and paired bootstrap (the same bootstrap with one run a side) stay as a
+The headline is `reports.verdict.compare` on each configuration's runs against the baseline's:
+per-seed right/wrong on the test examples every run shares where every run kept its
+predictions, per-seed test scores otherwise; a side with one seed takes the seed spread pooled
+over the sweep's configurations with two or more seeds (`pooled_seed_sd`); Holm-Bonferroni over
+the rows compared (`reports.verdict.adjust`). ASO's eps_min and P(row > baseline) over seed
+pairs stand beside it as descriptions, not gates. The seed ensembles' McNemar test
+(`reports.stats`) and paired bootstrap (`reports.bootstrap` with one run a side) stay as a
 secondary comparison, named as such.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reports.bootstrap import SAMPLES, Bootstrap, Moments, moments, seed_bootstrap_many, two_level_bootstrap_many
+from reports.bootstrap import SAMPLES, Moments, moments, two_level_bootstrap_many
+from reports.cache import Cache
 from reports.collect import Predictions, Record
-from reports.seeds import ALPHA, ASO_TAU, Aso, aso_many, holm, prob_better, seeds_needed
-from reports.stats import Comparison, mcnemar_p, mean_std
+from reports.seeds import Aso, aso_many, prob_better
+from reports.stats import Comparison, mcnemar_p
+from reports.verdict import Runs, Verdict, adjust, compare, runs, seeds_needed
 from trainer.jobdir import FINISHED
 
 if TYPE_CHECKING:
     from reports.tables import Row
 
 SCORED = ("completed", "collapsed")  # runs with a test score: a collapsed seed counts as what it scored
-# Past this many rows compared, each row's bootstrap draws fewer replicates (the cost is
-# replicates x rows; 2,000 still put the percentile ends within a few % of the width, and the
-# p-values do not rest on the count of replicates).
+# Past this many rows compared, the seed ensembles' bootstrap draws fewer replicates (the cost is
+# replicates x rows; 2,000 still put the percentile ends within a few % of the width).
 MANY_ROWS, MANY_ROWS_SAMPLES = 200, 2_000
 
 
@@ -37,38 +40,63 @@ def _replicates(rows: int) -> int:
     return SAMPLES if rows <= MANY_ROWS else MANY_ROWS_SAMPLES
 
 
+@dataclass(frozen=True)
+class Pooled:
+    """The per-seed spread of test accuracy pooled over a sweep's configurations with two or
+    more seeds: what a side with one seed is compared with."""
+
+    sd: float
+    df: int
+    configurations: int
+
+
 @dataclass
 class SeedComparison:
-    seeds: tuple[int, int]  # (baseline, row) seeds compared
-    scope: str  # "seeds and test examples", "seeds (no per-example predictions)", "test examples only (one seed)"
-    boot: Bootstrap
+    result: Verdict  # reports.verdict.compare, Holm-adjusted over the rows
     aso: Aso | None  # None with one seed on either side
     p_better: float  # P(row > baseline) over seed pairs
-    p_holm: float = 1.0
-    needed: int | None = None  # seeds per side for the interval to exclude 0 at the observed difference
-    needed_effect: int | None = None  # ... at --effect
-    examples: int = 0  # shared test examples (0: scores only)
+    needed_effect: int | None = None  # seeds a side to decide a difference of --effect at 80% power
     unscored: tuple[int, int] = (0, 0)  # (baseline, row) runs that finished without a test score (diverged)
+    pooled: Pooled | None = None  # the pooled seed spread, where a side with one seed took it
+
+    @property
+    def seeds(self) -> tuple[int, int]:
+        return self.result.seeds
+
+    @property
+    def examples(self) -> int:
+        return self.result.examples
 
     @property
     def testable(self) -> bool:
-        """Scores alone with one seed on a side: no spread to test against."""
-        return self.examples > 0 or min(self.seeds) > 1
+        return self.result.testable
 
     @property
     def significant(self) -> bool:
-        if not self.testable or self.p_holm >= ALPHA:
-            return False
-        if self.aso is None:
-            return True
-        winner = self.aso.eps_a_over_b if self.boot.diff > 0 else self.aso.eps_b_over_a
-        return winner < ASO_TAU
+        return self.result.winner is not None
 
     @property
     def verdict(self) -> str:
-        if not self.significant:
-            return "cannot tell"
-        return "better" if self.boot.diff > 0 else "worse"
+        return self.result.word
+
+    @property
+    def scope(self) -> str:
+        sa, sb = self.seeds
+        what = "seeds and test examples" if self.examples else "seeds (scores only)"
+        if sa == sb == 1:
+            return f"one seed a side, {what}"
+        return what
+
+
+@dataclass(frozen=True)
+class Lead:
+    """A comparison the report leads with: row `b` against row `a`."""
+
+    a: int
+    b: int
+    kind: str  # "best vs baseline", "runner-up vs best", "model best vs overall best"
+    result: Verdict
+    pooled: Pooled | None = None
 
 
 def _scored(row: Row) -> list[Record]:
@@ -100,21 +128,46 @@ class _Seeds:
 
 
 class _Reader:
-    """Reads configurations' predictions; equal row arrays (every job of a sweep usually has
-    the same test rows) become one object, so that `_shared` compares them by identity."""
+    """Reads configurations' predictions, through the sweep's `Cache` of right/wrong bits when
+    there is one; equal row arrays (every job of a sweep usually has the same test rows) become
+    one object, so that `_shared` compares them by identity."""
 
-    def __init__(self, predictions: Callable[[str], Predictions | None]) -> None:
+    def __init__(self, predictions: Callable[[str], Predictions | None], cache: Cache | None = None) -> None:
         self._predictions = predictions
+        self._cache = cache
         self._rows: list[np.ndarray] = []
 
     def seeds(self, records: list[Record]) -> _Seeds | None:
         """None when any run has no predictions."""
-        preds = _read(records, self._predictions)
-        if preds is None:
+        runs = [self._run(r.job_id) for r in records]
+        if any(run is None for run in runs):
             return None
-        runs = [_Run(self._canonical(p.rows), predicted(p.probs) == p.labels) for p in preds]
-        rows, labels, probs = _average(preds)
-        return _Seeds(runs, _Run(self._canonical(rows), predicted(probs) == labels))
+        ids = [r.job_id for r in records]
+        hit = self._cache.ensemble(ids) if self._cache is not None else None
+        if hit is None:
+            preds = _read(records, self._predictions)
+            if preds is None:
+                return None
+            rows, labels, probs = _average(preds)
+            hit = (rows, predicted(probs) == labels)
+            if self._cache is not None:
+                self._cache.put_ensemble(ids, hit)
+        return _Seeds(runs, _Run(self._canonical(hit[0]), hit[1]))  # type: ignore[arg-type]
+
+    def _run(self, job_id: str) -> _Run | None:
+        hit = self._cache.run(job_id) if self._cache is not None else None
+        if hit is None:
+            preds = _read([Record(job_id, {}, {}, "", "", None)], self._predictions)
+            if preds is None:
+                return None
+            hit = (preds[0].rows, predicted(preds[0].probs) == preds[0].labels)
+            if self._cache is not None:
+                self._cache.put_run(job_id, hit)
+        return _Run(self._canonical(hit[0]), hit[1])
+
+    def canonical(self, rows: np.ndarray) -> bool:
+        """Whether `rows` is one of the row sets this reader keeps (alive, so its id is its own)."""
+        return any(rows is known for known in self._rows)
 
     def _canonical(self, rows: np.ndarray) -> np.ndarray:
         for known in self._rows:
@@ -170,75 +223,116 @@ def _at(run: _Run, rows: np.ndarray) -> np.ndarray:
     return run.correct if pos is None else run.correct[pos]
 
 
+def pooled_seed_sd(rows: list[Row]) -> Pooled | None:
+    """The per-seed standard deviation of test accuracy pooled over the configurations with two
+    or more scored runs (sum of (n - 1) s^2 over sum of (n - 1)); None when there are none."""
+    total, df, configs = 0.0, 0, 0
+    for row in rows:
+        scores = [float(r.result["test_acc"]) for r in _scored(row) if r.result]
+        if len(scores) > 1:
+            total += float(np.var(scores, ddof=1)) * (len(scores) - 1)
+            df += len(scores) - 1
+            configs += 1
+    return Pooled(math.sqrt(total / df), df, configs) if df else None
+
+
+class _Pairs:
+    """Two configurations' runs as `compare` takes them: right/wrong on the test examples every
+    run shares when every run kept its predictions, else the stored test scores."""
+
+    def __init__(self, reader: _Reader, pooled: Pooled | None) -> None:
+        self.reader = reader
+        self.pooled = pooled
+        self._seeds: dict[int, tuple[list[Record], _Seeds | None]] = {}
+        self._summaries: dict[tuple[int, int], Runs] = {}  # (row, id of a canonical row set): the baseline's, once
+
+    def runs(self, rows: list[Row], i: int, *, read: bool = True) -> tuple[list[Record], _Seeds | None]:
+        """The row's scored runs and their predictions (not read when `read` is False: the other
+        side has none, so they would go unused)."""
+        if i not in self._seeds:
+            runs = _scored(rows[i])
+            if not read:
+                return runs, None
+            self._seeds[i] = (runs, self.reader.seeds(runs) if runs else None)
+        return self._seeds[i]
+
+    def forget(self, i: int) -> None:
+        self._seeds.pop(i, None)
+
+    def compare(self, rows: list[Row], a: int, b: int) -> tuple[Verdict, tuple[np.ndarray, np.ndarray],
+                                                               tuple[_Seeds, _Seeds] | None] | str:
+        """(verdict, per-seed scores compared, both sides' predictions or None), or why not."""
+        runs_a, seeds_a = self.runs(rows, a)
+        runs_b, seeds_b = self.runs(rows, b, read=seeds_a is not None)
+        if not runs_a or not runs_b:
+            return "no run with a test score" if runs_a else "the baseline has no run with a test score"
+        pool: dict[str, float] = {}
+        if self.pooled is not None and min(len(runs_a), len(runs_b)) == 1:
+            pool = {"seed_sd": self.pooled.sd, "seed_df": self.pooled.df}
+        if seeds_a is not None and seeds_b is not None:
+            shared = _shared([r.rows for r in seeds_a.runs + seeds_b.runs])
+            if len(shared) == 0:
+                return "no shared test examples (different data or split)"
+            mat_b = np.stack([_at(r, shared) for r in seeds_b.runs])
+            key = (a, id(shared))
+            side_a = self._summaries.get(key) if self.reader.canonical(shared) else None
+            if side_a is None:
+                side_a = runs(np.stack([_at(r, shared) for r in seeds_a.runs]))
+                if self.reader.canonical(shared):
+                    self._summaries[key] = side_a
+            side_b = runs(mat_b)
+            return compare(side_a, side_b, **pool), (side_a.scores, side_b.scores), (seeds_a, seeds_b)
+        scores = (np.array([r.result["test_acc"] for r in runs_a if r.result], dtype=float),
+                  np.array([r.result["test_acc"] for r in runs_b if r.result], dtype=float))
+        return compare(scores[0], scores[1], **pool), scores, None
+
+
 def compare_rows(rows: list[Row], base: int, predictions: Callable[[str], Predictions | None], *,
-                 effect: float | None = None) -> None:
-    """Fill in each row's `headline` (across seeds) and `ensemble` (seed ensemble) comparison."""
-    reader = _Reader(predictions)
-    base_runs = _scored(rows[base])
-    if not base_runs:
-        for i, row in enumerate(rows):
-            if i != base:
-                row.comparison_note = "the baseline has no run with a test score"
-        return
-    base_seeds = reader.seeds(base_runs)
-    base_scores = np.array([r.result["test_acc"] for r in base_runs if r.result])
-    on_examples: list[tuple[int, Moments, int]] = []  # (row, moments, shared examples)
+                 effect: float | None = None, lead: list[tuple[int, int, str]] | None = None,
+                 cache: Cache | None = None) -> list[Lead]:
+    """Fill in each row's `headline` (against the baseline) and `ensemble` (seed ensemble)
+    comparison; return the `lead` pairs (a, b, kind) compared the same way."""
+    pooled = pooled_seed_sd(rows)
+    pairs = _Pairs(_Reader(predictions, cache), pooled)
+    keep = {base} | {i for pair in lead or [] for i in pair[:2]}
+    found: list[tuple[int, Verdict]] = []
     ensembles: list[tuple[int, Moments, float, int]] = []  # (row, moments, McNemar p, shared examples)
-    seed_only: dict[int, list[int]] = {}  # seed count -> rows compared on stored scores alone
     for i, row in enumerate(rows):
         if i == base:
             continue
-        runs = _scored(row)
-        if not runs:
-            row.comparison_note = "no run with a test score"
+        got = pairs.compare(rows, base, i)
+        if i not in keep:
+            pairs.forget(i)  # a sweep of 10,000 jobs: hold one configuration's right/wrong at a time
+        if isinstance(got, str):
+            row.comparison_note = got
             continue
-        row_seeds = reader.seeds(runs) if base_seeds is not None else None
-        if base_seeds is not None and row_seeds is not None:
-            shared = _shared([r.rows for r in base_seeds.runs + row_seeds.runs])
-            if len(shared) == 0:
-                row.comparison_note = "no shared test examples (different data or split)"
-                continue
-            mat_a = np.stack([_at(r, shared) for r in base_seeds.runs])
-            mat_b = np.stack([_at(r, shared) for r in row_seeds.runs])
-            row.scores = (mat_a.mean(1), mat_b.mean(1))
-            on_examples.append((i, moments(mat_a, mat_b), len(shared)))
-            if (pair := _ensemble_pair(base_seeds.ensemble, row_seeds.ensemble)) is not None:
-                ensembles.append((i, *pair))
-        else:
-            seed_only.setdefault(len(runs), []).append(i)
-            row.scores = (base_scores, np.array([r.result["test_acc"] for r in runs if r.result]))
+        verdict, row.scores, both = got
+        found.append((i, verdict))
+        if both is None:
             row.comparison_note = "no per-example predictions in the runs directory: seeds only"
-    boots = two_level_bootstrap_many([m for _, m, _ in on_examples], samples=_replicates(len(on_examples)))
-    for (i, _, n), boot in zip(on_examples, boots, strict=True):
-        sa, sb = rows[i].scores  # type: ignore[misc]
-        scope = ("test examples only (one seed a side)" if len(sa) == len(sb) == 1 else
-                 "seeds and test examples" if min(len(sa), len(sb)) > 1 else
-                 "test examples, and the seeds of the side with more than one")
-        rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa), examples=n)
+        elif (pair := _ensemble_pair(both[0].ensemble, both[1].ensemble)) is not None:
+            ensembles.append((i, *pair))
+    for (i, _), verdict in zip(found, adjust([v for _, v in found]), strict=True):
+        row = rows[i]
+        one = min(verdict.seeds) == 1 and pooled is not None
+        row.headline = SeedComparison(verdict, None, prob_better(row.scores[1], row.scores[0]),  # type: ignore[index]
+                                      unscored=(_unscored(rows[base]), _unscored(row)), pooled=pooled if one else None)
+        if effect is not None and not math.isnan(verdict.seed_vars[0]):
+            row.headline.needed_effect = seeds_needed(*verdict.seed_vars, verdict.test_sd**2, effect)
     boots = two_level_bootstrap_many([m for _, m, _, _ in ensembles], samples=_replicates(len(ensembles)))
     for (i, _, p, n), boot in zip(ensembles, boots, strict=True):
         rows[i].ensemble = Comparison(boot.diff, boot.low, boot.high, p, n)
-    for members in seed_only.values():
-        boots = seed_bootstrap_many(base_scores, np.stack([rows[i].scores[1] for i in members]),  # type: ignore[index]
-                                    samples=_replicates(len(members)))
-        for i, boot in zip(members, boots, strict=True):
-            sa, sb = rows[i].scores  # type: ignore[misc]
-            scope = "seeds (scores only)" if min(len(sa), len(sb)) > 1 else "one seed, scores only: nothing to test"
-            rows[i].headline = SeedComparison((len(sa), len(sb)), scope, boot, None, prob_better(sb, sa))
-    compared = [row for row in rows if row.headline is not None]
-    for row in compared:
-        row.headline.unscored = (_unscored(rows[base]), _unscored(row))  # type: ignore[union-attr]
-    _aso(compared)
-    tested = [row for row in compared if row.headline.testable]  # type: ignore[union-attr]
-    for row, p in zip(tested, holm([row.headline.boot.p_value for row in tested]), strict=True):  # type: ignore[union-attr]
-        row.headline.p_holm = p  # type: ignore[union-attr]
-    for row in compared:
-        h = row.headline
-        assert h is not None and row.scores is not None
-        sd_a, sd_b = (mean_std(s.tolist())[1] for s in row.scores)
-        h.needed = seeds_needed(sd_a, sd_b, h.boot.diff, test_sd=h.boot.test_sd)
-        if effect is not None:
-            h.needed_effect = seeds_needed(sd_a, sd_b, effect, test_sd=h.boot.test_sd)
+    _aso([row for row in rows if row.headline is not None])
+    out = []
+    for a, b, kind in lead or []:
+        if a == base and rows[b].headline is not None:
+            out.append(Lead(a, b, kind, rows[b].headline.result, rows[b].headline.pooled))  # type: ignore[union-attr]
+            continue
+        got = pairs.compare(rows, a, b)
+        if not isinstance(got, str):
+            one = min(got[0].seeds) == 1 and pooled is not None
+            out.append(Lead(a, b, kind, got[0], pooled if one else None))
+    return out
 
 
 def _aso(compared: list[Row]) -> None:

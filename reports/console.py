@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from reports.markdown import label_cells, label_text, runs_cell
+from reports.markdown import label_cells, label_text, lead_sentences, runs_cell
 from reports.tables import Row, SweepReport, best_note
 
 SHOWN = 20  # rows in the terminal; the rest are in report.md
@@ -40,6 +40,7 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
     if not report.rows:
         out.append(Text(f"{report.name}: no finished job yet"))
     else:
+        out += [Text(sentence) for sentence in lead_sentences(report)]
         table = Table(title=f"{report.name}: {len(report.rows)} configuration(s)", box=box.SIMPLE_HEAD,
                       title_justify="left", pad_edge=False)
         table.add_column(", ".join(report.keys), overflow="fold", ratio=1, min_width=10)
@@ -55,9 +56,10 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
             elif h is None:
                 delta, verdict = "–", ""
             elif not h.testable:
-                delta, verdict = f"{h.boot.diff:+.3f} (1 seed)", "unclear"
+                delta, verdict = f"{h.result.diff:+.3f} (1 seed)", "unclear"
             else:
-                delta = f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]"
+                v = h.result
+                delta = f"{v.diff:+.3f} [{v.low:+.3f},{v.high:+.3f}]"
                 verdict = {"better": "better*", "worse": "worse*"}.get(h.verdict, "unclear")
             label = ", ".join(label_cells(report, row))
             if i == report.best:
@@ -66,9 +68,9 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
                           delta, verdict)
         out.append(table)
         notes = ["runs: completed/all. test_acc: mean ± std over completed seeds. Δ: mean per-seed test accuracy "
-                 "minus the baseline's, 95% two-level bootstrap (seeds, then test examples). better*/worse*: "
-                 "significant (bootstrap p Holm-adjusted over the rows < 0.05 and ASO ε_min < 0.5); unclear: "
-                 "cannot tell."]
+                 "minus the baseline's over every run with a test score (collapsed ones as they scored), 95% interval "
+                 "from the seeds' and the test set's variance (reports.verdict). better*/worse*: significant (p "
+                 "Holm-adjusted over the rows < 0.05); unclear: cannot tell."]
         unstable = [row for row in report.rows if row.unstable or row.count("failed")]
         if unstable:
             notes.append("Not every run completed: " + "; ".join(

@@ -12,6 +12,8 @@ import html
 import re
 from pathlib import Path
 
+from reports.markdown import METHOD
+
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; }
@@ -22,6 +24,8 @@ th { background: #f3f3f3; } tr:nth-child(even) td { background: #fafafa; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; display: block; }
 p { max-width: 75em; } code { background: #f3f3f3; padding: 0 3px; }
+ul.lead { font-size: 15px; background: #f6f8fa; border-left: 4px solid #4a7; padding: 0.6em 1em 0.6em 2em; }
+summary { cursor: pointer; } summary h2 { display: inline; border: none; }
 """
 _IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)]+)\)$")
 
@@ -68,9 +72,13 @@ def to_html(markdown: str, base: Path, *, title: str) -> str:
     if current:
         blocks.append(current)
     body = []
+    folded = False
     for block in blocks:
         first = block[0]
-        if first.startswith("## "):
+        if first == f"## {METHOD}":  # the method notes: the last section, folded away under the answer and tables
+            body.append(f"<details>\n<summary><h2>{_inline(METHOD)}</h2></summary>")
+            folded = True
+        elif first.startswith("## "):
             body.append(f"<h2>{_inline(first[3:])}</h2>")
         elif first.startswith("# "):
             body.append(f"<h1>{_inline(first[2:])}</h1>")
@@ -79,9 +87,13 @@ def to_html(markdown: str, base: Path, *, title: str) -> str:
         elif len(block) == 1 and (image := _IMAGE.match(first)):
             body.append(_image(image.group(1), image.group(2), base))
         elif all(line.startswith("- ") for line in block):
-            body.append("<ul>" + "".join(f"<li>{_inline(line[2:])}</li>" for line in block) + "</ul>")
+            lead = not any(b.startswith("<h2>") for b in body)  # the answer, before any section
+            items = "".join(f"<li>{_inline(line[2:])}</li>" for line in block)
+            body.append(("<ul class=\"lead\">" if lead else "<ul>") + items + "</ul>")
         else:
             body.append(f"<p>{_inline(' '.join(block))}</p>")
+    if folded:
+        body.append("</details>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")

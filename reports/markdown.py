@@ -6,14 +6,15 @@ import json
 
 import numpy as np
 
-from reports.bootstrap import ENUMERATE_COMPOSITIONS, EXACT_INFORMATIVE
 from reports.budget import budget_points
 from reports.collect import Record
-from reports.compare import SeedComparison
+from reports.compare import Lead, SeedComparison
 from reports.seeds import ASO_SAMPLES, ASO_TAU
 from reports.tables import FINISHED, Row, SweepReport, best_note
+from reports.verdict import Verdict
 
-FEW_SEEDS = 5  # below this, bootstrap intervals over seeds are known to be too narrow
+PILOT_SEEDS = 5  # what a report asks for when the seed spread is unknown
+METHOD = "How these figures are computed"  # the last section; report.html folds it away
 
 
 def _fmt(value: float | None, decimals: int) -> str:
@@ -71,11 +72,13 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
     out = [f"# Sweep `{report.name}`", ""]
     if description:
         out += [description.strip(), ""]
+    method: list[str] = []
     if not report.rows:
         out += ["No finished job yet.", ""]
     else:
+        out += [f"- {sentence}" for sentence in lead_sentences(report, markdown=True)] + [""] if report.lead else []
         out += _configurations(report)
-        out += _headline(report)
+        out += _headline(report, method)
         out += _ensembles(report)
     out += _budget(report)
     if report.excluded:
@@ -98,7 +101,65 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
             f"{k} {v:.3f}" for k, v in report.study["importances"].items()), ""]
     for title, path in report.plots:
         out += [f"![{title}]({path})", ""]
+    if method:
+        out += [f"## {METHOD}", "", *method]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _seeds_change(report: SweepReport, n: int) -> str:
+    """The sweep file's `seeds:` with n seeds: the ones it ran first, then new ones."""
+    seeds = list(report.seeds_used)
+    k = 0
+    while len(seeds) < n:
+        if k not in seeds:
+            seeds.append(k)
+        k += 1
+    shown = ", ".join(map(str, seeds)) if n <= 12 else ", ".join(map(str, seeds[:4])) + f", … ({n} seeds)"
+    return f"`seeds: [{shown}]`"
+
+
+def _decide(report: SweepReport, v: Verdict) -> str:
+    """What would decide an undecided comparison, as the change to make."""
+    if v.seeds_needed is not None:
+        return (f"about {v.seeds_needed} seeds a side would decide it at 80% power: set {_seeds_change(report, v.seeds_needed)} "
+                "in the sweep file and run it again (finished jobs are not run again)")
+    if not v.testable:
+        return (f"run {PILOT_SEEDS} seeds of each to measure the seed spread: set {_seeds_change(report, PILOT_SEEDS)} in "
+                "the sweep file and run it again (finished jobs are not run again)")
+    if v.diff == 0:
+        return "no difference was observed"
+    return "more seeds alone would not decide a difference this small: the test set's own variance is larger"
+
+
+def _means(report: SweepReport, row: Row, n: int) -> str:
+    collapsed = sum(r.status == "collapsed" for r in row.runs)
+    return f"{n} run(s)" + (f", {collapsed} collapsed one(s) counted as scored" if collapsed else "")
+
+
+def lead_sentence(report: SweepReport, lead: Lead, *, markdown: bool = False) -> str:
+    """One sentence: the difference with its interval, the verdict and, undecided, what would decide it."""
+    v = lead.result
+    a, b = report.rows[lead.a], report.rows[lead.b]
+    strong = (lambda t: f"**{t}**") if markdown else (lambda t: t)
+    what = {"best vs baseline": "the best configuration against the baseline",
+            "runner-up vs best": "the runner-up against the best configuration (also the baseline)",
+            "model best vs overall best": "this model's best configuration against the overall best"}[lead.kind]
+    head = f"{label_text(report, b)} against {label_text(report, a)} ({what}): Δ test_acc {v.diff:+.4f}"
+    if v.testable:
+        head += f", 95% CI [{v.low:+.4f}, {v.high:+.4f}], p {_p(v.p_value)}"
+    head += (f", over {_means(report, b, v.seeds[1])} against {_means(report, a, v.seeds[0])}"
+             + ("" if v.examples else ", scores only (no per-example predictions: this test set's variance not counted)"))
+    if lead.pooled is not None:
+        head += (f"; one seed on a side, so the seed spread ({lead.pooled.sd:.4f}) is pooled from "
+                 f"{lead.pooled.configurations} configuration(s) with several seeds")
+    if v.winner is not None:
+        winner = b if v.winner == "b" else a
+        return f"{head}: {strong(label_text(report, winner) + ' is better')}."
+    return f"{head}: {strong('cannot tell')}; {_decide(report, v)}."
+
+
+def lead_sentences(report: SweepReport, *, markdown: bool = False) -> list[str]:
+    return [lead_sentence(report, lead, markdown=markdown) for lead in report.lead]
 
 
 def _configurations(report: SweepReport) -> list[str]:
@@ -129,32 +190,34 @@ def _configurations(report: SweepReport) -> list[str]:
     return [*out, "", " ".join(notes), ""]
 
 
-def _headline(report: SweepReport) -> list[str]:
+def _headline(report: SweepReport, method: list[str]) -> list[str]:
     compared = [(i, row) for i, row in enumerate(report.rows) if i != report.baseline]
     if not compared:
         return []
     base = report.rows[report.baseline]
     k = sum(row.headline is not None and row.headline.testable for _, row in compared)
     k_aso = sum(row.headline is not None and row.headline.aso is not None for _, row in compared)
-    replicates = sorted({row.headline.boot.replicates for _, row in compared if row.headline is not None})
     effect = report.effect
-    out = [f"## Across seeds: each configuration against the baseline ({label_text(report, base)})", "",
-           "Δ test_acc: the configuration's mean per-seed test accuracy minus the baseline's, on the test examples "
-           "every run shares. 95% CI: two-level bootstrap (" + " or ".join(f"{r:,}" for r in replicates)
-           + " replicates: the seeds of each configuration resampled, then the shared test examples, one resample "
-           "for every run). p: two-sided, the bootstrap's own tail probability of a difference on the other side of "
-           f"0. p (Holm): Holm–Bonferroni-adjusted over the {k} configuration(s) compared. ASO: Almost Stochastic "
-           f"Order's ε_min (Dror et al. 2019, as in deepsig: {ASO_SAMPLES:,} bootstrap iterations, confidence "
-           f"Bonferroni-adjusted over the {k_aso} configuration(s) with ASO, 1 − 0.05/{max(1, k_aso)}) "
-           f"of the row over the baseline and of the baseline over the row; below {ASO_TAU} the first is almost "
-           "stochastically better. P(>): the share of (row seed, baseline seed) pairs where the row's test accuracy "
-           "is higher, ties half (Bouthillier et al. 2021). Verdict: better or worse when p (Holm) < 0.05 and the "
-           f"better side's ε_min < {ASO_TAU}, otherwise cannot tell. Seeds needed: per configuration, for the 95% "
-           "interval of the difference to exclude 0 if the true difference were the observed Δ"
-           + (f" (and {effect:+g}, --effect)" if effect is not None else "")
-           + ", from the observed seed spreads and the test set's own spread (a t interval; at that many seeds a "
-           "new experiment would exclude 0 about half the time, for 80% power take about twice as many; – when no "
-           "number up to 1,000 does, or one seed gives no spread).", ""]
+    out = [f"## Across seeds: each configuration against the baseline ({label_text(report, base)})", ""]
+    method += [
+        "Δ test_acc: the configuration's mean per-seed test accuracy minus the baseline's, on the test examples every "
+        "run shares (over every run with a test score: a collapsed seed counts as it scored). 95% CI and p: "
+        "`reports.verdict.compare` (Bouthillier et al. 2021): the difference over its standard error, from the seeds' "
+        "variance on each side (Welch's t) and, where every run kept its per-example predictions, the test set's own "
+        "variance (how the difference would move on another test set of this size), referred to Student's t with "
+        f"Welch–Satterthwaite degrees of freedom. p (Holm): Holm–Bonferroni-adjusted over the {k} configuration(s) "
+        "compared; verdict: better or worse when it is below 0.05, otherwise cannot tell. A side with one seed has no "
+        "seed spread of its own: it takes the spread pooled over the sweep's configurations with several seeds, or "
+        "else the other side's; one seed a side and nothing to pool gives no verdict. Seeds needed: seeds a side for "
+        "a true difference of the observed Δ" + (f" (and of {effect:+g}, --effect)" if effect is not None else "")
+        + " to be decided at 80% power, from the seed spreads and the test set's variance (– when no number up to "
+        "1,000 does, or the seed spread is unknown). `bench/verdict_calibration.py` shows how often this test names a "
+        "false winner and how often it finds a real one (docs/benchmarks.md).", "",
+        f"ASO: Almost Stochastic Order's ε_min (Dror et al. 2019, as in deepsig: {ASO_SAMPLES:,} bootstrap "
+        f"iterations, confidence Bonferroni-adjusted over the {k_aso} configuration(s) with ASO, 1 − 0.05/{max(1, k_aso)}) "
+        f"of the row over the baseline and of the baseline over the row; below {ASO_TAU} the first is almost "
+        "stochastically better. P(>): the share of (row seed, baseline seed) pairs where the row's test accuracy is "
+        "higher, ties half (Bouthillier et al. 2021). Both describe the seeds; neither decides the verdict.", ""]
     header = [*report.keys, "seeds", "Δ test_acc", "95% CI", "p", "p (Holm)", "ASO ε row>base", "ASO ε base>row",
               "P(>)", "verdict", "seeds needed"] + (["at --effect"] if effect is not None else [])
     body = []
@@ -165,39 +228,28 @@ def _headline(report: SweepReport) -> list[str]:
             body.append([*label_cells(report, row), "–", "–", "–", "–", "–", "–", "–", "–", row.comparison_note or "–",
                          "–"] + (["–"] if effect is not None else []))
             continue
+        v = h.result
         if h.aso is None:
             notes.add("ASO –: it needs two or more seeds on each side.")
-        if h.seeds[0] == 1 and h.seeds[1] == 1:
-            notes.add("One seed a side: the comparison covers test-set variance only, not the seeds'.")
-        elif min(h.seeds) == 1:
-            notes.add("One seed on one side: that side's seed variance is not covered, only its test-set variance.")
-        elif min(h.seeds) < FEW_SEEDS:
-            notes.add(f"Fewer than {FEW_SEEDS} seeds on a side: a bootstrap over so few seeds gives intervals that "
-                      "are too narrow; read the verdict as a hint and add seeds.")
-        if h.examples and not h.boot.exact:
-            notes.add(f"Where the runs disagree on more than {EXACT_INFORMATIVE} of the test examples, the test-example "
-                      "level is its normal limit (the resample's exact mean and covariance) and p is the mean over "
-                      "the seed resamples of its normal tail, so p is not limited by the number of replicates.")
-        if h.examples and h.boot.exact:
-            notes.add(f"Where the runs disagree on {EXACT_INFORMATIVE} or fewer test examples, those are resampled "
-                      "exactly for the interval, and p is the tail of that exact resampling (a saddlepoint "
-                      "approximation, Lugannani–Rice, averaged over the seed resamples), not a count of replicates.")
+        if h.pooled is not None:
+            notes.add(f"One seed on a side: its seed spread is the one pooled over the {h.pooled.configurations} "
+                      f"configuration(s) with several seeds (sd {h.pooled.sd:.4f}, {h.pooled.df} degrees of freedom).")
+        elif not v.testable:
+            notes.add("–: one seed a side and no configuration with several seeds to pool a seed spread from: a "
+                      "difference between single runs is as likely seed luck as a real one (no interval, no verdict).")
         if h.examples == 0:
-            notes.add("seeds only: no per-example predictions in the runs directory, so the interval covers the "
-                      "seeds alone (stored test accuracies), not the test set's own variance; p is exact over every "
-                      f"resample of the seeds (sampled past {ENUMERATE_COMPOSITIONS:,} of them a side).")
+            notes.add("seeds only: no per-example predictions in the runs directory, so the comparison is about this "
+                      "test set (the seeds' variance, Welch's t), not the test set's own variance.")
         if any(h.unscored):
             notes.add("left out: runs that finished without a test score (a diverged run is never tested) are not in "
                       "Δ, which flatters the side that lost them; the runs column counts them.")
-        if not h.testable:
-            notes.add("One seed on a side and no per-example predictions: no spread to test a difference against "
-                      "(no interval, no verdict).")
+        ci = f"[{v.low:+.4f}, {v.high:+.4f}]" if v.testable else "–"
+        p_cells = (_p(v.p_value), _p(v.p_adjusted if v.p_adjusted is not None else v.p_value)) if v.testable else (
+            "–", "–")
         aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
-        ci = f"[{h.boot.low:+.4f}, {h.boot.high:+.4f}]" if h.testable else "–"
-        p_cells = (_p(h.boot.p_value), _p(h.p_holm)) if h.testable else ("–", "–")
-        body.append([*label_cells(report, row), f"{h.seeds[1]} vs {h.seeds[0]}", f"{h.boot.diff:+.4f}", ci, *p_cells, *aso,
+        body.append([*label_cells(report, row), f"{v.seeds[1]} vs {v.seeds[0]}", f"{v.diff:+.4f}", ci, *p_cells, *aso,
                      f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else "") + _left_out(h),
-                     "–" if h.needed is None else str(h.needed)]
+                     "–" if v.seeds_needed is None else str(v.seeds_needed)]
                     + (["–" if h.needed_effect is None else str(h.needed_effect)] if effect is not None else []))
     out += _table(header, ["---"] * len(report.keys) + ["---:"] * 8 + ["---", "---:"] + (["---:"] if effect else []),
                   body)
@@ -205,7 +257,7 @@ def _headline(report: SweepReport) -> list[str]:
 
 
 def _p(p: float) -> str:
-    """A p-value: below 1e-16 (or exactly 0, no bootstrap resample on the other side of 0) as such."""
+    """A p-value: below 1e-16 as such."""
     return "< 1e-16" if p < 1e-16 else f"{p:.3g}"
 
 
@@ -242,8 +294,8 @@ def _budget(report: SweepReport) -> list[str]:
     best = "best" if report.maximize else "lowest"
     out = ["## Expected validation performance against budget", "",
            f"Dodge et al. 2019: the expected {best} {report.metric} among k trials drawn (with replacement) from this "
-           f"sweep's finished runs, ± its standard deviation; every finished run counts (collapsed and diverged ones "
-           "as they scored, when they have a score)" + (", one curve per model" if len(report.budget) > 1 else "")
+           f"sweep's launched runs, ± its standard deviation; {report.budget_note}"
+           + (", one curve per model" if len(report.budget) > 1 else "")
            + ". The estimator treats the runs as independent draws (a grid's points and seeds, random search); for "
            "a study whose sampler learns as it goes (TPE) it describes the trials it drew, not a fresh search.", ""]
     ks = sorted({k for c in report.budget for k in budget_points(c.n)})

@@ -1,16 +1,13 @@
-"""Comparing configurations across seeds: what the headline of a report rests on.
+"""Describing two configurations' seeds beside the verdict (`reports.verdict`).
 
 Each configuration is a set of runs (seeds), each scored on the same test examples. The
 questions are about the configurations, not about one seed or a seed ensemble, so both sources
 of variance count: the seeds (training randomness) and the test examples (a finite test set).
 
-- `reports.bootstrap`: the mean difference of per-seed test accuracy, its 95% interval and p
-  from a two-level bootstrap (the seeds of each configuration, then the shared test examples).
 - `aso`: Almost Stochastic Order's eps_min (Dror et al. 2019), computed as `deepsig.aso` does
   but for two things deepsig gets wrong (see `_violation` and `aso_many`).
 - `prob_better`: P(A > B) over seed pairs (Bouthillier et al. 2021).
 - `holm`: Holm-Bonferroni adjusted p-values over the rows of a table.
-- `seeds_needed`: seeds per configuration for the interval of a difference to exclude 0.
 
 numpy only; the tests check these against scipy, deepsig and the paper's definitions.
 """
@@ -122,42 +119,3 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted.tolist()
-
-
-@functools.lru_cache(maxsize=4096)  # seeds_needed bisects over the same few dozen df for every row
-def t_quantile(q: float, df: int) -> float:
-    """Student's t quantile: exact for df 1 and 2, Hill (1970)'s expansion above (within 0.2%)."""
-    if df == 1:
-        return math.tan(math.pi * (q - 0.5))
-    if df == 2:
-        return (2 * q - 1) / math.sqrt(2 * q * (1 - q))
-    z = NormalDist().inv_cdf(q)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
-
-
-def seeds_needed(sd_a: float | None, sd_b: float | None, effect: float, *, test_sd: float = 0.0,
-                 limit: int = 1000) -> int | None:
-    """Seeds per configuration for a 95% interval of the difference of means to exclude 0 when
-    the true difference is `effect`, at the observed seed spreads (equal seed counts, a t
-    interval with 2n - 2 degrees of freedom), plus the test set's own spread of the difference
-    (which more seeds do not shrink). The interval is centred on the estimate, so at this n a
-    new experiment excludes 0 about half the time (for 80% power, about twice the seeds).
-    None: no number up to `limit` does (or no spread to go on)."""
-    if sd_a is None or sd_b is None or effect == 0:
-        return None
-    var = sd_a**2 + sd_b**2
-
-    def enough(n: int) -> bool:  # the half-width shrinks as n grows: bisect
-        return t_quantile(1 - ALPHA / 2, max(1, 2 * n - 2)) * math.sqrt(var / n + test_sd**2) < abs(effect)
-
-    if not enough(limit):
-        return None
-    lo, hi = 2, limit
-    while lo < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if enough(mid) else (mid + 1, hi)
-    return lo

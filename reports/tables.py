@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from reports.budget import Curve, curves
+from reports.cache import Cache
 from reports.collect import Predictions, Record
-from reports.compare import SeedComparison, compare_rows
+from reports.compare import Lead, SeedComparison, compare_rows
 from reports.stats import Comparison, mean_std
 from trainer.jobdir import METRICS
 
@@ -86,6 +88,9 @@ class SweepReport:
     study: dict[str, Any] = field(default_factory=dict)  # best trial, parameter importances
     plots: list[tuple[str, str]] = field(default_factory=list)  # (title, relative path)
     unwritten: str = ""  # why its files could not be written (a read-only runs directory), if so
+    lead: list[Lead] = field(default_factory=list)  # the comparisons the report leads with
+    seeds_used: list[int] = field(default_factory=list)  # the seeds the sweep's runs used
+    budget_note: str = ""  # which runs the budget curve counts, and how
 
     @property
     def maximize(self) -> bool:
@@ -196,22 +201,52 @@ def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseli
         columns=columns,
     )
     report.best = _best_row(report)
-    report.budget = _budget(report, finished)
+    report.budget, report.budget_note = _budget(report, records)
+    report.seeds_used = sorted({int(seed) for r in records
+                                if isinstance(seed := r.point.get("seed", r.config.get("seed")), int)})
     return report
 
 
-def compare_report(report: SweepReport, predictions: Callable[[str], Predictions | None]) -> None:
-    """Every row against the baseline (`reports.compare`)."""
+def compare_report(report: SweepReport, predictions: Callable[[str], Predictions | None], *,
+                   cache: Cache | None = None) -> None:
+    """Every row against the baseline, and the comparisons the report leads with (`reports.compare`)."""
     if len(report.rows) > 1:
-        compare_rows(report.rows, report.baseline, predictions, effect=report.effect)
+        report.lead = compare_rows(report.rows, report.baseline, predictions, effect=report.effect,
+                                   lead=lead_pairs(report), cache=cache)
+
+
+def _rank(report: SweepReport, rows: list[int]) -> list[int]:
+    """Row indices best first by the selection metric's mean over all runs (ties: the first row)."""
+    sign = 1 if report.maximize else -1
+    scored = [i for i in rows if report.metric in report.rows[i].stats_all]
+    return sorted(scored, key=lambda i: (-sign * report.rows[i].stats_all[report.metric][0], i))
+
+
+MAX_LEAD = 8  # model bests the report leads with; the rest are in the table
+
+
+def lead_pairs(report: SweepReport) -> list[tuple[int, int, str]]:
+    """(a, b, kind): the best configuration against the baseline (or, when the baseline is the
+    best, the runner-up against it); in a sweep over `model`, each model's best against the
+    overall best."""
+    ranked = _rank(report, list(range(len(report.rows))))
+    if not ranked:
+        return []
+    best, base = ranked[0], report.baseline
+    pairs = [(base, best, "best vs baseline")] if best != base else (
+        [(best, ranked[1], "runner-up vs best")] if len(ranked) > 1 else [])
+    models: dict[str, int] = {}
+    for i in ranked:
+        models.setdefault(str(report.rows[i].label.get("model")), i)
+    if len(models) > 1:
+        pairs += [(best, i, "model best vs overall best") for i in list(models.values())[1:MAX_LEAD + 1]
+                  if (best, i) not in {(a, b) for a, b, _ in pairs} and (i, best) not in {(a, b) for a, b, _ in pairs}]
+    return pairs
 
 
 def _best_row(report: SweepReport) -> int | None:
-    ranked = [(row.stats_all[report.metric][0], i) for i, row in enumerate(report.rows) if report.metric in row.stats_all]
-    if not ranked:
-        return None
-    sign = 1 if report.maximize else -1
-    return max(ranked, key=lambda t: (sign * t[0], -t[1]))[1]
+    ranked = _rank(report, list(range(len(report.rows))))
+    return ranked[0] if ranked else None
 
 
 def best_note(report: SweepReport) -> str:
@@ -227,19 +262,36 @@ def best_note(report: SweepReport) -> str:
     return note
 
 
-def _budget(report: SweepReport, finished: list[Record]) -> list[Curve]:
-    """Expected best validation score after k trials, per model where the sweep varies the model."""
-    values: dict[str, list[float]] = {}
-    models = {_hashable(_label_value(r, "model")) for r in finished}
-    for r in finished:
-        value = (r.result or {}).get(report.metric)
-        if value is None:
-            continue
+LAUNCHED = ("completed", "collapsed", "diverged", "failed", "pruned")  # runs a budget curve counts
+
+
+def _budget(report: SweepReport, records: list[Record]) -> tuple[list[Curve], str]:
+    """Expected best validation score after k trials, per model where the sweep varies the model.
+    Every launched run counts (Dodge et al. 2019): left out, a failed or diverged run would bias
+    the curve up. A run without a score counts at the worst score any run of its curve reached."""
+    launched = [r for r in records if r.status in LAUNCHED]
+    models = {_hashable(_label_value(r, "model")) for r in launched}
+    scored: dict[str, list[float]] = {}
+    unscored: dict[str, int] = {}
+    for r in launched:
         key = str(_label_value(r, "model")) if len(models) > 1 else "all"
-        values.setdefault(key, []).append(float(value))
-    return curves(values, maximize=report.maximize)
-
-
+        value = (r.result or {}).get(report.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            scored.setdefault(key, []).append(float(value))
+        else:
+            unscored[key] = unscored.get(key, 0) + 1
+    values = {}
+    for key in dict.fromkeys([*scored, *unscored]):
+        got = scored.get(key, [])
+        if got:
+            worst = min(got) if report.maximize else max(got)
+            values[key] = got + [worst] * unscored.get(key, 0)
+    counts = {s: sum(r.status == s for r in launched) for s in LAUNCHED}
+    note = "every launched run counts: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    if sum(unscored.values()):
+        note += (f"; {sum(unscored.values())} run(s) without a {report.metric} (failed, or diverged before "
+                 "validating) at the worst score its curve's runs reached")
+    return curves(values, maximize=report.maximize), note
 def to_rows(report: SweepReport) -> list[dict[str, Any]]:
     """Flat rows for CSV and JSON."""
     rows = []
@@ -253,20 +305,27 @@ def to_rows(report: SweepReport) -> list[dict[str, Any]]:
             mean, std = row.stats_all.get(column, (None, None))
             flat[f"{column}_mean_all_runs"], flat[f"{column}_std_all_runs"] = mean, std
         h = row.headline
-        flat.update({"diff_test_acc": h.boot.diff if h else None, "ci_low": h.boot.low if h else None,
-                     "ci_high": h.boot.high if h else None, "p_bootstrap": h.boot.p_value if h else None,
-                     "p_holm": h.p_holm if h else None,
+        v = h.result if h else None
+        flat.update({"diff_test_acc": v.diff if v else None, "ci_low": _num(v.low) if v else None,
+                     "ci_high": _num(v.high) if v else None, "p_value": _num(v.p_value) if v else None,
+                     "p_holm": v.p_adjusted if v else None, "winner": v.winner if v else None,
+                     "reason": v.reason if v else None,
                      "aso_eps_row_over_baseline": h.aso.eps_a_over_b if h and h.aso else None,
                      "aso_eps_baseline_over_row": h.aso.eps_b_over_a if h and h.aso else None,
                      "p_row_better": h.p_better if h else None, "significant": h.significant if h else None,
                      "verdict": h.verdict if h else None, "seeds_compared": list(h.seeds) if h else None,
-                     "scope": h.scope if h else None, "seeds_needed": h.needed if h else None,
+                     "scope": h.scope if h else None, "seeds_needed": v.seeds_needed if v else None,
                      "seeds_needed_at_effect": h.needed_effect if h else None})
         e = row.ensemble
         flat.update({"ensemble_diff_test_acc": e.diff if e else None, "ensemble_ci_low": e.low if e else None,
                      "ensemble_ci_high": e.high if e else None, "ensemble_mcnemar_p": e.p_value if e else None})
         rows.append(flat)
     return rows
+
+
+def _num(x: float) -> float | None:
+    """nan (nothing to test against) as null in JSON and empty in CSV."""
+    return None if x != x else x
 
 
 def to_csv(reports: list[SweepReport]) -> str:

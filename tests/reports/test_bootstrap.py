@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from reports import bootstrap
-from reports.bootstrap import moments, normal_cdf, seed_bootstrap, seed_bootstrap_many, two_level_bootstrap
+from reports.bootstrap import moments, normal_cdf, two_level_bootstrap
 from reports.bootstrap import two_level_bootstrap_many as many
 from reports.collect import Record
 from reports.compare import compare_rows
@@ -144,32 +144,6 @@ def test_many_rows_each_as_alone() -> None:
                                                                               rel=1e-12, abs=1e-15)
 
 
-def test_seed_bootstrap_against_scipy_and_enumeration() -> None:
-    rng = np.random.default_rng(2)
-    a, b = rng.normal(0.80, 0.01, 5), rng.normal(0.82, 0.01, 4)
-    got = seed_bootstrap(a, b)
-    ci = sps.bootstrap((b, a), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=False, vectorized=True,
-                       n_resamples=20_000, method="percentile", random_state=3).confidence_interval
-    assert got.diff == pytest.approx(b.mean() - a.mean())
-    assert got.low == pytest.approx(ci.low, abs=0.001) and got.high == pytest.approx(ci.high, abs=0.001)
-    batch = seed_bootstrap_many(a, np.stack([b, b + 0.01]))
-    assert (batch[0].low, batch[0].high, batch[0].p_value) == pytest.approx((got.low, got.high, got.p_value), abs=1e-12)
-    assert batch[1].diff == pytest.approx(got.diff + 0.01)
-    # p: every resample of both sides, by index tuples (3 and 3 seeds: 27 x 27)
-    for a, b in [(np.array([0.80, 0.82, 0.81]), np.array([0.81, 0.83, 0.80])),
-                 (np.array([0.80, 0.81, 0.82]), np.array([0.81, 0.82, 0.83])),  # ties on the way
-                 (np.array([0.80, 0.80, 0.80]), np.array([0.80, 0.80, 0.80]))]:
-        diffs = np.array([round(b[list(jb)].mean() - a[list(ja)].mean(), 12)
-                          for ja in itertools.product(range(3), repeat=3) for jb in itertools.product(range(3), repeat=3)])
-        assert seed_bootstrap(a, b).p_value == pytest.approx(_p(diffs), abs=1e-12)
-    # past the enumeration limit the resamples are drawn: still close to the exact tail
-    a, b = rng.normal(0.80, 0.01, 9), rng.normal(0.81, 0.01, 9)
-    assert bootstrap._n_compositions(9) > bootstrap.ENUMERATE_COMPOSITIONS
-    drawn = seed_bootstrap(a, b).p_value
-    ref = _p(b[rng.integers(0, 9, (200_000, 9))].mean(1) - a[rng.integers(0, 9, (200_000, 9))].mean(1))
-    assert drawn == pytest.approx(ref, abs=0.01)
-
-
 def test_normal_cdf_against_scipy() -> None:
     x = np.concatenate([np.linspace(-37, 8, 9001), [0.0]])
     assert np.allclose(normal_cdf(x), sps.norm.cdf(x), rtol=2e-7, atol=0)
@@ -190,7 +164,7 @@ def test_holm_over_thousands_of_rows_still_finds_a_clear_difference() -> None:
     compare_rows(rows, 0, lambda job: None)
     verdicts = {row.headline.verdict for row in rows[1:] if row.headline is not None}
     assert verdicts == {"better"}
-    assert all(row.headline is not None and row.headline.p_holm < 1e-3 for row in rows[1:])
+    assert all(row.headline is not None and row.headline.result.p_adjusted < 1e-3 for row in rows[1:])
 
 
 def test_many_seeds_a_side_take_the_row_at_a_time_path() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from rich.console import Console
 
 from reports.build import generate
@@ -62,9 +63,9 @@ def test_seed_ensembles_do_not_reverse_the_headline(tmp_path: Path) -> None:
     (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
     a, b = report.rows
     h = b.headline
-    assert h is not None and abs(h.boot.diff - 0.02) < 1e-9
+    assert h is not None and abs(h.result.diff - 0.02) < 1e-9
     assert h.verdict in ("better", "cannot tell")  # never "worse" (A better), significant or not
-    assert not (h.significant and h.boot.diff < 0)
+    assert not (h.significant and h.result.diff < 0)
     assert h.p_better == 1.0 and h.aso is not None and h.aso.eps_a_over_b < 0.5
     assert b.ensemble is not None and b.ensemble.diff < -0.1  # the ensemble comparison still says the opposite
     md = (runs / "issue" / "report.md").read_text()
@@ -132,7 +133,7 @@ def test_console_summary_reads_at_80_columns(tmp_path: Path) -> None:
         assert any(line.startswith(f" bert, {row.label['pooling']},") for line in lines)  # the configuration shows
         if row.headline is not None:
             h = row.headline
-            assert any(f"{h.boot.diff:+.3f} [{h.boot.low:+.3f},{h.boot.high:+.3f}]" in line for line in lines)
+            assert any(f"{h.result.diff:+.3f} [{h.result.low:+.3f},{h.result.high:+.3f}]" in line for line in lines)
     assert "unclear" in text and "Full report:" in text and any(line.startswith("Full report:") for line in lines)
 
 
@@ -208,7 +209,7 @@ def test_one_seed_a_side_without_predictions_is_never_significant() -> None:
     report = build_report("one", records, states={}, predictions=lambda _: None)
     h = report.rows[1].headline
     assert h is not None and not h.testable and not h.significant and h.verdict == "cannot tell"
-    assert "no spread to test a difference against" in to_markdown(report)
+    assert "one seed a side and no configuration with several seeds to pool" in to_markdown(report)
 
 
 def test_a_diverged_run_left_out_of_the_headline_is_said() -> None:
@@ -231,3 +232,104 @@ def test_a_diverged_run_left_out_of_the_headline_is_said() -> None:
     assert h is not None and h.unscored == (0, 1) and h.seeds == (3, 2)
     md = to_markdown(report)
     assert "left out: 1 row run(s) without a test score" in md and "a diverged run is never tested" in md
+
+
+def _records(spec: dict[tuple[str, str, int], tuple[str, float | None]]) -> tuple[list, dict]:
+    """Records and predictions for {(model, pooling, seed): (status, test accuracy)}: each job
+    right on the first round(acc * 1000) of 1,000 shuffled test rows of its own."""
+    from reports.collect import Predictions, Record
+
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 2, 1000)
+    records, preds = [], {}
+    for (model, pooling, seed), (status, acc) in spec.items():
+        job = f"{model}-{pooling}-{seed}"
+        result = None if acc is None else {"status": status, "val_acc": acc, "test_acc": acc, "metric": "val_acc"}
+        records.append(Record(job_id=job, point={"model": model, "pooling": pooling, "seed": seed},
+                              config={"model": model, "pooling": pooling, "seed": seed}, status=status,
+                              reason="boom" if status == "failed" else "", result=result))
+        if acc is not None:
+            right = np.zeros(1000, bool)
+            right[rng.permutation(1000)[: round(acc * 1000)]] = True
+            probs = np.zeros((1000, 2))
+            probs[np.arange(1000), np.where(right, labels, 1 - labels)] = 1.0
+            preds[job] = Predictions(np.arange(1000), labels, probs)
+    return records, preds
+
+
+def test_a_one_seed_sweep_names_no_winner_from_test_noise_and_says_what_to_run() -> None:
+    """0.70 against 0.90 on 1,000 test examples is far outside the test set's noise, but with one
+    seed each it may be seed luck: no winner, and the page leads with the grid change to make."""
+    from reports.console import summary
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    records, preds = _records({("bert", "cls", 42): ("completed", 0.70), ("bert", "mean", 42): ("completed", 0.90)})
+    report = build_report("one", records, states={}, predictions=preds.get)
+    h = report.rows[1].headline
+    assert h is not None and not h.significant and h.verdict == "cannot tell"
+    (lead,) = report.lead
+    assert lead.kind == "best vs baseline" and lead.result.winner is None
+    md = to_markdown(report)
+    first = md.split("\n")[2]  # the line after the title: the answer
+    assert first.startswith("- model=bert, pooling=mean against model=bert, pooling=cls")
+    assert "**cannot tell**" in first and "`seeds: [42, 0, 1, 2, 3]`" in first
+    console = [str(getattr(r, "plain", "")) for r in summary(report, Path("runs/one"))]
+    assert console[0].startswith("model=bert, pooling=mean against") and "cannot tell" in console[0]
+
+
+def test_one_seed_rows_take_the_spread_pooled_from_configurations_with_several() -> None:
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    spec = {("bert", "cls", s): ("completed", a) for s, a in enumerate((0.80, 0.81, 0.79, 0.80))}
+    spec[("bert", "mean", 0)] = ("completed", 0.95)
+    records, preds = _records(spec)
+    report = build_report("pool", records, states={}, predictions=preds.get)
+    h = report.rows[1].headline
+    assert h is not None and h.pooled is not None and h.pooled.configurations == 1 and h.pooled.df == 3
+    sd = float(np.std([0.80, 0.81, 0.79, 0.80], ddof=1))
+    assert h.pooled.sd == pytest.approx(sd, abs=1e-9) and h.result.winner == "b"
+    md = to_markdown(report)
+    assert "pooled from 1 configuration(s) with several seeds" in md.split("\n")[2]
+    assert f"pooled over the 1 configuration(s) with several seeds (sd {sd:.4f}, 3 degrees of freedom)" in md
+
+
+def test_a_model_sweep_leads_with_each_models_best_against_the_overall_best() -> None:
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    spec = {}
+    for model, pooling, base in (("bert", "cls", 0.80), ("bert", "mean", 0.82), ("roberta", "cls", 0.86),
+                                 ("roberta", "mean", 0.85), ("modernbert", "cls", 0.84), ("modernbert", "mean", 0.79)):
+        for s in range(3):
+            spec[(model, pooling, s)] = ("completed", base + 0.005 * s)
+    records, preds = _records(spec)
+    report = build_report("models", records, states={}, predictions=preds.get)
+    kinds = [(report.rows[x.a].label["model"], report.rows[x.b].label["model"], x.kind) for x in report.lead]
+    assert kinds == [("bert", "roberta", "best vs baseline"),
+                     ("roberta", "modernbert", "model best vs overall best"),
+                     ("roberta", "bert", "model best vs overall best")]
+    assert [report.rows[x.b].label["pooling"] for x in report.lead] == ["cls", "cls", "mean"]
+    lines = to_markdown(report).split("\n")
+    assert lines[2].startswith("- model=roberta, pooling=cls against model=bert, pooling=cls (the best configuration")
+    assert "this model's best configuration against the overall best" in lines[3]
+
+
+def test_the_budget_curve_counts_failed_and_diverged_runs_at_the_worst_score() -> None:
+    """Dodge et al. 2019 count every trial launched: leaving out failed runs biases the curve up."""
+    from reports.budget import expected_best
+    from reports.markdown import to_markdown
+    from reports.tables import build_report
+
+    records, preds = _records({("bert", "cls", 0): ("completed", 0.80), ("bert", "cls", 1): ("completed", 0.84),
+                               ("bert", "mean", 0): ("failed", None), ("bert", "mean", 1): ("diverged", None),
+                               ("bert", "pooler", 0): ("collapsed", 0.5)})
+    report = build_report("budget", records, states={}, predictions=preds.get)
+    (curve,) = report.budget
+    assert curve.n == 5
+    mean, _ = expected_best([0.80, 0.84, 0.5, 0.5, 0.5], ks=curve.ks)
+    assert np.allclose(curve.mean, mean)
+    md = to_markdown(report)
+    assert "2 completed, 1 collapsed, 1 diverged, 1 failed" in md
+    assert "2 run(s) without a val_acc (failed, or diverged before validating) at the worst score" in md

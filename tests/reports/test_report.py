@@ -133,9 +133,9 @@ def test_across_seed_comparison_matches_an_independent_computation(sweep: tuple[
     # per-seed test scores: the collapsed seed included, as it scored
     base = np.array([known[("cls", s)]["test_acc"] for s in (1, 2, 3)])
     other = np.array([known[("mean", s)]["test_acc"] for s in (1, 2, 3)])
-    assert h.boot.diff == pytest.approx(other.mean() - base.mean())
+    assert h.result.diff == pytest.approx(other.mean() - base.mean())
     assert h.p_better == pytest.approx(np.mean(other[:, None] > base[None, :]))
-    assert h.p_holm == pytest.approx(h.boot.p_value)  # one row compared: Holm changes nothing
+    assert h.result.p_adjusted == pytest.approx(h.result.p_value)  # one row compared: Holm changes nothing
     assert h.aso is not None and h.verdict == "cannot tell"  # a collapsed seed makes the spread huge
     ens = report.rows[1].ensemble  # the secondary, seed-ensemble comparison
     assert ens is not None and ens.n == N_TEST
@@ -149,8 +149,8 @@ def test_across_seed_comparison_matches_an_independent_computation(sweep: tuple[
     lo, hi = np.quantile(d[idx].mean(1), [0.025, 0.975])
     assert ens.low == pytest.approx(lo, abs=0.1 * (hi - lo)) and ens.high == pytest.approx(hi, abs=0.1 * (hi - lo))
     md = (runs / "demo" / "report.md").read_text()
-    assert f"| {h.boot.diff:+.4f} | [{h.boot.low:+.4f}, {h.boot.high:+.4f}] |" in md
-    assert "Holm–Bonferroni" in md and "two-level bootstrap" in md and "ensemble of n seeds" in md
+    assert f"| {h.result.diff:+.4f} | [{h.result.low:+.4f}, {h.result.high:+.4f}] |" in md
+    assert "Holm–Bonferroni" in md and "reports.verdict.compare" in md and "ensemble of n seeds" in md
     assert f"| 3 vs 3 | {ens.diff:+.4f} | [{ens.low:+.4f}, {ens.high:+.4f}] | {ens.p_value:.4g} | {N_TEST} |" in md
 
 
@@ -250,3 +250,48 @@ def test_a_damaged_predictions_file_is_said_and_the_report_goes_on(sweep: tuple[
         (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
     assert [r.getMessage().split(": damaged, not used")[0] for r in caplog.records] == [str(torn)]
     assert all(row.headline is None or row.headline.examples == 0 for row in report.rows)
+
+
+def test_a_second_report_reads_the_cache_not_the_predictions(sweep: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """Each job's right/wrong bits and each configuration's ensemble's are kept in
+    runs/<sweep>/report-cache.npz; the next report reads no test_predictions.npz, and a job whose
+    files changed is read again."""
+    import reports.build
+    from reports.cache import CACHE_FILE
+
+    runs, known = sweep
+    storage = str(runs / "sweeps.journal")
+    generate(storage=storage, runs_dir=runs, plots=False, html=False)
+    first = (runs / "demo" / "report.md").read_text()
+    assert (runs / "demo" / CACHE_FILE).is_file()
+    read: list[str] = []
+    real = reports.build.load_predictions
+
+    def counting(job_dir: Path):  # type: ignore[no-untyped-def]
+        read.append(job_dir.name)
+        return real(job_dir)
+
+    monkeypatch.setattr(reports.build, "load_predictions", counting)
+    generate(storage=storage, runs_dir=runs, plots=False, html=False)
+    assert read == [] and (runs / "demo" / "report.md").read_text() == first
+    # mean's first seed is run again and now gets every example right: read again, the report moves
+    job = Job(config=build_job({"pooling": "mean", "seed": 1}), point={"pooling": "mean", "seed": 1})
+    probs = np.zeros((N_TEST, 2))
+    probs[np.arange(N_TEST), LABELS] = 1.0
+    np.savez(runs / "demo" / job.id / "test_predictions.npz", rows=ROWS, labels=LABELS, probs=probs)
+    write_json(runs / "demo" / job.id / "result.json", {**known[("mean", 1)], "probs": None, "test_acc": 1.0})
+    (report,) = generate(storage=storage, runs_dir=runs, plots=False, html=False)
+    mean_jobs = {Job(config=build_job({"pooling": "mean", "seed": s}), point={"pooling": "mean", "seed": s}).id
+                 for s in (1, 2, 3)}
+    assert read[0] == job.id and set(read) == mean_jobs  # its bits, then its configuration's ensemble (probabilities)
+    mat = [np.asarray(known[("mean", s)]["probs"]).argmax(1) == LABELS for s in (2, 3)]
+    expected = np.mean([1.0, *(m.mean() for m in mat)]) - np.mean([known[("cls", s)]["test_acc"] for s in (1, 2, 3)])
+    assert report.rows[1].headline is not None and report.rows[1].headline.result.diff == pytest.approx(expected)
+    # a damaged cache is set aside and said; the report reads the predictions again
+    (runs / "demo" / CACHE_FILE).write_bytes(b"PK\x03\x04 not a cache")
+    read.clear()
+    with caplog.at_level("WARNING"):
+        generate(storage=storage, runs_dir=runs, plots=False, html=False)
+    assert any("damaged" in r.getMessage() and "set aside" in r.getMessage() for r in caplog.records)
+    assert (runs / "demo" / (CACHE_FILE + ".damaged")).is_file() and len(read) == 6
