@@ -18,9 +18,10 @@ SHOWN = 20  # rows in the terminal; the rest are in report.md
 
 
 def _stat(row: Row, column: str) -> str:
-    if column not in row.stats:
+    """Over every run with a value (a collapsed seed as it scored): the runs Δ counts."""
+    if column not in row.stats_all:
         return "–"
-    mean, std = row.stats[column]
+    mean, std = row.stats_all[column]
     return f"{mean:.3f}" + (f"±{std:.3f}" if std is not None else "")
 
 
@@ -67,8 +68,9 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
             table.add_row(label, f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
                           delta, verdict)
         out.append(table)
-        notes = ["runs: completed/all. test_acc: mean ± std over completed seeds. Δ: mean per-seed test accuracy "
-                 "minus the baseline's over every run with a test score (collapsed ones as they scored), 95% interval "
+        notes = ["runs: completed/all. test_acc: mean ± std over every run with a test score (a collapsed seed as it "
+                 "scored; report.md has it over completed runs too). Δ: over the same runs, the mean per-seed test "
+                 "accuracy minus the baseline's, 95% interval "
                  "from the seeds' and the test set's variance (reports.verdict). better*/worse*: significant (p "
                  "Holm-adjusted over the rows < 0.05); unclear: cannot tell."]
         unstable = [row for row in report.rows if row.unstable or row.count("failed")]

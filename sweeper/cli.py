@@ -423,6 +423,89 @@ def _submit_to_slurm(name: str, sweep_file: Path, args: list[str], *, runs_dir: 
 
 
 @app.command()
+def compare(
+    space_file: Annotated[Path, typer.Argument(help="A grid, search-space or W&B sweep file: the space to tune each "
+                                                    "value in.")],
+    axis: Annotated[str, typer.Option("--axis", help="The parameter compared, e.g. model or pooling.")],
+    budget: Annotated[int, typer.Option("--budget", min=1, help="Configurations of the rest of the space each value "
+                                                                "is tuned on (K).")],
+    values: Annotated[str | None, typer.Option("--values", help="Compare only these values, comma-separated "
+                                                                "[default: every value the file lists].")] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Seeds a side for each value's best configuration (N, its "
+                                                       "tuning run one of them), or auto: a pilot of 3, then as many "
+                                                       "as the verdict needs at 80% power.")] = "3",
+    max_seeds: Annotated[int, typer.Option("--max-seeds", min=1, help="At most this many seeds a side with "
+                                                                      "--seeds auto.")] = 10,
+    target_diff: Annotated[float | None, typer.Option("--target-diff", help="The difference --seeds auto plans for "
+                                                                            "[default: the observed one].")] = None,
+    set_: Overrides = None,
+    runs_dir: RunsDir = Path("runs"),
+    storage: Storage = None,
+    gpus: Gpus = None,
+    jobs_per_gpu: JobsPerGpu = 1,
+    parallel: Parallel = None,
+    retries: Retries = 1,
+    cache_dir: CacheDir = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the three phases' plan; run nothing.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Also write compare.json.")] = False,
+    live: LiveView = True,
+    warm_start: WarmStart = True,
+) -> None:
+    """Is A better than B on my task? Tune each value of --axis equally, run each best on seeds, answer."""
+    from sweeper import experiment
+    from sweeper.search import read_sweep
+
+    try:
+        if seeds != "auto" and not seeds.isdigit():
+            raise ConfigError(f"--seeds: {seeds!r} is not allowed; expected a number of seeds (e.g. 3) or auto")
+        loaded = read_sweep(space_file, set_ or [])
+        options = experiment.Options(axis=axis, values=values.split(",") if values else None, budget=budget,
+                                     seeds=None if seeds == "auto" else int(seeds), max_seeds=max_seeds,
+                                     target_diff=target_diff)
+        plan = experiment.plan(loaded, options)
+        jobs = [j.config for lab in plan.labels for j in plan.tuning.get(lab, [])] or [
+            space.config({}) for _, space in plan.studies.values()]
+        _preflight(jobs, strict=not dry_run, source=str(space_file))
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    from sweeper.store import default_storage, missing_storage, open_storage
+
+    url = storage or default_storage(runs_dir)
+    slots = _slots(gpus, jobs_per_gpu, parallel)
+    if dry_run:
+        backend = None if missing_storage(url) else open_storage(url, readonly=True)
+        typer.echo("\n".join(experiment.describe(plan, estimate_s=experiment.mean_runtime(backend), slots=len(slots))))
+        return
+    typer.echo("\n".join(experiment.describe(plan, slots=len(slots))))
+    _quiet_optuna()
+    from reports import experiment as answer
+    from sweeper import view
+    from sweeper.scheduler import Scheduler
+
+    backend = open_storage(url)
+
+    def run_source(source: Any) -> None:
+        scheduler = Scheduler(source, runs_dir=runs_dir, slots=slots, retries=retries, cache_dir=cache_dir,
+                              warm=warm_start)
+
+        def table() -> Any:
+            return view.progress_table(source.name, [plan.axis], list(source.progress.values()), slots=len(slots))
+
+        if hasattr(source, "tick"):
+            source.tick()
+        _run_with_view(scheduler.run, table, live=live,
+                       interrupted="jobs stopped; run the same command to continue the comparison")
+
+    outcome = experiment.execute(plan, backend=backend, runs_dir=runs_dir, run_source=run_source, retries=retries,
+                                 more_seeds=lambda o: answer.more_seeds(o, backend),
+                                 say=lambda line: err.print(line, highlight=False, markup=False) if line else None)
+    result = answer.answer(outcome, backend)
+    written = answer.write(result, runs_dir / plan.name, with_json=json_out)
+    typer.echo(answer.paragraph(result).replace("**", ""))
+    typer.echo("Written: " + ", ".join(str(p) for p in written))
+
+
+@app.command()
 def cancel(
     sweep: Annotated[str, typer.Argument(help="Sweep (or study) name whose SLURM workers to cancel.")],
     runs_dir: RunsDir = Path("runs"),
