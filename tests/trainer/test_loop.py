@@ -345,3 +345,21 @@ def test_patience_stops_early_and_a_resumed_job_keeps_the_count(tiny_models: dic
         resumed = run_job(cfg, out)
         assert resumed["resumed"] is True and resumed["stopped_early"] == straight["stopped_early"]
         _assert_same_result(resumed, straight)
+
+
+@pytest.mark.parametrize("eval_limit", [1, 2])
+def test_a_perfect_job_on_a_tiny_validation_set_is_completed_not_collapsed(
+    tiny_models: dict, tmp_path: Path, eval_limit: int
+) -> None:
+    # data seed 1: the first two validation rows share a label (as in the 4 of 4 jobs), so
+    # the majority class is 1.0 and the old rule (val_acc <= majority + 0.02) called 1.0 at chance
+    data = write_dataset(tmp_path / "reviews", seed=1)
+    job = tiny_job(tiny_models["bert"], data, lr=3e-3, epochs=2)
+    job["data"]["eval_limit"] = eval_limit
+    result = run_job(build_job(job), tmp_path / "job")
+    assert result["epochs"][-1]["val_acc"] == 1.0 and result["majority_class_acc"] == 1.0  # the premise
+    assert result["status"] == "completed", result["collapse"]
+    collapse = result["collapse"]  # the figures the rule used
+    assert collapse["collapsed"] is False and collapse["val_rows"] == eval_limit and collapse["label_classes"] == 1
+    assert collapse["epochs"]["last"]["val_top_share"] == result["epochs"][-1]["val_top_share"]
+    assert '"kind":"at_chance"' not in (tmp_path / "job" / "events.jsonl").read_text()
