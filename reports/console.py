@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reports.markdown import label_cells, label_text, runs_cell
-from reports.tables import Row, SweepReport, best_note
+from reports.tables import Row, SweepReport, best_note, counts_text
 
 SHOWN = 20  # rows in the terminal; the rest are in report.md
 
@@ -22,6 +22,14 @@ def _stat(row: Row, column: str) -> str:
         return "–"
     mean, std = row.stats[column]
     return f"{mean:.3f}" + (f"±{std:.3f}" if std is not None else "")
+
+
+def _runs(row: Row) -> str:
+    """`completed/runs`; for a configuration none of whose runs has a score yet, what became of them."""
+    if row.n or row.stats_all:
+        return f"{row.n}/{len(row.runs)}"
+    return f"{row.n}/{len(row.runs)} " + ", ".join(
+        f"{row.count(s)} {s}" for s in ("failed", "collapsed", "diverged", "pruned", "running", "waiting") if row.count(s))
 
 
 def _shown(report: SweepReport) -> list[int]:
@@ -36,9 +44,9 @@ def _shown(report: SweepReport) -> list[int]:
 
 def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
     """Rich renderables: the table, its notes, the paths of report.md and report.html."""
-    out: list[Any] = []
+    out: list[Any] = [Text(f"{report.name}: {counts_text(report)}")]
     if not report.rows:
-        out.append(Text(f"{report.name}: no finished job yet"))
+        out.append(Text(f"{report.name}: no job yet"))
     else:
         table = Table(title=f"{report.name}: {len(report.rows)} configuration(s)", box=box.SIMPLE_HEAD,
                       title_justify="left", pad_edge=False)
@@ -62,16 +70,16 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
             label = ", ".join(label_cells(report, row))
             if i == report.best:
                 label += " (best!)" if row.unstable else " (best)"
-            table.add_row(label, f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
+            table.add_row(label, _runs(row), _stat(row, "test_acc"),
                           delta, verdict)
         out.append(table)
         notes = ["runs: completed/all. test_acc: mean ± std over completed seeds. Δ: mean per-seed test accuracy "
                  "minus the baseline's, 95% two-level bootstrap (seeds, then test examples). better*/worse*: "
                  "significant (bootstrap p Holm-adjusted over the rows < 0.05 and ASO ε_min < 0.5); unclear: "
                  "cannot tell."]
-        unstable = [row for row in report.rows if row.unstable or row.count("failed")]
+        unstable = [row for row in report.rows if row.n < len(row.runs)]
         if unstable:
-            notes.append("Not every run completed: " + "; ".join(
+            notes.append("Not every run completed (yet): " + "; ".join(
                 f"{label_text(report, row)}: {runs_cell(row)}" for row in unstable[:5])
                 + (f"; {len(unstable) - 5} more" if len(unstable) > 5 else "") + ".")
         if report.best is not None:

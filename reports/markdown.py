@@ -140,7 +140,9 @@ def _headline(report: SweepReport) -> list[str]:
     effect = report.effect
     out = [f"## Across seeds: each configuration against the baseline ({label_text(report, base)})", "",
            "Δ test_acc: the configuration's mean per-seed test accuracy minus the baseline's, on the test examples "
-           "every run shares. 95% CI: two-level bootstrap (" + " or ".join(f"{r:,}" for r in replicates)
+           "every run shares. 95% CI: two-level bootstrap (" + (" or ".join(f"{r:,}" for r in replicates)
+                                                                  or "none drawn here: no configuration had a run with a "
+                                                                     "test score on both sides; otherwise")
            + " replicates: the seeds of each configuration resampled, then the shared test examples, one resample "
            "for every run). p: two-sided, the bootstrap's own tail probability of a difference on the other side of "
            f"0. p (Holm): Holm–Bonferroni-adjusted over the {k} configuration(s) compared. ASO: Almost Stochastic "
