@@ -84,6 +84,9 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
                 + (f"; {len(unstable) - 5} more" if len(unstable) > 5 else "") + ".")
         if report.best is not None:
             notes.append(best_note(report).capitalize() + ".")
+        if warned := sum(bool((r.result or {}).get("warnings")) for row in report.rows for r in row.runs):
+            notes.append(f"{warned} run(s) warned at their start of settings that could not work as written or an "
+                         "evaluation set too small for these statistics: see report.md.")
         if len(report.rows) > SHOWN:
             notes.append(f"Shown: the baseline and the {SHOWN - 1} best by {report.metric}; "
                          f"{len(report.rows) - len(_shown(report))} more rows in report.md.")

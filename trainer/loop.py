@@ -30,7 +30,7 @@ from trainer import checkpoint
 from trainer.config import JobConfig
 from trainer.data import Prepared, Split, eval_batches, iterate, prepare, train_batches
 from trainer.io import remove_temporaries, write_json
-from trainer.jobdir import FINISHED, RESULT_FILE, STATE_FILE, better, set_aside
+from trainer.jobdir import FINISHED, RESULT_FILE, SMALL_EVAL_ROWS, STATE_FILE, better, set_aside
 from trainer.metrics import (
     ChanceLine,
     accuracy,
@@ -402,7 +402,7 @@ def _status(s: Setup, state: LoopState, *, diverged: bool) -> str:
 
 
 def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, Any] | None,
-                  resumed: bool) -> dict[str, Any]:
+                  resumed: bool, warnings: list[dict[str, Any]]) -> dict[str, Any]:
     cfg, data, device = s.cfg, s.data, s.device
     best = state.history[state.best_epoch - 1] if state.best_epoch else {}
     train_s = state.train_seconds
@@ -427,7 +427,7 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "tokenization_cache_hit": data.cache_hit,
         "data": data.summary(),
         # -- the run
-        "effective_batch_size": cfg.effective_batch,
+        "effective_batch_size": min(cfg.effective_batch, len(data.train)),  # what an optimizer step saw at most
         "global_steps": state.global_step,
         "runtime_s": round(state.sessions_seconds, 3),
         "train_seconds": round(state.train_seconds, 3),
@@ -438,7 +438,37 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "precision": str(s.dtype).removeprefix("torch."),
         "resumed": resumed,
         "versions": _versions(),
+        "warnings": warnings,  # settings that could not work as written (`start_warnings`)
     }
+
+
+# -- settings that cannot work as written ---------------------------------------------------------
+
+
+def start_warnings(cfg: JobConfig, *, train_rows: int, val_rows: int, test_rows: int) -> list[dict[str, Any]]:
+    """What in the configuration cannot work as written on these rows, said at the job's start
+    (log, `warning` events, result.json's `warnings`): the job still runs as configured."""
+    steps = math.ceil(math.ceil(train_rows / cfg.micro_batch) / cfg.accumulation) * cfg.epochs
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * steps)
+    out = []
+    if warmup >= steps:
+        out.append({"kind": "warmup_longer_than_run", "warmup_steps": warmup, "total_steps": steps,
+                    "message": f"warmup of {warmup} optimizer steps is not shorter than the run's {steps}: the "
+                               f"learning rate reaches at most {steps / warmup:.1%} of lr {cfg.lr:g}; lower "
+                               "warmup_steps (or use warmup_ratio)"})
+    if cfg.effective_batch > train_rows:
+        out.append({"kind": "batch_larger_than_data", "effective_batch": cfg.effective_batch,
+                    "train_rows": train_rows,
+                    "message": f"batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} = {cfg.effective_batch} "
+                               f"rows per optimizer step, but there are {train_rows} training rows: each step sees "
+                               f"at most {train_rows} (effective_batch_size is recorded as {train_rows})"})
+    small = min(val_rows, test_rows)
+    if small < SMALL_EVAL_ROWS:
+        out.append({"kind": "small_eval_set", "val_rows": val_rows, "test_rows": test_rows,
+                    "message": f"{val_rows} validation / {test_rows} test rows: one standard error of an accuracy "
+                               f"on {small} rows is up to {0.5 / math.sqrt(max(small, 1)):.3f}; fewer than {SMALL_EVAL_ROWS} "
+                               "rows are too few for the report's statistics (intervals, ECE, the collapse margin)"})
+    return out
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -485,6 +515,10 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), s.device, s.dtype,
              len(s.data.train), len(s.data.val), len(s.data.test),
              f"resuming after epoch {state.epoch}" if restored else "new")
+    warnings = start_warnings(cfg, train_rows=len(s.data.train), val_rows=len(s.data.val), test_rows=len(s.data.test))
+    for warning in warnings:
+        log.warning("%s", warning["message"])
+        tracker.event("warning", **warning)
 
     try:
         # -- train: one epoch at a time, each ending in a checkpoint
@@ -506,7 +540,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
         # -- the result
         status = _status(s, state, diverged=diverged)
         state.sessions_seconds += clock.lap()
-        result = _build_result(s, state, status=status, test=test, resumed=restored is not None)
+        result = _build_result(s, state, status=status, test=test, resumed=restored is not None, warnings=warnings)
         write_json(out_dir / RESULT_FILE, result)
     except BaseException:
         tracker.abort()

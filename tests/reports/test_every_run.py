@@ -102,6 +102,8 @@ def test_a_damaged_model_directory_is_a_failed_row_in_the_console_report_md_and_
     ran = CliRunner().invoke(app, ["grid", str(path), "--runs-dir", str(runs), "--retries", "0", "--no-live",
                                    "--no-warm-start"])
     assert ran.exit_code == 1, ran.output
+    # the sweep's summary says what the finished job warned of at its start (24 validation rows)
+    assert "warning: job " in ran.output and "24 validation / 24 test rows" in ran.output, ran.output
     out = CliRunner().invoke(app, ["report", "--runs-dir", str(runs), "--no-plots"], env={"COLUMNS": "100"})
     assert out.exit_code == 0, out.output
     first = out.stdout.splitlines()[0]  # the good model's one epoch may end completed or collapsed
@@ -110,3 +112,21 @@ def test_a_damaged_model_directory_is_a_failed_row_in_the_console_report_md_and_
     md = (runs / "models" / "report.md").read_text()
     assert "| broken | 0/1 (1 failed) |" in md
     assert "  - model=broken: 0/1 (1 failed)" in (runs / "REPORT.md").read_text()
+
+
+def test_the_report_says_beside_the_figures_what_a_run_warned_of(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    store = _store(runs, "small")
+    job_id = _add(store, {"lr": 1e-3, "seed": 1}, "running")
+    trial = store.canonical(store.trials_by_job()[job_id])
+    assert trial is not None
+    warning = {"kind": "small_eval_set", "val_rows": 2, "test_rows": 2,
+               "message": "2 validation / 2 test rows: one standard error of an accuracy on 2 rows is up to 0.354"}
+    store.finish(trial._trial_id, {"status": "completed", "val_acc": 1.0, "test_acc": 1.0, "metric": "val_acc",
+                                   "epochs": [], "warnings": [warning]})
+    generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False, html=False)
+    table = (runs / "small" / "report.md").read_text().split("## ")[0]  # beside the table, before any section
+    assert ("Evaluation set too small for these statistics: model=bert (1 of 1 run(s)): 2 validation / 2 test rows"
+            in table), table
+    out = CliRunner().invoke(app, ["report", "--runs-dir", str(runs), "--no-plots"], env={"COLUMNS": "100"})
+    assert "1 run(s) warned at their start" in " ".join(out.stdout.split())
