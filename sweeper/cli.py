@@ -370,6 +370,7 @@ def optuna(
     if source.stop_asking:
         err.print(f"{name}: {source.stop_asking}", highlight=False)
     Console().print(view.study_summary_table(name, study_summary(store), store.study, metric=space.metric))
+    _print_job_warnings([runs_dir / name / job_id for job_id in source.progress])
 
 
 def _check_slurm(slurm: bool, sweep_file: Path, options: tuple[Any, ...]) -> None:

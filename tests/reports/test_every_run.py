@@ -111,6 +111,7 @@ def test_a_damaged_model_directory_is_a_failed_row_in_the_console_report_md_and_
     assert "2 configuration(s)" in out.stdout and "0/1 1 failed" in out.stdout  # before: "1 configuration(s)"
     md = (runs / "models" / "report.md").read_text()
     assert "| broken | 0/1 (1 failed) |" in md
+    assert "<td>broken</td><td class=\"num\">0/1 (1 failed)</td>" in (runs / "models" / "report.html").read_text()
     assert "  - model=broken: 0/1 (1 failed)" in (runs / "REPORT.md").read_text()
 
 
