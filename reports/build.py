@@ -36,13 +36,52 @@ def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, b
     with threadpool_limits(limits=1, user_api="blas"), Painter(enabled=plots) as painter:
         reports = _build_all(storage, runs_dir, sweeps, painter, baseline=baseline, fmt=fmt, plots=plots,
                              effect=effect, html=html)
-    index = ["# Sweep reports", ""] + [
-        f"- [{r.name}]({r.name}/report.md) ([html]({r.name}/report.html)): {sum(row.n for row in r.rows)} completed "
-        f"job(s) in {len(r.rows)} configuration(s), {len(r.excluded)} did not complete, {len(r.pending)} still to "
-        "finish" for r in reports]
     if not any(r.unwritten for r in reports):
-        _write_text(runs_dir / "REPORT.md", "\n".join(index) + "\n")
+        index = runs_dir / "REPORT.md"
+        try:
+            before = index.read_text()
+        except (OSError, UnicodeDecodeError):
+            before = ""
+        _write_text(index, merge_index(before, [index_entry(r) for r in reports]))
     return reports
+
+
+INDEX_TITLE = "# Sweep reports"
+INDEX_ROWS = 20  # configurations listed per sweep in REPORT.md; the rest are in its report.md
+
+
+def index_entry(report: SweepReport) -> tuple[str, list[str]]:
+    """A sweep's entry of REPORT.md: its line and one line per configuration (those that did not
+    all complete first, past INDEX_ROWS)."""
+    from reports.markdown import label_text, runs_cell
+    from reports.tables import counts_text
+
+    head = (f"- [{report.name}]({report.name}/report.md) ([html]({report.name}/report.html)): "
+            f"{counts_text(report)}; {len(report.rows)} configuration(s)")
+    rows = list(range(len(report.rows)))
+    if len(rows) > INDEX_ROWS:
+        rows = sorted(sorted(rows, key=lambda i: report.rows[i].n == len(report.rows[i].runs))[:INDEX_ROWS])
+    lines = [f"  - {label_text(report, report.rows[i]) or report.name}: {runs_cell(report.rows[i])}" for i in rows]
+    if len(report.rows) > len(rows):
+        lines.append(f"  - {len(report.rows) - len(rows)} more configuration(s) in its report.md")
+    return report.name, [head, *lines]
+
+
+def merge_index(before: str, entries: list[tuple[str, list[str]]]) -> str:
+    """REPORT.md with these sweeps' entries written and every other sweep's entry kept as it was
+    (`sweep report NAME` updates one sweep of the index, not the whole of it)."""
+    kept: dict[str, list[str]] = {}
+    name = None
+    for line in before.splitlines():
+        if line.startswith("- [") and "](" in line:
+            name = line[3:line.index("](")]
+            kept[name] = [line]
+        elif line.startswith("  ") and name is not None:
+            kept[name].append(line)
+        else:
+            name = None
+    kept.update(dict(entries))
+    return "\n".join([INDEX_TITLE, "", *(line for key in sorted(kept) for line in kept[key])]) + "\n"
 
 
 def _build_all(storage: str, runs_dir: Path, sweeps: list[str] | None, painter: Painter, *, baseline: str | None,

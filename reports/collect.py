@@ -86,9 +86,14 @@ def seed_records(trials: list[Any]) -> list[Record]:
 
 
 def trial_states(store: SweepStore) -> dict[str, int]:
+    """Trials by Optuna state; a trial the storage keeps PRUNED because its job diverged (no
+    value to store) is counted as DIVERGED: nothing pruned it (a grid has no pruner)."""
     counts: dict[str, int] = {}
     for trial in store.study.get_trials(deepcopy=False):
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+        name = trial.state.name
+        if name == "PRUNED" and trial.user_attrs.get("status") == "diverged":
+            name = "DIVERGED"
+        counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
 

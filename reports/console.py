@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reports.markdown import label_cells, label_text, lead_sentences, runs_cell
-from reports.tables import Row, SweepReport, best_note
+from reports.tables import Row, SweepReport, best_note, counts_text
 
 SHOWN = 20  # rows in the terminal; the rest are in report.md
 
@@ -23,6 +23,14 @@ def _stat(row: Row, column: str) -> str:
         return "–"
     mean, std = row.stats_all[column]
     return f"{mean:.3f}" + (f"±{std:.3f}" if std is not None else "")
+
+
+def _runs(row: Row) -> str:
+    """`completed/runs`; for a configuration none of whose runs has a score yet, what became of them."""
+    if row.n or row.stats_all:
+        return f"{row.n}/{len(row.runs)}"
+    return f"{row.n}/{len(row.runs)} " + ", ".join(
+        f"{row.count(s)} {s}" for s in ("failed", "collapsed", "diverged", "pruned", "running", "waiting") if row.count(s))
 
 
 def _shown(report: SweepReport) -> list[int]:
@@ -37,9 +45,9 @@ def _shown(report: SweepReport) -> list[int]:
 
 def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
     """Rich renderables: the table, its notes, the paths of report.md and report.html."""
-    out: list[Any] = []
+    out: list[Any] = [Text(f"{report.name}: {counts_text(report)}")]
     if not report.rows:
-        out.append(Text(f"{report.name}: no finished job yet"))
+        out.append(Text(f"{report.name}: no job yet"))
     else:
         out += [Text(sentence) for sentence in lead_sentences(report)]
         table = Table(title=f"{report.name}: {len(report.rows)} configuration(s)", box=box.SIMPLE_HEAD,
@@ -65,7 +73,7 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
             label = ", ".join(label_cells(report, row))
             if i == report.best:
                 label += " (best!)" if row.unstable else " (best)"
-            table.add_row(label, f"{row.n}/{len(row.runs)}", _stat(row, "test_acc"),
+            table.add_row(label, _runs(row), _stat(row, "test_acc"),
                           delta, verdict)
         out.append(table)
         notes = ["runs: completed/all. test_acc: mean ± std over every run with a test score (a collapsed seed as it "
@@ -73,13 +81,16 @@ def summary(report: SweepReport, sweep_dir: Path) -> list[Any]:
                  "accuracy minus the baseline's, 95% interval "
                  "from the seeds' and the test set's variance (reports.verdict). better*/worse*: significant (p "
                  "Holm-adjusted over the rows < 0.05); unclear: cannot tell."]
-        unstable = [row for row in report.rows if row.unstable or row.count("failed")]
+        unstable = [row for row in report.rows if row.n < len(row.runs)]
         if unstable:
-            notes.append("Not every run completed: " + "; ".join(
+            notes.append("Not every run completed (yet): " + "; ".join(
                 f"{label_text(report, row)}: {runs_cell(row)}" for row in unstable[:5])
                 + (f"; {len(unstable) - 5} more" if len(unstable) > 5 else "") + ".")
         if report.best is not None:
             notes.append(best_note(report).capitalize() + ".")
+        if warned := sum(bool((r.result or {}).get("warnings")) for row in report.rows for r in row.runs):
+            notes.append(f"{warned} run(s) warned at their start of settings that could not work as written or an "
+                         "evaluation set too small for these statistics: see report.md.")
         if len(report.rows) > SHOWN:
             notes.append(f"Shown: the baseline and the {SHOWN - 1} best by {report.metric}; "
                          f"{len(report.rows) - len(_shown(report))} more rows in report.md.")

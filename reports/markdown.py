@@ -187,7 +187,26 @@ def _configurations(report: SweepReport) -> list[str]:
                  "runtime). ECE: 15 equal-width confidence bins.")
     if report.best is not None:
         notes.append(best_note(report).capitalize() + ".")
-    return [*out, "", " ".join(notes), ""]
+    return [*out, "", " ".join(notes), "", *warnings_notes(report)]
+
+
+def warnings_notes(report: SweepReport) -> list[str]:
+    """What the runs warned of at their start (`warnings` in their results: a warmup longer than
+    the run, a batch larger than the training rows, an evaluation set too small for these
+    statistics), one paragraph per configuration and kind, beside the table."""
+    out = []
+    for row in report.rows:
+        said: dict[str, tuple[str, int]] = {}
+        for run in row.runs:
+            for warning in (run.result or {}).get("warnings") or []:
+                kind = str(warning.get("kind"))
+                message, n = said.get(kind, (str(warning.get("message")), 0))
+                said[kind] = (message, n + 1)
+        for kind, (message, n) in said.items():
+            what = "Evaluation set too small for these statistics" if kind == "small_eval_set" else \
+                "Setting that could not work as written"
+            out += [f"{what}: {label_text(report, row)} ({n} of {len(row.runs)} run(s)): {message}.", ""]
+    return out
 
 
 def _headline(report: SweepReport, method: list[str]) -> list[str]:

@@ -166,11 +166,14 @@ def build_report(name: str, records: list[Record], *, states: dict[str, int],
 def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseline: str | None = None,
              effect: float | None = None) -> SweepReport:
     """The report without its comparisons: the rows and their statistics, the best row, the
-    budget curves (all that the plots need); `compare_report` adds the comparisons."""
+    budget curves (all that the plots need); `compare_report` adds the comparisons.
+
+    The design comes from every job the storage holds (a grid enqueues all of its jobs when it
+    starts), not from the finished ones: a report taken mid-sweep shows every swept key, and
+    every configuration is a row whatever became of its runs (failed, running, waiting)."""
     finished = [r for r in records if r.status in FINISHED and r.result is not None]
-    keys = _varied_keys(finished or records)
-    rows = [Row(label={k: _label_value(runs[0], k) for k in keys}, runs=runs) for runs in _groups(records)
-            if any(r.status in FINISHED and r.result is not None for r in runs)]
+    keys = _varied_keys(records)
+    rows = [Row(label={k: _label_value(runs[0], k) for k in keys}, runs=runs) for runs in _groups(records)]
     present = {c for c in OPTIONAL if any(r.result and r.result.get(c) is not None for r in finished)}
     columns = [c for c in COLUMNS if c[0] not in OPTIONAL or c[0] in present]
     metric = _metric(finished)
@@ -186,7 +189,8 @@ def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseli
         for column, *_ in columns:
             if (every := _stats(scored, column)) is not None:
                 row.stats_all[column] = every
-    base = 0
+    # the first row with a finished run: a row whose runs all failed or wait has nothing to compare against
+    base = next((i for i, row in enumerate(rows) if any(r.status in FINISHED and r.result for r in row.runs)), 0)
     if baseline is not None:
         found = [i for i, row in enumerate(rows) if _matches(row.label, baseline)]
         if not found:
@@ -205,6 +209,23 @@ def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseli
     report.seeds_used = sorted({int(seed) for r in records
                                 if isinstance(seed := r.point.get("seed", r.config.get("seed")), int)})
     return report
+
+
+STATUS_ORDER = ("completed", "collapsed", "diverged", "failed", "pruned", "running", "waiting")
+
+
+def job_counts(report: SweepReport) -> dict[str, int]:
+    """Jobs by status (completed, failed, collapsed, running and waiting always; others when any)."""
+    counts = dict.fromkeys(("completed", "failed", "collapsed", "running", "waiting"), 0)
+    for row in report.rows:
+        for run in row.runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+    return {s: counts[s] for s in (*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))) if s in counts}
+
+
+def counts_text(report: SweepReport) -> str:
+    counts = job_counts(report)
+    return f"{sum(counts.values())} job(s): " + ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def compare_report(report: SweepReport, predictions: Callable[[str], Predictions | None], *,

@@ -199,6 +199,7 @@ def _grid(loaded: Any, *, runs_dir: Path, storage: str | None, gpus: str | None,
     _run_with_view(scheduler.run, table, live=live,
                    interrupted="jobs stopped and queued again; run the same command to continue the sweep")
     Console().print(table())
+    _print_job_warnings([runs_dir / spec.name / job.id for job in spec.jobs])
     failed = [p for p in source.progress.values() if p.state == "failed"]
     for p in failed:
         err.print(f"[red]failed[/] {p.job.id} {p.job.point}: {p.note} (log: {runs_dir / spec.name / p.job.id / 'job.log'})")
@@ -369,6 +370,7 @@ def optuna(
     if source.stop_asking:
         err.print(f"{name}: {source.stop_asking}", highlight=False)
     Console().print(view.study_summary_table(name, study_summary(store), store.study, metric=space.metric))
+    _print_job_warnings([runs_dir / name / job_id for job_id in source.progress])
 
 
 def _check_slurm(slurm: bool, sweep_file: Path, options: tuple[Any, ...]) -> None:
@@ -778,14 +780,35 @@ def _rich_handler(*, show_time: bool = False) -> logging.Handler:
     return RichHandler(console=err, show_path=False, show_time=show_time, rich_tracebacks=False)
 
 
+def _print_job_warnings(job_dirs: list[Path]) -> None:
+    """The sweep's summary of what its jobs warned of at their start (result.json's `warnings`),
+    one line per distinct message with the jobs that gave it."""
+    from trainer.jobdir import RESULT_FILE, read_result
+
+    by_message: dict[str, list[str]] = {}
+    for job_dir in job_dirs:
+        for warning in (read_result(job_dir / RESULT_FILE) or {}).get("warnings") or []:
+            by_message.setdefault(str(warning.get("message")), []).append(job_dir.name)
+    for message, jobs in by_message.items():
+        who = f"job {jobs[0]}" if len(jobs) == 1 else f"{len(jobs)} jobs ({', '.join(jobs[:3])}{', …' if len(jobs) > 3 else ''})"
+        err.print(f"[yellow]warning:[/] {who}: {message}", highlight=False, soft_wrap=True)
+
+
 def _print_result(result: dict) -> None:
     from rich.table import Table
 
     colour = {"completed": "green", "collapsed": "red", "diverged": "red"}.get(result["status"], "yellow")
     table = Table(title=f"job {result['job_id']}: [{colour}]{result['status']}[/]", show_header=False)
-    for key in ("best_epoch", "val_acc", "test_acc", "test_loss", "test_ece", "runtime_s", "train_samples_per_s"):
+    metric = str(result.get("metric") or "val_acc")
+    table.add_row("metric", f"{metric} (chose best_epoch)")
+    for key in ("best_epoch", *dict.fromkeys((metric, "val_acc")), "test_acc", "test_loss", "test_ece", "runtime_s",
+                "train_samples_per_s"):
         value = result.get(key)
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    if result.get("status") == "collapsed" and (result.get("collapse") or {}).get("reason"):
+        table.add_row("collapsed", str(result["collapse"]["reason"]))
+    for warning in result.get("warnings") or []:
+        table.add_row("warning", str(warning.get("message")))
     Console().print(table)
 
 

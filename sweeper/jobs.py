@@ -93,8 +93,14 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
     metric = metrics.pop() if len(metrics) == 1 else "val_acc"
     done = {job_id: r for job_id, r in done.items() if r.get(metric) is not None}
     if not done:
-        seen = sorted({s.status for s in states.values()})
-        raise JobRefError(f"JOB: sweep {sweep!r} has no completed job yet (its jobs are {', '.join(seen) or 'none'})")
+        counts: dict[str, int] = {}
+        for s in states.values():
+            counts[s.status] = counts.get(s.status, 0) + 1
+        seen = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
+        if counts and not {"waiting", "running"} & set(counts):
+            raise JobRefError(f"JOB: sweep {sweep!r} finished with no completed job (its jobs: {seen}); a collapsed "
+                              "or diverged job is used by its directory or job id, with a warning")
+        raise JobRefError(f"JOB: sweep {sweep!r} has no completed job yet (its jobs: {seen})")
     sign = 1.0 if METRICS.get(metric) == "minimize" else -1.0
     best = min(done, key=lambda job_id: (sign * float(done[job_id][metric]), job_id))
     return runs_dir / sweep / best

@@ -95,11 +95,19 @@ def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Prog
                 p.started = state.trial.datetime_start.timestamp()
         if state.status == "failed" and state.trial is not None:
             p.note = str(state.trial.user_attrs.get("reason", ""))
+            p.seconds = _trial_seconds(state.trial)
         rows.append(p)
         points.append(p.job.point)
     keys = [k for k in dict.fromkeys(k for pt in points for k in pt)
             if len({json.dumps(pt.get(k)) for pt in points}) > 1]
     return keys, rows
+
+
+def _trial_seconds(trial: Any) -> float | None:
+    """How long a finished trial ran (its last attempt: claim to end), or None when unknown."""
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
 def study_summary_table(name: str, summary: dict[str, Any], study: Any, metric: str = "val_acc") -> Table:

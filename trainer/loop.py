@@ -30,8 +30,17 @@ from trainer import checkpoint
 from trainer.config import JobConfig
 from trainer.data import Prepared, Split, eval_batches, iterate, prepare, train_batches
 from trainer.io import remove_temporaries, write_json
-from trainer.jobdir import FINISHED, RESULT_FILE, STATE_FILE, better, set_aside
-from trainer.metrics import accuracy, class_report, expected_calibration_error, macro_f1, majority_fraction
+from trainer.jobdir import FINISHED, RESULT_FILE, SMALL_EVAL_ROWS, STATE_FILE, better, set_aside
+from trainer.metrics import (
+    ChanceLine,
+    accuracy,
+    chance_line,
+    class_report,
+    collapse_reason,
+    expected_calibration_error,
+    macro_f1,
+    top_share,
+)
 from trainer.model import Classifier, check_encoder, load_encoder, save_model_files
 from trainer.tracking import Tracker
 
@@ -40,7 +49,6 @@ __all__ = ["FINISHED", "LoopState", "evaluate", "run_job"]  # FINISHED: re-expor
 log = logging.getLogger(__name__)
 
 LOG_EVERY = 10  # optimizer steps between `step` events (one host sync each)
-CHANCE_MARGIN = 0.02  # "collapsed": validation accuracy within 2 points of the majority class
 # "diverged": a non-finite loss, or a logged mean loss this many times the untrained loss
 # ln(classes) (a run with lr 1e4 can sit at a finite 1e9 without ever producing a NaN).
 DIVERGED_FACTOR = 100.0
@@ -176,12 +184,16 @@ class Setup:
     pad_id: int
     eval_batch: int
     loss_limit: float  # a logged mean training loss above this is divergence
-    majority: float  # validation accuracy of always answering the majority class
+    chance: ChanceLine  # what always answering the majority class scores on validation: collapse's yardstick
 
     def autocast(self) -> Any:
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @property
+    def majority(self) -> float:
+        return self.chance.majority
 
     @property
     def label_names(self) -> list[str]:
@@ -211,7 +223,7 @@ def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         eval_batch=eval_batch_size(cfg),
         loss_limit=DIVERGED_FACTOR * math.log(max(data.num_labels, 2)),
-        majority=majority_fraction(np.asarray(data.val.labels)),
+        chance=chance_line(np.asarray(data.val.labels), data.num_labels),
     )
 
 
@@ -311,7 +323,8 @@ def _end_epoch(s: Setup, state: LoopState, epoch: int, train: EpochTraining, tra
     val = evaluate(s.model, s.data.val, batch_size=s.eval_batch, pad_id=s.pad_id, device=s.device,
                    autocast=s.autocast)
     row = {"epoch": epoch, "train_loss": train.loss, "train_acc": train.acc, "val_loss": val.loss,
-           "val_acc": val.acc, "val_macro_f1": val.macro_f1, "seconds": round(train.seconds, 3)}
+           "val_acc": val.acc, "val_macro_f1": val.macro_f1, "val_top_share": top_share(val.probs),
+           "seconds": round(train.seconds, 3)}
     state.history.append(row)
     log.info("epoch %d/%d: train loss %.4f acc %.4f | val loss %.4f acc %.4f macro-F1 %.4f | %.1fs", epoch,
              cfg.epochs, train.loss, train.acc, val.loss, val.acc, val.macro_f1, train.seconds)
@@ -324,9 +337,10 @@ def _end_epoch(s: Setup, state: LoopState, epoch: int, train: EpochTraining, tra
         state.stopped_early = {"epoch": epoch, "patience": cfg.patience}
         log.info("epoch %d: no better %s for %d epochs (best: epoch %d); stopping early", epoch, cfg.metric,
                  cfg.patience, state.best_epoch)
-    if epoch == 1 and val.acc <= s.majority + CHANCE_MARGIN:
-        log.warning("epoch 1: validation accuracy %.4f is at chance (majority class %.4f)", val.acc, s.majority)
-        tracker.event("warning", kind="at_chance", epoch=epoch, val_acc=val.acc, majority=s.majority)
+    if epoch == 1 and (why := _collapse_reason(s, row)):
+        log.warning("epoch 1: collapsed onto the majority class: %s", why)
+        tracker.event("warning", kind="at_chance", epoch=epoch, val_acc=val.acc, majority=s.majority,
+                      val_macro_f1=val.macro_f1, val_top_share=row["val_top_share"], reason=why)
     state.epoch = epoch
     state.sessions_seconds += clock.lap()
     tracker.epoch(row)
@@ -355,19 +369,40 @@ def _test_best(s: Setup) -> dict[str, Any]:
 # -- build the result -----------------------------------------------------------------------------
 
 
+def _collapse_reason(s: Setup, row: dict[str, Any]) -> str | None:
+    return collapse_reason(s.chance, acc=row["val_acc"], macro_f1=row["val_macro_f1"], top=row.get("val_top_share"))
+
+
+def _collapse(s: Setup, state: LoopState) -> dict[str, Any]:
+    """The collapse judgement and the figures it used (result.json's `collapse`): collapsed when
+    the validation predictions after epoch 1 *and* after the last epoch are collapsed
+    (`trainer.metrics.collapse_reason`), whatever the selection metric."""
+    judged = {}
+    for which, row in (("first", state.history[0]), ("last", state.history[-1])) if state.history else ():
+        judged[which] = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"],
+                         "val_top_share": row.get("val_top_share"), "reason": _collapse_reason(s, row)}
+    collapsed = bool(judged) and all(j["reason"] for j in judged.values())
+    return {"collapsed": collapsed, "reason": judged["last"]["reason"] if collapsed else None,
+            **s.chance.to_dict(), "epochs": judged,
+            "rule": "collapsed when after epoch 1 and after the last epoch the validation predictions are all one "
+                    "class while the labels are not, or their macro-F1 <= macro_f1_line (the constant predictor's "
+                    "plus min(margin, half the way to 1)), unless val_acc > majority_class_acc + margin; margin = "
+                    "2 * sqrt(majority * (1 - majority) / val_rows); not judged when the labels are one class"}
+
+
 def _status(s: Setup, state: LoopState, *, diverged: bool) -> str:
-    """Collapse is judged on accuracy against the majority class, whatever the selection metric."""
     if diverged:
         return "diverged"
-    chance = s.majority + CHANCE_MARGIN
-    if state.history and state.history[0]["val_acc"] <= chance and state.history[-1]["val_acc"] <= chance:
-        log.error("validation accuracy stayed at chance (majority class %.4f): status collapsed", s.majority)
+    collapse = _collapse(s, state)
+    if collapse["collapsed"]:
+        log.error("validation predictions collapsed after epoch 1 and at the end: %s; status collapsed",
+                  collapse["reason"])
         return "collapsed"
     return "completed"
 
 
 def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, Any] | None,
-                  resumed: bool) -> dict[str, Any]:
+                  resumed: bool, warnings: list[dict[str, Any]]) -> dict[str, Any]:
     cfg, data, device = s.cfg, s.data, s.device
     best = state.history[state.best_epoch - 1] if state.best_epoch else {}
     train_s = state.train_seconds
@@ -385,13 +420,14 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "stopped_early": state.stopped_early,
         # -- the data
         "majority_class_acc": s.majority,
+        "collapse": _collapse(s, state) if status != "diverged" else None,
         "num_labels": data.num_labels,
         "label_names": s.label_names,
         "rows": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
         "tokenization_cache_hit": data.cache_hit,
         "data": data.summary(),
         # -- the run
-        "effective_batch_size": cfg.effective_batch,
+        "effective_batch_size": min(cfg.effective_batch, len(data.train)),  # what an optimizer step saw at most
         "global_steps": state.global_step,
         "runtime_s": round(state.sessions_seconds, 3),
         "train_seconds": round(state.train_seconds, 3),
@@ -402,7 +438,37 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "precision": str(s.dtype).removeprefix("torch."),
         "resumed": resumed,
         "versions": _versions(),
+        "warnings": warnings,  # settings that could not work as written (`start_warnings`)
     }
+
+
+# -- settings that cannot work as written ---------------------------------------------------------
+
+
+def start_warnings(cfg: JobConfig, *, train_rows: int, val_rows: int, test_rows: int) -> list[dict[str, Any]]:
+    """What in the configuration cannot work as written on these rows, said at the job's start
+    (log, `warning` events, result.json's `warnings`): the job still runs as configured."""
+    steps = math.ceil(math.ceil(train_rows / cfg.micro_batch) / cfg.accumulation) * cfg.epochs
+    warmup = cfg.warmup_steps or int(cfg.warmup_ratio * steps)
+    out = []
+    if warmup >= steps:
+        out.append({"kind": "warmup_longer_than_run", "warmup_steps": warmup, "total_steps": steps,
+                    "message": f"warmup of {warmup} optimizer steps is not shorter than the run's {steps}: the "
+                               f"learning rate reaches at most {steps / warmup:.1%} of lr {cfg.lr:g}; lower "
+                               "warmup_steps (or use warmup_ratio)"})
+    if cfg.effective_batch > train_rows:
+        out.append({"kind": "batch_larger_than_data", "effective_batch": cfg.effective_batch,
+                    "train_rows": train_rows,
+                    "message": f"batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} = {cfg.effective_batch} "
+                               f"rows per optimizer step, but there are {train_rows} training rows: each step sees "
+                               f"at most {train_rows} (effective_batch_size is recorded as {train_rows})"})
+    small = min(val_rows, test_rows)
+    if small < SMALL_EVAL_ROWS:
+        out.append({"kind": "small_eval_set", "val_rows": val_rows, "test_rows": test_rows,
+                    "message": f"{val_rows} validation / {test_rows} test rows: one standard error of an accuracy "
+                               f"on {small} rows is up to {0.5 / math.sqrt(max(small, 1)):.3f}; fewer than {SMALL_EVAL_ROWS} "
+                               "rows are too few for the report's statistics (intervals, ECE, the collapse margin)"})
+    return out
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -449,6 +515,10 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), s.device, s.dtype,
              len(s.data.train), len(s.data.val), len(s.data.test),
              f"resuming after epoch {state.epoch}" if restored else "new")
+    warnings = start_warnings(cfg, train_rows=len(s.data.train), val_rows=len(s.data.val), test_rows=len(s.data.test))
+    for warning in warnings:
+        log.warning("%s", warning["message"])
+        tracker.event("warning", **warning)
 
     try:
         # -- train: one epoch at a time, each ending in a checkpoint
@@ -470,7 +540,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
         # -- the result
         status = _status(s, state, diverged=diverged)
         state.sessions_seconds += clock.lap()
-        result = _build_result(s, state, status=status, test=test, resumed=restored is not None)
+        result = _build_result(s, state, status=status, test=test, resumed=restored is not None, warnings=warnings)
         write_json(out_dir / RESULT_FILE, result)
     except BaseException:
         tracker.abort()

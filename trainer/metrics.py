@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -73,3 +75,68 @@ def class_report(probs: np.ndarray, labels: np.ndarray, names: list[str]) -> tup
         for i, name in enumerate(names)
     ]
     return rows, confusion.tolist()
+
+
+# -- collapse: judged by what the model predicts --------------------------------------------------
+
+COLLAPSE_Z = 2.0  # the noise band: two standard errors of the majority baseline's accuracy
+
+
+@dataclass(frozen=True)
+class ChanceLine:
+    """What always answering the majority class scores on the validation labels, and how far
+    above it a score must be to be told apart from it on that many rows."""
+
+    rows: int
+    classes: int  # distinct classes among the labels
+    majority: float  # accuracy of the constant (majority-class) predictor
+    constant_macro_f1: float  # its macro-F1
+    margin: float  # COLLAPSE_Z * sqrt(majority * (1 - majority) / rows)
+
+    @property
+    def f1_line(self) -> float:
+        """Macro-F1 at or below this is no better than the constant predictor's: its F1 plus the
+        margin, but never more than halfway to 1 (on 2 rows the margin alone would swallow a
+        perfect score)."""
+        return self.constant_macro_f1 + min(self.margin, (1.0 - self.constant_macro_f1) / 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"val_rows": self.rows, "label_classes": self.classes, "majority_class_acc": self.majority,
+                "constant_macro_f1": self.constant_macro_f1, "margin": self.margin, "macro_f1_line": self.f1_line}
+
+
+def chance_line(labels: np.ndarray, num_labels: int) -> ChanceLine:
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=num_labels)
+    majority = float(counts.max() / len(labels))
+    constant = np.zeros((len(labels), num_labels), dtype=np.float32)
+    constant[:, counts.argmax()] = 1.0
+    return ChanceLine(rows=len(labels), classes=int((counts > 0).sum()), majority=majority,
+                      constant_macro_f1=macro_f1(constant, labels),
+                      margin=COLLAPSE_Z * math.sqrt(majority * (1 - majority) / len(labels)))
+
+
+def top_share(probs: np.ndarray) -> float:
+    """The share of rows predicted as the most predicted class (1.0: one class for every row)."""
+    return float(np.bincount(probs.argmax(axis=1)).max() / len(probs)) if len(probs) else 0.0
+
+
+def collapse_reason(line: ChanceLine, *, acc: float, macro_f1: float, top: float | None) -> str | None:
+    """Why a model's validation predictions are collapsed, or None when they are not.
+
+    Collapsed: the predictions are all one class while the labels are not, or the macro-F1 is
+    no better than the constant predictor's (`ChanceLine.f1_line`: its F1 plus a margin that
+    shrinks with the rows). Never when the accuracy clearly beats the majority baseline (above
+    it by more than the margin), and never judged when the labels are all one class."""
+    if line.classes < 2:
+        return None
+    if top is not None and top >= 1.0:
+        return f"every validation row predicted as one class (majority class {line.majority:.4f})"
+    if acc > line.majority + line.margin:
+        return None
+    if macro_f1 <= line.f1_line:
+        return (f"validation macro-F1 {macro_f1:.4f} is no better than always answering the majority class "
+                f"({line.constant_macro_f1:.4f} + margin {line.f1_line - line.constant_macro_f1:.4f} "
+                f"on {line.rows} rows; accuracy {acc:.4f}, majority {line.majority:.4f}"
+                + (f", {top:.1%} of rows predicted as one class" if top is not None else "") + ")")
+    return None

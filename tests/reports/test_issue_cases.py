@@ -275,7 +275,8 @@ def test_a_one_seed_sweep_names_no_winner_from_test_noise_and_says_what_to_run()
     assert first.startswith("- model=bert, pooling=mean against model=bert, pooling=cls")
     assert "**cannot tell**" in first and "`seeds: [42, 0, 1, 2, 3]`" in first
     console = [str(getattr(r, "plain", "")) for r in summary(report, Path("runs/one"))]
-    assert console[0].startswith("model=bert, pooling=mean against") and "cannot tell" in console[0]
+    assert console[0].startswith("one: 2 job(s): 2 completed")  # the job counts, then the answer
+    assert console[1].startswith("model=bert, pooling=mean against") and "cannot tell" in console[1]
 
 
 def test_one_seed_rows_take_the_spread_pooled_from_configurations_with_several() -> None:

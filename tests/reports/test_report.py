@@ -81,8 +81,10 @@ def test_table_counts_every_run_means_stds_bold_and_failures(sweep: tuple[Path, 
     runs, known = sweep
     (report,) = generate(storage=str(runs / "sweeps.journal"), runs_dir=runs, plots=False)
     assert report.keys == ["model", "pooling"]
-    assert [row.label["pooling"] for row in report.rows] == ["cls", "mean"]  # pooler: its only run failed
-    cls_row, mean_row = report.rows
+    # every configuration is a row, pooler too, whose only run failed
+    assert [row.label["pooling"] for row in report.rows] == ["cls", "mean", "pooler"]
+    cls_row, mean_row, pooler_row = report.rows
+    assert (pooler_row.n, len(pooler_row.runs), pooler_row.count("failed"), pooler_row.stats) == (0, 1, 1, {})
     assert (cls_row.n, len(cls_row.runs), mean_row.n, len(mean_row.runs)) == (3, 3, 2, 3)
     cls_test = [known[("cls", s)]["test_acc"] for s in (1, 2, 3)]
     assert cls_row.stats["test_acc"][0] == pytest.approx(np.mean(cls_test))
@@ -100,6 +102,7 @@ def test_table_counts_every_run_means_stds_bold_and_failures(sweep: tuple[Path, 
     # over completed runs, mean pooling wins accuracy (bold), cls wins runtime (bold); best epoch is never bold
     assert f"**{np.mean([0.86, 0.88]):.4f} ± {np.std([0.86, 0.88], ddof=1):.4f}**" in lines["mean"]
     assert "| 2/3 (1 collapsed) |" in lines["mean"] and "| 3/3 |" in lines["cls"]
+    assert "| 0/1 (1 failed) |" in lines["pooler"]
     assert "**105.0 ± 5.0**" in lines["cls"] and "**" not in lines["cls"].split(" | ")[7]
     assert f"{np.mean([0.80, 0.82, 0.81]):.4f} ± {np.std([0.80, 0.82, 0.81], ddof=1):.4f}" in lines["cls"]
     assert lines["cls"].endswith("| best |") and "(all runs)" in table
@@ -110,7 +113,10 @@ def test_table_counts_every_run_means_stds_bold_and_failures(sweep: tuple[Path, 
     # a grid's trials carry their values as params (for optuna-dashboard), but a grid was not sampled:
     # its best trial is one seed's luck, and fANOVA over its seeds is no parameter importance
     assert "Best single run (one seed; the table's best is by mean)" in md and "Parameter importances" not in md
-    assert (runs / "REPORT.md").read_text().startswith("# Sweep reports")
+    index = (runs / "REPORT.md").read_text()
+    assert index.startswith("# Sweep reports")
+    assert "7 job(s): 5 completed, 1 collapsed, 1 failed, 0 running, 0 waiting" in index
+    assert "  - model=bert, pooling=pooler: 0/1 (1 failed)" in index
 
 
 def test_a_collapsed_seed_is_never_marked_best_without_saying_so(sweep: tuple[Path, dict]) -> None:
@@ -181,7 +187,8 @@ def test_cli_formats_baseline_and_errors(sweep: tuple[Path, dict]) -> None:
     assert out.exit_code == 0, out.output
     payload = json.loads(out.stdout)
     rows = payload[0]["rows"]
-    assert [r["baseline"] for r in rows] == [False, True] and rows[0]["verdict"] == "cannot tell"
+    assert [r["baseline"] for r in rows] == [False, True, False] and rows[0]["verdict"] == "cannot tell"
+    assert (rows[2]["pooling"], rows[2]["completed"], rows[2]["failed"], rows[2]["verdict"]) == ("pooler", 0, 1, None)
     assert rows[0]["diff_test_acc"] > 0 and (rows[0]["completed"], rows[0]["runs"]) == (3, 3)
     assert payload[0]["budget"][0]["k"][0] == 1
     assert {x["status"] for x in payload[0]["excluded"]} == {"collapsed", "failed"}

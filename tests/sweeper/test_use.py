@@ -346,3 +346,11 @@ def test_readme_analysis_image_exists() -> None:
     assert images, "README.md shows no analysis image"
     for image in images:
         valid_png(REPO / image)
+
+
+def test_the_readme_pipeline_example_truncates_as_training_did() -> None:
+    """Without truncation=True a pipeline feeds the whole text: probabilities unlike the job's, and
+    an error past the encoder's positions (issue 32)."""
+    readme = (REPO / "README.md").read_text()
+    calls = re.findall(r"^classify\(.*$", readme, flags=re.MULTILINE)
+    assert calls and all("truncation=True" in call for call in calls), calls

@@ -345,3 +345,64 @@ def test_patience_stops_early_and_a_resumed_job_keeps_the_count(tiny_models: dic
         resumed = run_job(cfg, out)
         assert resumed["resumed"] is True and resumed["stopped_early"] == straight["stopped_early"]
         _assert_same_result(resumed, straight)
+
+
+@pytest.mark.parametrize("eval_limit", [1, 2])
+def test_a_perfect_job_on_a_tiny_validation_set_is_completed_not_collapsed(
+    tiny_models: dict, tmp_path: Path, eval_limit: int
+) -> None:
+    # data seed 1: the first two validation rows share a label (as in the 4 of 4 jobs), so
+    # the majority class is 1.0 and the old rule (val_acc <= majority + 0.02) called 1.0 at chance
+    data = write_dataset(tmp_path / "reviews", seed=1)
+    job = tiny_job(tiny_models["bert"], data, lr=3e-3, epochs=2)
+    job["data"]["eval_limit"] = eval_limit
+    result = run_job(build_job(job), tmp_path / "job")
+    assert result["epochs"][-1]["val_acc"] == 1.0 and result["majority_class_acc"] == 1.0  # the premise
+    assert result["status"] == "completed", result["collapse"]
+    collapse = result["collapse"]  # the figures the rule used
+    assert collapse["collapsed"] is False and collapse["val_rows"] == eval_limit and collapse["label_classes"] == 1
+    assert collapse["epochs"]["last"]["val_top_share"] == result["epochs"][-1]["val_top_share"]
+    assert '"kind":"at_chance"' not in (tmp_path / "job" / "events.jsonl").read_text()
+
+
+def test_settings_that_cannot_work_as_written_are_warned_at_the_start(tiny_models: dict, tiny_data: Path,
+                                                                      tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # 40 training rows, batch 32 x 2: one optimizer step per epoch that sees 40 rows, not 64;
+    # warmup 1000 steps on a 2-step run; 24 validation / test rows
+    job = tiny_job(tiny_models["bert"], tiny_data, batch_size=32, grad_accum=2, warmup_steps=1000, epochs=2)
+    job["data"]["limit"] = 40
+    result = run_job(build_job(job), tmp_path / "job")
+    kinds = [w["kind"] for w in result["warnings"]]
+    assert kinds == ["warmup_longer_than_run", "batch_larger_than_data", "small_eval_set"]
+    warmup = result["warnings"][0]
+    assert (warmup["warmup_steps"], warmup["total_steps"]) == (1000, 2) and "at most 0.2% of lr" in warmup["message"]
+    assert result["effective_batch_size"] == 40 and result["global_steps"] == 2  # before: 64
+    events = [json.loads(line) for line in (tmp_path / "job" / "events.jsonl").read_text().splitlines()]
+    warned = [e["kind"] for e in events if e["event"] == "warning"]
+    assert warned[:3] == kinds and [e["event"] for e in events].index("warning") < [e["event"] for e in events].index("epoch")
+    assert "warmup of 1000 optimizer steps is not shorter than the run's 2" in caplog.text
+
+
+def test_a_job_whose_settings_work_has_no_warnings(tiny_models: dict, tmp_path: Path) -> None:
+    from trainer.loop import start_warnings
+
+    cfg = build_job(tiny_job(tiny_models["bert"], tmp_path, warmup_steps=5))
+    assert start_warnings(cfg, train_rows=1000, val_rows=100, test_rows=100) == []
+    assert [w["kind"] for w in start_warnings(cfg, train_rows=1000, val_rows=100, test_rows=99)] == ["small_eval_set"]
+    assert [w["kind"] for w in start_warnings(cfg, train_rows=16, val_rows=500, test_rows=500)] == [
+        "warmup_longer_than_run"]  # 1 step a epoch x 2 epochs <= 5
+    assert [w["kind"] for w in start_warnings(cfg, train_rows=15, val_rows=500, test_rows=500)] == [
+        "warmup_longer_than_run", "batch_larger_than_data"]
+
+
+def test_cli_run_summary_shows_the_selection_metric_and_the_warnings(tiny_models: dict, tiny_data: Path,
+                                                                     tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(tiny_job(tiny_models["bert"], tiny_data, epochs=1, metric="val_loss")))
+    ok = CliRunner().invoke(app, ["run", str(job), "--out", str(tmp_path / "ok")], env={"COLUMNS": "200"})
+    assert ok.exit_code == 0, ok.output
+    stored = json.loads((tmp_path / "ok" / "result.json").read_text())
+    assert "val_loss (chose best_epoch)" in ok.output  # before: val_acc alone, whatever chose the epoch
+    assert f"{stored['val_loss']:.4f}" in ok.output
+    assert "warning" in ok.output and "24 validation / 24 test rows" in ok.output
