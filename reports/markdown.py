@@ -107,14 +107,16 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
 
 
 def _seeds_change(report: SweepReport, n: int) -> str:
-    """The sweep file's `seeds:` with n seeds: the ones it ran first, then new ones."""
+    """The sweep file's `seeds:` with n seeds: the ones it ran, then the next integers."""
     seeds = list(report.seeds_used)
-    k = 0
+    k = max(seeds, default=-1) + 1
     while len(seeds) < n:
-        if k not in seeds:
-            seeds.append(k)
+        seeds.append(k)
         k += 1
-    shown = ", ".join(map(str, seeds)) if n <= 12 else ", ".join(map(str, seeds[:4])) + f", … ({n} seeds)"
+    seeds = seeds[:max(n, len(report.seeds_used))]
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    shown = ", ".join(map(str, seeds)) if len(seeds) <= 8 else (
+        f"{seeds[0]}, {seeds[1]}, …, {seeds[-1]}" if contiguous else ", ".join(map(str, seeds[:4])) + f", … ({n} seeds)")
     return f"`seeds: [{shown}]`"
 
 
@@ -131,9 +133,9 @@ def _decide(report: SweepReport, v: Verdict) -> str:
     return "more seeds alone would not decide a difference this small: the test set's own variance is larger"
 
 
-def _means(report: SweepReport, row: Row, n: int) -> str:
+def _means(row: Row, n: int) -> str:
     collapsed = sum(r.status == "collapsed" for r in row.runs)
-    return f"{n} run(s)" + (f", {collapsed} collapsed one(s) counted as scored" if collapsed else "")
+    return f"{n} run{'s' if n != 1 else ''}" + (f" ({collapsed} collapsed, counted as it scored)" if collapsed else "")
 
 
 def lead_sentence(report: SweepReport, lead: Lead, *, markdown: bool = False) -> str:
@@ -147,7 +149,7 @@ def lead_sentence(report: SweepReport, lead: Lead, *, markdown: bool = False) ->
     head = f"{label_text(report, b)} against {label_text(report, a)} ({what}): Δ test_acc {v.diff:+.4f}"
     if v.testable:
         head += f", 95% CI [{v.low:+.4f}, {v.high:+.4f}], p {_p(v.p_value)}"
-    head += (f", over {_means(report, b, v.seeds[1])} against {_means(report, a, v.seeds[0])}"
+    head += (f", over {_means(b, v.seeds[1])} against {_means(a, v.seeds[0])}"
              + ("" if v.examples else ", scores only (no per-example predictions: this test set's variance not counted)"))
     if lead.pooled is not None:
         head += (f"; one seed on a side, so the seed spread ({lead.pooled.sd:.4f}) is pooled from "
@@ -292,7 +294,8 @@ def _ensembles(report: SweepReport) -> list[str]:
     out = ["## Secondary: seed ensembles against the baseline's", "",
            "Each configuration's class probabilities averaged over its seeds (an ensemble of n seeds), then compared "
            "example by example: the accuracy difference with a paired bootstrap interval (the shared examples "
-           "resampled; the bootstrap above with one run a side) and McNemar's exact test; not corrected for multiple "
+           "resampled: the two-level bootstrap of reports/bootstrap.py with one run a side) and McNemar's exact "
+           "test; not corrected for multiple "
            "comparisons. This "
            "compares ensembles, which a sweep does not deploy, and models test-set sampling only: it is not the "
            "headline.", ""]
