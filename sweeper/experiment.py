@@ -78,7 +78,8 @@ class Plan:
 def label(value: Any) -> str:
     """A value as the page shows it: a local model directory by its name."""
     if isinstance(value, str):
-        return value.rstrip("/").rsplit("/", 1)[-1] if value.startswith(("/", "./", "../")) else value
+        local = value.startswith(("/", "./", "../")) or value.count("/") > 1 or Path(value).is_dir()
+        return value.rstrip("/").rsplit("/", 1)[-1] if local else value
     return json.dumps(value)
 
 

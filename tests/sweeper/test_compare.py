@@ -117,3 +117,33 @@ def test_a_comparison_runs_killed_and_again_each_job_once(tiny_models: dict, tin
     assert (out / "p_beats.png").is_file() and (out / "budget.png").is_file()
     again = subprocess.run(_cmd(path, runs), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and payload["answer"] in json.loads((out / "compare.json").read_text())["answer"]
+
+
+@pytest.mark.slow
+def test_two_real_encoders_minilm_against_its_first_3_layers(tmp_path: Path) -> None:
+    """The issue's case with two real local encoders: all-MiniLM-L6-v2 from ../shared and its first 3
+    layers (bench/cut_model.py), on real IMDB rows; budget 1 (each on the same learning rate), 2 seeds."""
+    from bench.cut_model import cut
+    from tests.conftest import SHARED
+
+    model, data = SHARED / "models" / "all-MiniLM-L6-v2", SHARED / "data" / "imdb"
+    if not (model.is_dir() and data.is_dir()):
+        pytest.skip(f"no real model and data at {SHARED}")
+    small = cut(model, tmp_path / "minilm-l3", 3)
+    grid = {"name": "real", "base": {"epochs": 1, "max_len": 64, "batch_size": 16, "lr": 1e-4,
+                                     "data": {"name": str(data), "limit": 160, "eval_limit": 100}},
+            "axes": {"model": [str(model), str(small)]}, "seeds": [1]}
+    path = tmp_path / "real.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    runs = tmp_path / "runs"
+    out = CliRunner().invoke(app, ["compare", str(path), "--axis", "model", "--budget", "1", "--seeds", "2",
+                                   "--runs-dir", str(runs), "--no-live", "--parallel", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads((runs / "real-compare-model" / "compare.json").read_text())
+    assert payload["values"] == ["all-MiniLM-L6-v2", "minilm-l3"]
+    for v in payload["values"]:
+        (tuning,) = payload["by_value"][v]["tuning_runs"]
+        assert tuning["val_acc"] is not None and len(payload["by_value"][v]["seeds"]) == 2
+        assert all(0.3 < s["test_acc"] <= 1 for s in payload["by_value"][v]["seeds"])
+    (pair,) = payload["pairs"]
+    assert pair["low"] <= pair["diff"] <= pair["high"] and payload["answer"]
