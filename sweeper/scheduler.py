@@ -8,9 +8,11 @@ reports their epochs, prunes and tells. Every behaviour here is one behaviour fo
 - a job runs in its own process (`trainer.job`, warm-started when it can: sweeper/process.py)
   on a slot (a GPU share or a CPU lane); the process dies with the orchestrator (PDEATHSIG);
 - its exit code decides (trainer/jobdir.py): a final result is recorded; "busy" (another live
-  process runs its directory) is tried again after a back-off; an out-of-memory failure is run
-  again with half the micro-batch (same effective batch, same job: `JobConfig.with_micro_batch`);
-  any other failure is retried `retries` times, then recorded with the tail of its log; a
+  process runs its directory) is tried again after a back-off; an out-of-memory failure, judged
+  from this attempt alone (its result, its part of the appended job.log), is run again with the
+  largest divisor of batch_size below its micro-batch (same effective batch, same job:
+  `JobConfig.with_micro_batch`); any other failure (a SIGKILL included) is retried `retries`
+  times, then recorded with the tail of its log and the sweep goes on without it; a
   configuration error is never retried;
 - Ctrl-C and SIGTERM stop every job at a safe point (the same signal is passed on), put them
   back in the queue, and leave with KeyboardInterrupt / `trainer.signals.Terminated`.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import time
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 
 from sweeper.process import COMMAND, WarmPool, die_with_parent, remove_leftovers, wait_for_exit
 from sweeper.spec import Job
-from trainer.config import JobConfig
+from trainer.config import ConfigError, JobConfig
 from trainer.io import write_json
 from trainer.jobdir import (
     EVENTS_FILE,
@@ -46,6 +47,7 @@ from trainer.jobdir import (
     JOB_LOG_FILE,
     RESULT_FILE,
     log_tail,
+    out_of_memory,
     read_event_stream,
     read_result,
 )
@@ -53,7 +55,6 @@ from trainer.signals import Terminated, stop_signals
 
 log = logging.getLogger(__name__)
 
-OOM_PATTERN = re.compile(r"OutOfMemoryError|CUDA out of memory|out of memory", re.IGNORECASE)
 BUSY_BACKOFF_S = (5.0, 60.0)  # first wait, longest wait (doubling in between)
 STOP_GRACE_S = 30.0  # a stopped job gets this long to reach its safe point before it is killed
 HEARTBEAT_S = float(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
@@ -161,11 +162,15 @@ class Running:
     ticket: Ticket
     slot: Slot
     proc: subprocess.Popen[bytes] | None  # None while it waits to try a busy directory again
-    attempt: int = 1
+    attempt: int = 1  # launches of the job by this worker, retries of either kind included
+    failures: int = 0  # failures other than out-of-memory so far: what `retries` counts
     started: float = field(default_factory=time.time)
     last_beat: float = 0.0
     retry_at: float = 0.0
     busy_waits: int = 0
+    why: str = ""  # why this attempt runs (a retry's cause), for the log header
+    log_offset: int = 0  # where this attempt's part of job.log starts
+    result_before: tuple[int, int] | None = None  # result.json's (inode, mtime) at launch: an older attempt's
 
 
 class Scheduler:
@@ -244,21 +249,27 @@ class Scheduler:
         if self.cache_dir is not None:
             args += ["--cache-dir", str(self.cache_dir)]
         log_path = job_dir / JOB_LOG_FILE
+        run.result_before = _identity(job_dir / RESULT_FILE)
         spare = self.warm.take(run.slot)
+        cfg = ticket.config
+        batch = (f"micro-batch {cfg.micro_batch} x{cfg.accumulation} accumulation" if cfg.micro_batch_size
+                 else f"batch {cfg.batch_size}")
+        env = {**ticket.env, "SWEEP_ATTEMPT": str(run.attempt), "SWEEP_RETRY_REASON": run.why}
         with open(log_path, "ab") as out:
-            out.write(f"\n== attempt {run.attempt} on {run.slot.name} at {time.strftime('%F %T')}"
-                      f"{' (warm start)' if spare else ''}\n".encode())
+            run.log_offset = out.tell()
+            out.write(f"\n== attempt {run.attempt} on {run.slot.name} at {time.strftime('%F %T')}, {batch}"
+                      f"{f' ({run.why})' if run.why else ''}{' (warm start)' if spare else ''}\n".encode())
             out.flush()
             proc = None
             if spare is not None:
-                if spare.give(args, ticket.env, log_path):
+                if spare.give(args, env, log_path):
                     proc = spare.proc
                 else:
                     out.write(b"(its warm process was gone: starting a fresh one)\n")
                     out.flush()
             if proc is None:
                 proc = subprocess.Popen([*COMMAND, *args], stdout=out, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **run.slot.env, "PYTHONUNBUFFERED": "1", **ticket.env},
+                                        env={**os.environ, **run.slot.env, "PYTHONUNBUFFERED": "1", **env},
                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
         run.proc, run.started, run.last_beat = proc, time.time(), 0.0
         p = self.progress[ticket.job.id]
@@ -314,23 +325,47 @@ class Scheduler:
             run.proc, run.retry_at, run.busy_waits = None, time.time() + wait, run.busy_waits + 1
             self.progress[ticket.job.id].note = f"its directory is busy (another process runs it): again in {wait:.0f} s"
             return
-        tail = log_tail(job_dir / JOB_LOG_FILE)
-        smaller = ticket.config.with_micro_batch(ticket.config.micro_batch // 2) if ticket.config.micro_batch > 1 else None
-        if smaller is not None and any(OOM_PATTERN.search(line) for line in tail):
-            log.warning("job %s ran out of memory: again with micro-batch %d (x%d accumulation, the same effective "
-                        "batch %d)", ticket.job.id, smaller.micro_batch, smaller.accumulation, smaller.effective_batch)
-            ticket.config = smaller
-            self._launch(run)
+        # Judged from this attempt alone: an older attempt's result or log lines say nothing of it.
+        if _identity(job_dir / RESULT_FILE) == run.result_before:
+            result = None
+        lines = log_tail(job_dir / JOB_LOG_FILE, 0, offset=run.log_offset)
+        tail = lines[-30:]
+        reason = _failure_reason(code, result)
+        if code != EXIT_CONFIG and self._retry_smaller(run, result, lines, reason):
             return
-        reason = f"exit code {code}" + (f": {result.get('error')}" if result and result.get("error") else "")
-        if code != EXIT_CONFIG and run.attempt <= self.retries:
-            log.warning("job %s failed (%s); retry %d of %d", ticket.job.id, reason, run.attempt, self.retries)
+        if code != EXIT_CONFIG and run.failures < self.retries:
+            run.failures += 1
+            log.warning("job %s failed (%s); retry %d of %d", ticket.job.id, reason, run.failures, self.retries)
             self.source.retrying(ticket, run.attempt, reason, tail)
             run.attempt += 1
+            run.why = f"retry {run.failures} of {self.retries} after: {reason}"
             self._launch(run)
             return
         del self.running[ticket.key]
         self.source.fail(ticket, reason, tail)
+
+    def _retry_smaller(self, run: Running, result: dict[str, Any] | None, lines: list[str], reason: str) -> bool:
+        """Run the job again in smaller micro-batches if this attempt ran out of device memory;
+        False when it did not, or no smaller micro-batch is left (then it failed like any job)."""
+        ticket = run.ticket
+        oom = bool(result and result.get("out_of_memory")) or any(out_of_memory(line) for line in lines)
+        size = ticket.config.smaller_micro_batch() if oom else None
+        if size is None:
+            return False
+        try:
+            smaller = ticket.config.with_micro_batch(size)
+        except ConfigError as exc:  # cannot happen for a divisor; never let it stop the sweep
+            log.error("job %s: no smaller micro-batch (%s)", ticket.job.id, exc)
+            return False
+        log.warning("job %s ran out of memory at micro-batch %d: again with micro-batch %d (x%d accumulation, the "
+                    "same effective batch %d)", ticket.job.id, ticket.config.micro_batch, smaller.micro_batch,
+                    smaller.accumulation, smaller.effective_batch)
+        self.source.retrying(ticket, run.attempt, reason, lines[-30:])
+        run.why = f"out of memory at micro-batch {ticket.config.micro_batch}"
+        ticket.config = smaller
+        run.attempt += 1
+        self._launch(run)
+        return True
 
     def _heartbeats(self) -> None:
         now = time.time()
@@ -351,6 +386,26 @@ class Scheduler:
                 _wait_or_kill(run.proc, max(0.1, deadline - time.time()))
             self.source.interrupt(run.ticket)
         self.running.clear()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (inode, mtime): results are written by rename, so a new result has a new inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _failure_reason(code: int, result: dict[str, Any] | None) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = " (the kernel's out-of-memory killer, a lost node, or kill -9)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{why}"
+    return f"exit code {code}" + (f": {result.get('error')}" if result and result.get("error") else "")
 
 
 def _stop(proc: subprocess.Popen[bytes], signum: int) -> None:

@@ -8,6 +8,7 @@ them. Nothing here imports torch, so `sweep status`, `sweep report` and a job lo
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,19 @@ EXIT_CONFIG = 2  # bad input, found before any work: never retried
 EXIT_BUSY = 75  # EX_TEMPFAIL: another live process runs this job directory
 EXIT_INTERRUPTED = 130  # SIGINT: resumable from the last finished epoch
 EXIT_TERMINATED = 143  # SIGTERM (preemption, a time limit): resumable likewise
+
+# What a job's failure says when the device ran out of memory: torch's OutOfMemoryError, and the
+# allocation failures of cuBLAS and cuDNN (raised as a plain RuntimeError when a library could not
+# get its workspace). A process the kernel killed (SIGKILL) is not one: that is the host's memory,
+# or a lost node, and a smaller micro-batch does not help it.
+OOM_PATTERN = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|"
+                         r"CUDNN_STATUS_ALLOC_FAILED|CUDNN_STATUS_NOT_ALLOCATED", re.IGNORECASE)
+
+
+def out_of_memory(text: str) -> bool:
+    """Whether an error message or log says the device ran out of memory."""
+    return OOM_PATTERN.search(text) is not None
+
 
 # -- metrics ------------------------------------------------------------------------------------
 # The selection metrics a job may keep its best checkpoint by, and which way is better.
@@ -115,11 +129,15 @@ def finished_result(job_dir: Path) -> dict[str, Any] | None:
     return result if result is not None and result.get("status") in FINISHED else None
 
 
-def log_tail(path: Path, lines: int = 30) -> list[str]:
+def log_tail(path: Path, lines: int = 30, *, offset: int = 0) -> list[str]:
+    """The last `lines` lines of a log, from byte `offset` on (one attempt's part of an appended log)."""
     try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return []
+    return text.splitlines()[-lines:] if lines else text.splitlines()
 
 
 def set_aside(path: Path, why: str) -> Path | None:
