@@ -31,7 +31,7 @@ def _scheduler(kind: str, tmp_path: Path, model: Path, data: Path, *, retries: i
     else:
         space = load_space(space_file(tmp_path, model, data))
         source = StudySource(space, open_study(space, storage, "s"), runs_dir=runs, trials=2, retries=retries)
-    slots = make_slots(gpus=[0], jobs_per_gpu=1, parallel=1)
+    slots = make_slots(gpus=["0"], jobs_per_gpu=1, parallel=1)
     return Scheduler(source, runs_dir=runs, slots=slots, retries=retries, warm=False)
 
 
