@@ -46,11 +46,51 @@ CHANCE_MARGIN = 0.02  # "collapsed": validation accuracy within 2 points of the 
 DIVERGED_FACTOR = 100.0
 
 
-def resolve_device_and_dtype(precision: str) -> tuple[torch.device, torch.dtype]:
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    dtype: torch.dtype  # the compute dtype (autocast); the weights stay fp32
+    reason: str  # why: recorded in result.json
+
+
+def resolve_precision(precision: str) -> Precision:
+    """The device and the compute dtype `precision` means here.
+
+    auto: bf16 on a GPU that runs it natively (compute capability 8.0 and later: A100, RTX 30xx,
+    L4, H100), fp16 with the GradScaler below that (V100, T4, RTX 20xx: their autocast accepts
+    bf16 but emulates it, far slower than fp16), fp32 on the CPU (bf16 trains faster there on CPUs
+    with AMX, but `auto` keeps the CPU's results those of fp32, the same on every machine: bf16 is
+    asked for by name). An explicit bf16 on a card without native bf16 runs, with a warning.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if precision == "auto":
-        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    card, native_bf16 = "", False
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        card = f"compute capability {major}.{minor}"
+        native_bf16 = major >= 8
+    if precision != "auto":
+        reason = f"precision: {precision}"
+        if precision == "bf16" and device.type == "cuda" and not native_bf16:
+            log.warning("precision bf16 on a GPU of %s: it has no native bf16 (emulated: slower than fp16, which "
+                        "precision auto would choose)", card)
+            reason += f" (emulated: {card} has no native bf16)"
+        return Precision(device, DTYPES[precision], reason)
+    if device.type == "cpu":
+        return Precision(device, torch.float32, "auto: fp32 on the CPU")
+    if native_bf16:
+        return Precision(device, torch.bfloat16, f"auto: bf16, native on {card}")
+    return Precision(device, torch.float16, f"auto: fp16 with loss scaling ({card} has no native bf16)")
+
+
+def set_tf32() -> None:
+    """fp32 means fp32: matrix products in IEEE fp32, not TF32, on Ampere and later too (torch's
+    own default, set here so no library changes it behind the job's back), so an fp32 job gives
+    the same numbers on every generation. Speed on those cards is bf16's job (`auto`)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def make_optimizer(cfg: JobConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -167,6 +207,7 @@ class Setup:
     out_dir: Path
     device: torch.device
     dtype: torch.dtype
+    precision_reason: str
     tokenizer: Any
     data: Prepared
     model: Classifier
@@ -193,7 +234,10 @@ def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
     from transformers import AutoTokenizer, set_seed
 
     set_seed(cfg.seed)
-    device, dtype = resolve_device_and_dtype(cfg.precision)
+    precision = resolve_precision(cfg.precision)
+    device, dtype = precision.device, precision.dtype
+    if device.type == "cuda":
+        set_tf32()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)  # the data's errors before the model loads
     encoder = load_encoder(cfg.model_path)
@@ -205,8 +249,8 @@ def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch * cfg.epochs)
     save_model_files(out_dir / "model", model, tokenizer, data.label_names)
     return Setup(
-        cfg=cfg, out_dir=out_dir, device=device, dtype=dtype, tokenizer=tokenizer, data=data, model=model,
-        optimizer=optimizer, scheduler=scheduler,
+        cfg=cfg, out_dir=out_dir, device=device, dtype=dtype, precision_reason=precision.reason, tokenizer=tokenizer,
+        data=data, model=model, optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         eval_batch=eval_batch_size(cfg),
@@ -399,7 +443,9 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "train_tokens_per_s": state.train_tokens / train_s if train_s else None,
         "peak_memory_mb": round(_peak_memory_mb(device), 1),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "precision": str(s.dtype).removeprefix("torch."),
+        "precision": str(s.dtype).removeprefix("torch."),  # the compute dtype used
+        "precision_reason": s.precision_reason,
+        "tf32": False if device.type == "cuda" else None,  # see set_tf32
         "resumed": resumed,
         "versions": _versions(),
     }
