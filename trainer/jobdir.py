@@ -56,7 +56,8 @@ METRICS = {"val_acc": "maximize", "val_macro_f1": "maximize", "val_loss": "minim
 # What of result.json is stored with a job's trial (a report needs only the storage).
 RESULT_KEYS = ("status", "best_epoch", "val_acc", "val_macro_f1", "val_loss", "test_acc", "test_macro_f1",
                "test_loss", "test_ece", "runtime_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb",
-               "effective_batch_size", "epochs", "metric", "label_names", "stopped_early")
+               "effective_batch_size", "epochs", "metric", "label_names", "stopped_early", "micro_batch", "attempt",
+               "retry_reason")
 
 
 def metric_value(result: dict[str, Any], metric: str) -> float | None:

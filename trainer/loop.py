@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import resource
 import time
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from trainer import checkpoint
 from trainer.config import JobConfig
-from trainer.data import Prepared, Split, eval_batches, iterate, prepare, train_batches
+from trainer.data import Prepared, Split, eval_batches, iterate, prepare, step_batches
 from trainer.io import remove_temporaries, write_json
 from trainer.jobdir import FINISHED, RESULT_FILE, STATE_FILE, better, set_aside
 from trainer.metrics import accuracy, class_report, expected_calibration_error, macro_f1, majority_fraction
@@ -115,8 +116,10 @@ def make_scheduler(cfg: JobConfig, optimizer: torch.optim.Optimizer, total_steps
 
 
 def eval_batch_size(cfg: JobConfig) -> int:
-    """Rows per evaluation batch: no gradients to keep, so twice the training batch, at least 64."""
-    return cfg.eval_batch_size or max(64, 2 * cfg.micro_batch)
+    """Rows per evaluation batch: no gradients to keep, so twice the training batch, at least 64;
+    an out-of-memory retry's micro-batch shrinks it in proportion (the longest evaluation batch
+    would otherwise run out of memory again on every retry)."""
+    return cfg.eval_batch_size or max(1, max(64, 2 * cfg.batch_size) * cfg.micro_batch // cfg.batch_size)
 
 
 @dataclass
@@ -137,10 +140,13 @@ def evaluate(
     losses = torch.zeros((), device=device)
     batches = eval_batches(split, batch_size)
     outputs = []
-    for batch in iterate(split, batches, pad_id, pin=device.type == "cuda"):
+    lengths = split.lengths
+    for rows, batch in zip(batches, iterate(split, batches, pad_id, pin=device.type == "cuda"), strict=True):
+        padded = bool(lengths[rows].min() != lengths[rows].max())  # on the host: see _train_epoch
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
-            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"),
+                           padded=padded)
         logits = logits.float()
         losses += F.cross_entropy(logits, batch["labels"], reduction="sum")
         outputs.append(logits.softmax(-1))
@@ -244,8 +250,8 @@ def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
     check_encoder(cfg, encoder, tokenizer)
     model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     optimizer = make_optimizer(cfg, model, device)
-    batches_per_epoch = math.ceil(len(data.train) / cfg.micro_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
+    batches_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)  # whatever the micro-batch: step_batches
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch * cfg.epochs)
     save_model_files(out_dir / "model", model, tokenizer, data.label_names)
     return Setup(
@@ -283,34 +289,45 @@ class EpochTraining:
 
 
 def _train_epoch(s: Setup, state: LoopState, epoch: int, tracker: Tracker, progress: bool) -> EpochTraining | None:
-    """One pass over the training rows, an optimizer step per `grad_accum` batches; None when
-    the loss diverged (a `step` event and one host sync every LOG_EVERY steps)."""
+    """One pass over the training rows, an optimizer step per `grad_accum` batches (each run in
+    micro-batches: `step_batches`); None when the loss diverged.
+
+    No host sync in a step but the one every LOG_EVERY steps (`window_loss.item()`): the CPU
+    queues work ahead of the GPU. A batch without padding passes no attention mask (whether it
+    has padding is known on the host, from the rows' lengths), since the encoders' masking code
+    checks a mask on the device (`mask.all()`, a sync) on every forward."""
     cfg, model, optimizer, scheduler, scaler = s.cfg, s.model, s.optimizer, s.scheduler, s.scaler
     model.train()
-    batches = train_batches(s.data.train, cfg.micro_batch, seed=cfg.seed, epoch=epoch)
+    micro = step_batches(s.data.train, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                         micro_batch=cfg.micro_batch, seed=cfg.seed, epoch=epoch)
+    lengths = s.data.train.lengths
     t0 = time.perf_counter()
     epoch_loss = torch.zeros((), device=s.device)
     window_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
-    window_n = 0
+    window_n = 0.0
     seen = 0
-    bar = _progress(progress, epoch, cfg.epochs, len(batches))
+    bar = _progress(progress, epoch, cfg.epochs, len(micro))
     try:
-        for i, batch in enumerate(iterate(s.data.train, batches, s.pad_id, pin=s.device.type == "cuda")):
+        for i, batch in enumerate(iterate(s.data.train, [m.rows for m in micro], s.pad_id,
+                                          pin=s.device.type == "cuda")):
+            part = micro[i]
+            n = len(part.rows)
+            padded = bool(lengths[part.rows].min() != lengths[part.rows].max())  # numpy, on the host
             batch = {k: v.to(s.device, non_blocking=True) for k, v in batch.items()}
-            group_start = (i // cfg.accumulation) * cfg.accumulation
-            group_size = min(cfg.accumulation, len(batches) - group_start)
             with s.autocast():
-                logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+                logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"),
+                               padded=padded)
             loss = F.cross_entropy(logits.float(), batch["labels"])
-            scaler.scale(loss / group_size).backward()
+            # A micro-batch's mean loss, as its share of its batch's mean, over the step's batches.
+            scaler.scale(loss * part.share / part.batches).backward()
             detached = loss.detach()
-            epoch_loss += detached * len(batch["labels"])
-            window_loss += detached
-            window_n += 1
+            epoch_loss += detached * n
+            window_loss += detached * part.share  # a batch's mean loss, whatever its micro-batches
+            window_n += part.share  # batches
             correct += (logits.argmax(-1) == batch["labels"]).sum()
-            seen += len(batch["labels"])
-            if i + 1 == group_start + group_size:  # end of an accumulation group: step
+            seen += n
+            if part.last:  # end of an optimizer step's rows: step
                 if cfg.clip > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -319,14 +336,14 @@ def _train_epoch(s: Setup, state: LoopState, epoch: int, tracker: Tracker, progr
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
-                if state.global_step % LOG_EVERY == 0 or i + 1 == len(batches):
+                if state.global_step % LOG_EVERY == 0 or i + 1 == len(micro):
                     mean_loss = window_loss.item() / window_n  # the one host sync per window
                     if not mean_loss <= s.loss_limit:  # also true for NaN
                         return None
-                    tracker.step(step=state.global_step, epoch=epoch - 1 + (i + 1) / len(batches),
+                    tracker.step(step=state.global_step, epoch=epoch - 1 + (i + 1) / len(micro),
                                  loss=mean_loss, lr=scheduler.get_last_lr()[0])
                     window_loss.zero_()
-                    window_n = 0
+                    window_n = 0.0
             if bar is not None:
                 bar.advance()
     finally:
@@ -436,6 +453,12 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "data": data.summary(),
         # -- the run
         "effective_batch_size": cfg.effective_batch,
+        # how this session ran it: an out-of-memory retry trains in smaller micro-batches (the same
+        # rows in the same steps: data.step_batches); the attempt and its cause come from the sweeper
+        "micro_batch": cfg.micro_batch,
+        "accumulation_steps": cfg.accumulation,
+        "attempt": int(os.environ.get("SWEEP_ATTEMPT") or 1),
+        "retry_reason": os.environ.get("SWEEP_RETRY_REASON") or None,
         "global_steps": state.global_step,
         "runtime_s": round(state.sessions_seconds, 3),
         "train_seconds": round(state.train_seconds, 3),
@@ -492,7 +515,9 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     tracker.event("start", job_id=cfg.job_id(), resumed_from_epoch=state.epoch, device=str(s.device),
                   train_rows=len(s.data.train), val_rows=len(s.data.val), test_rows=len(s.data.test),
                   cache_hit=s.data.cache_hit)
-    log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), s.device, s.dtype,
+    log.info("job %s on %s (%s: %s), batch %d%s: %d train / %d val / %d test rows, %s", cfg.job_id(), s.device,
+             str(s.dtype).removeprefix("torch."), s.precision_reason, cfg.batch_size,
+             f" in micro-batches of {cfg.micro_batch} (x{cfg.accumulation} accumulation)" if cfg.micro_batch_size else "",
              len(s.data.train), len(s.data.val), len(s.data.test),
              f"resuming after epoch {state.epoch}" if restored else "new")
 
