@@ -204,3 +204,46 @@ def test_a_training_epoch_syncs_with_the_host_once_per_logged_window(
                   if step % trainer.loop.LOG_EVERY == 0 or step % steps_per_epoch == 0)
     assert steps_per_epoch >= 2 * trainer.loop.LOG_EVERY  # enough steps for a per-step sync to show
     assert counted == {**dict.fromkeys(SYNCS, 0), "item": windows + 2 * 2}, counted
+
+
+# -- resume anywhere ----------------------------------------------------------------------------------
+
+
+def _fake_cuda(monkeypatch: pytest.MonkeyPatch, *, gpus: int, restored: list) -> None:
+    """torch.cuda as a process that sees `gpus` devices would answer (the RNG calls only)."""
+    states = [torch.full((16,), i + 1, dtype=torch.uint8) for i in range(gpus)]
+
+    def set_all(new_states: list) -> None:
+        if len(new_states) != gpus:  # what torch does: one state per visible device, no more
+            raise IndexError(f"{len(new_states)} states for {gpus} devices")
+        restored.extend(new_states)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(states))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device=None: states[0])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device=None: restored.append(state))
+
+
+@pytest.mark.parametrize("gpus_then", [1, 0])
+def test_a_job_saved_where_two_gpus_were_visible_resumes_on_one_or_on_the_cpu(
+        tiny_models: dict, tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, gpus_then: int) -> None:
+    from trainer import checkpoint
+
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1))
+    s = trainer.loop._set_up(cfg, tmp_path, None)  # built on the CPU; only the RNG calls stand in for CUDA
+    with pytest.MonkeyPatch.context() as m:
+        _fake_cuda(m, gpus=2, restored=[])
+        checkpoint.save_state(tmp_path, s.model, s.optimizer, s.scheduler, s.scaler, {"epoch": 3})
+    restored: list = []
+    with pytest.MonkeyPatch.context() as m, caplog.at_level(logging.WARNING):
+        _fake_cuda(m, gpus=gpus_then, restored=restored)
+        progress = checkpoint.load_state(tmp_path, s.model, s.optimizer, s.scheduler, s.scaler)
+    assert progress == {"epoch": 3}  # it continues from its last epoch, not from the start
+    assert (tmp_path / "last.pt").exists() and not list(tmp_path.glob("last.pt.corrupt-*"))
+    if gpus_then:
+        assert len(restored) == 1 and restored[0].tolist() == [1] * 16  # the state of the GPU the job ran on
+    else:
+        assert restored == [] and "cannot be restored here" in caplog.text
