@@ -47,9 +47,9 @@ from trainer.jobdir import (
     JOB_FILE,
     JOB_LOG_FILE,
     RESULT_FILE,
+    EventTail,
     log_tail,
     out_of_memory,
-    read_event_stream,
     read_result,
 )
 from trainer.signals import Terminated, stop_signals
@@ -236,6 +236,8 @@ class Running:
     retry_at: float = 0.0
     busy_waits: int = 0
     why: str = ""  # why this attempt runs (a retry's cause), for the log header
+    events: EventTail | None = None  # its events.jsonl, read as it grows
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # its finished epochs so far
     log_offset: int = 0  # where this attempt's part of job.log starts
     result_before: tuple[int, int] | None = None  # result.json's (inode, mtime) at launch: an older attempt's
 
@@ -340,7 +342,9 @@ class Scheduler:
                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
         run.proc, run.started, run.last_beat = proc, time.time(), 0.0
         p = self.progress[ticket.job.id]
-        p.state, p.started, p.note, p.epoch, p.val_acc = "running", time.time(), run.slot.name, 0, None
+        last = run.epochs[-1] if run.epochs else {}  # a retry resumes after them (events are not read again)
+        p.state, p.started, p.note = "running", time.time(), run.slot.name
+        p.epoch, p.val_acc = last.get("epoch", 0), last.get("val_acc")
         self.launched += 1
 
     # -- watching -------------------------------------------------------------------------------
@@ -365,19 +369,24 @@ class Scheduler:
                 self._exited(run, code, job_dir)
 
     def _watch(self, run: Running, events: Path) -> list[dict[str, Any]]:
-        """Update the job's progress from its event stream; return its finished epochs."""
-        epochs: list[dict[str, Any]] = []
+        """Update the job's progress from what its event stream gained since the last poll;
+        return its finished epochs."""
+        if run.events is None:
+            run.events = EventTail(events)
+        new, restarted = run.events.read()
+        if restarted:
+            run.epochs = []
         p = self.progress[run.ticket.job.id]
-        for event in read_event_stream(events):
+        for event in new:
             kind = event.get("event")
             if kind == "epoch":
-                epochs.append(event)
+                run.epochs.append(event)
                 p.epoch, p.val_acc = event.get("epoch", 0), event.get("val_acc")
             elif kind == "step":
                 p.epoch = max(p.epoch, event.get("epoch", 0))
-            elif kind == "start" and event.get("resumed_from_epoch", 0) < len(epochs):
-                epochs = epochs[: event["resumed_from_epoch"]]  # a kill between the event and the checkpoint
-        return epochs
+            elif kind == "start" and event.get("resumed_from_epoch", 0) < len(run.epochs):
+                del run.epochs[event["resumed_from_epoch"]:]  # a kill between the event and the checkpoint
+        return run.epochs
 
     def _exited(self, run: Running, code: int, job_dir: Path) -> None:
         ticket = run.ticket

@@ -8,6 +8,7 @@ them. Nothing here imports torch, so `sweep status`, `sweep report` and a job lo
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -89,6 +90,44 @@ def read_event_stream(path: Path) -> list[dict[str, Any]]:
         if isinstance(event, dict):
             events.append(event)
     return events
+
+
+class EventTail:
+    """A job's events.jsonl read as it grows: each `read` parses only what was appended since the
+    last one (from the byte offset it reached), so a poll costs what is new, not the whole file
+    (a long GPU job writes tens of thousands of step events). A last line still being written is
+    kept for the next read; a file that shrank or was replaced is read again from its start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.inode: int | None = None
+        self.partial = b""
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """The events appended since the last read, and whether the file was read from its start
+        again (what was read before is then void)."""
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                restarted = st.st_ino != self.inode or st.st_size < self.offset
+                if restarted:
+                    self.offset, self.partial, self.inode = 0, b"", st.st_ino
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return [], False
+        self.offset += len(chunk)
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:  # torn by a kill (the next append ended it), or not UTF-8
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events, restarted
 
 
 def epoch_rows(path: Path) -> list[dict[str, Any]]:
