@@ -574,7 +574,7 @@ def predict(
 
     model, tokenizer = inference.load(finished.dir)
     probs = inference.predict(model, tokenizer, inputs, max_len=finished.config.max_len, batch_size=batch_size,
-                              pairs=pairs).probs
+                              pairs=pairs, dtype=inference.evaluation_dtype(finished.dir)).probs
     names = label_names(finished.model_dir)
     seconds: list[str | None] = list(pairs) if pairs else [None] * len(inputs)
     if format_ == PredictFormat.jsonl:

@@ -175,19 +175,27 @@ class LoopState:
     train_samples: int = 0
     train_tokens: int = 0  # real tokens, padding excluded
     sessions_seconds: float = 0.0  # wall time of every session, up to its last checkpoint
+    peak_memory_mb: float = 0.0  # the highest peak of every session so far (see _peak_memory_mb)
 
     @classmethod
     def from_dict(cls, progress: dict[str, Any]) -> LoopState:
-        """The state stored in `last.pt`; ValueError when it is not one this code wrote."""
+        """The state stored in `last.pt`; ValueError when it is not one this code wrote (a state
+        written before a field was ADDED_LATER lacks it: it keeps its default)."""
         fields = dataclasses.fields(cls)
-        if set(progress) != {f.name for f in fields}:
+        names = {f.name for f in fields}
+        if set(progress) - names or names - set(progress) - ADDED_LATER:
             raise ValueError(f"holds {sorted(progress)}; expected {sorted(f.name for f in fields)}")
         for f in fields:
             allowed = {t.strip().split("[")[0] for t in str(f.type).split("|")}  # e.g. "float | None"
+            if f.name not in progress:
+                continue
             value = progress[f.name]
             if ("None" if value is None else type(value).__name__) not in allowed:
                 raise ValueError(f"{f.name}: {value!r} is not {f.type}")
         return cls(**progress)
+
+
+ADDED_LATER = frozenset({"peak_memory_mb"})  # LoopState fields that older last.pt files lack
 
 
 class _Stopwatch:
@@ -389,6 +397,7 @@ def _end_epoch(s: Setup, state: LoopState, epoch: int, train: EpochTraining, tra
         log.warning("epoch 1: validation accuracy %.4f is at chance (majority class %.4f)", val.acc, s.majority)
         tracker.event("warning", kind="at_chance", epoch=epoch, val_acc=val.acc, majority=s.majority)
     state.epoch = epoch
+    state.peak_memory_mb = max(state.peak_memory_mb, _peak_memory_mb(s.device))
     state.sessions_seconds += clock.lap()
     tracker.epoch(row)
     checkpoint.save_state(s.out_dir, s.model, s.optimizer, s.scheduler, s.scaler, dataclasses.asdict(state))
@@ -464,7 +473,7 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "train_seconds": round(state.train_seconds, 3),
         "train_samples_per_s": state.train_samples / train_s if train_s else None,
         "train_tokens_per_s": state.train_tokens / train_s if train_s else None,
-        "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "peak_memory_mb": round(max(state.peak_memory_mb, _peak_memory_mb(device)), 1),  # every session's
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "precision": str(s.dtype).removeprefix("torch."),  # the compute dtype used
         "precision_reason": s.precision_reason,
@@ -583,8 +592,12 @@ def _versions() -> dict[str, str]:
 
 
 def _peak_memory_mb(device: torch.device) -> float:
+    """This session's peak. On a GPU: what the caching allocator reserved at most, the memory the
+    job held on the card (allocated tensors and the allocator's cache), which is what a neighbour
+    on the same GPU cannot have; without the CUDA context (about 0.5 GiB a process, nvidia-smi
+    shows it). On the CPU: the process's peak resident memory."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return torch.cuda.max_memory_reserved(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,3 +248,73 @@ def test_a_job_saved_where_two_gpus_were_visible_resumes_on_one_or_on_the_cpu(
         assert len(restored) == 1 and restored[0].tolist() == [1] * 16  # the state of the GPU the job ran on
     else:
         assert restored == [] and "cannot be restored here" in caplog.text
+
+
+# -- peak memory ----------------------------------------------------------------------------------------
+
+
+def test_peak_memory_on_a_gpu_is_what_the_allocator_reserved(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1 * 2**30)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 3 * 2**30)
+    assert trainer.loop._peak_memory_mb(torch.device("cuda", 0)) == 3072
+
+
+def test_peak_memory_of_a_resumed_job_is_the_highest_of_its_sessions(
+        tiny_models: dict, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer import checkpoint
+
+    cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=2))
+    real_save = checkpoint.save_state
+
+    def save_then_die(*args: object, **kwargs: object) -> None:
+        real_save(*args, **kwargs)  # type: ignore[arg-type]
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(trainer.loop, "_peak_memory_mb", lambda device: 9000.0)  # the first session: a big peak
+        m.setattr(checkpoint, "save_state", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_job(cfg, tmp_path / "job")
+    monkeypatch.setattr(trainer.loop, "_peak_memory_mb", lambda device: 100.0)
+    result = run_job(cfg, tmp_path / "job")
+    assert result["resumed"] is True and result["peak_memory_mb"] == 9000.0
+
+
+def test_a_resume_state_written_before_peak_memory_was_kept_still_resumes() -> None:
+    from dataclasses import asdict
+
+    old = asdict(trainer.loop.LoopState(epoch=2))
+    del old["peak_memory_mb"]
+    assert trainer.loop.LoopState.from_dict(old).epoch == 2
+    with pytest.raises(ValueError, match="holds"):
+        trainer.loop.LoopState.from_dict({**old, "unknown": 1})
+
+
+# -- predict in the job's evaluation precision ------------------------------------------------------
+
+
+def test_predict_uses_the_precision_the_job_evaluated_in(tiny_models: dict, tiny_data: Path, tmp_path: Path) -> None:
+    from contextlib import nullcontext
+
+    from tests.conftest import review
+    from trainer import inference
+    from trainer.data import encode_texts
+
+    run_job(build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1, precision="bf16")), tmp_path / "job")
+    assert inference.evaluation_dtype(tmp_path / "job") == torch.bfloat16
+    model, tokenizer = inference.load(tmp_path / "job", device=torch.device("cpu"))
+    import random
+
+    rng = random.Random(0)
+    texts = [review(rng, i % 2, 4 + i % 20) for i in range(40)]
+    split = encode_texts(tokenizer, texts, 32, None)
+
+    def evaluated(autocast: object) -> np.ndarray:  # as the job's own evaluation computes them
+        return trainer.loop.evaluate(model, split, batch_size=64, pad_id=tokenizer.pad_token_id,
+                                     device=torch.device("cpu"), autocast=autocast).probs
+
+    in_bf16 = evaluated(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert not np.allclose(evaluated(nullcontext), in_bf16, atol=1e-4, rtol=0)  # the precision shows
+    predicted = inference.predict(model, tokenizer, texts, max_len=32,
+                                  dtype=inference.evaluation_dtype(tmp_path / "job")).probs
+    np.testing.assert_allclose(predicted, in_bf16, atol=1e-6, rtol=0)
