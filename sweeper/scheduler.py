@@ -386,7 +386,7 @@ class Scheduler:
                 p.epoch = max(p.epoch, event.get("epoch", 0))
             elif kind == "start" and event.get("resumed_from_epoch", 0) < len(run.epochs):
                 del run.epochs[event["resumed_from_epoch"]:]  # a kill between the event and the checkpoint
-        return run.epochs
+        return list(run.epochs)  # a copy: a source may keep it
 
     def _exited(self, run: Running, code: int, job_dir: Path) -> None:
         ticket = run.ticket
@@ -424,7 +424,8 @@ class Scheduler:
         """Run the job again in smaller micro-batches if this attempt ran out of device memory;
         False when it did not, or no smaller micro-batch is left (then it failed like any job)."""
         ticket = run.ticket
-        oom = bool(result and result.get("out_of_memory")) or any(out_of_memory(line) for line in lines)
+        said = (line for line in lines if not line.startswith("== attempt "))  # our header may quote an old error
+        oom = bool(result and result.get("out_of_memory")) or any(out_of_memory(line) for line in said)
         size = ticket.config.smaller_micro_batch() if oom else None
         if size is None:
             return False
