@@ -196,7 +196,7 @@ def _tsne(side: Side, texts: list[Example], labels: np.ndarray, saved: np.ndarra
     model, tokenizer = inference.load(side.job.dir)
     pairs = [t.pair or "" for t in texts] if side.job.config.data.text_pair else None
     outputs = inference.predict(model, tokenizer, [t.text for t in texts], max_len=side.job.config.max_len,
-                                embeddings=True, pairs=pairs)
+                                embeddings=True, pairs=pairs, dtype=inference.evaluation_dtype(side.job.dir))
     assert outputs.embeddings is not None
     agree = float((outputs.probs.argmax(1) == saved.argmax(1)).mean())
     n = len(texts)

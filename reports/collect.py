@@ -85,6 +85,22 @@ def seed_records(trials: list[Any]) -> list[Record]:
     return [record for _, record in best.values()]
 
 
+def retry_note(records: list[Record]) -> str | None:
+    """A note naming the runs that an out-of-memory retry trained in smaller micro-batches (the
+    same rows in each optimizer step and the same effective batch: the same training, run in
+    more forward passes), or None when there are none."""
+    retried = [(r.job_id, r.result) for r in records
+               if r.result and r.result.get("micro_batch") and r.config.get("batch_size")
+               and r.result["micro_batch"] < r.config["batch_size"]]
+    if not retried:
+        return None
+    shown = ", ".join(f"{job_id} (micro-batch {result['micro_batch']}, attempt {result.get('attempt') or '?'})"
+                      for job_id, result in retried[:5])
+    more = f" and {len(retried) - 5} more" if len(retried) > 5 else ""
+    return (f"Out-of-memory retries: {shown}{more} trained in smaller micro-batches than their batch_size, with the "
+            "same rows in each optimizer step and the same effective batch.")
+
+
 def trial_states(store: SweepStore) -> dict[str, int]:
     """Trials by Optuna state; a trial the storage keeps PRUNED because its job diverged (no
     value to store) is counted as DIVERGED: nothing pruned it (a grid has no pruner)."""

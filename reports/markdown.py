@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from reports.budget import budget_points
-from reports.collect import Record
+from reports.collect import Record, retry_note
 from reports.compare import Lead, SeedComparison
 from reports.seeds import ASO_SAMPLES, ASO_TAU
 from reports.tables import FINISHED, Row, SweepReport, best_note
@@ -189,6 +189,8 @@ def _configurations(report: SweepReport) -> list[str]:
                  "runtime). ECE: 15 equal-width confidence bins.")
     if report.best is not None:
         notes.append(best_note(report).capitalize() + ".")
+    if retried := retry_note([run for row in rows for run in row.runs]):
+        notes.append(retried)
     return [*out, "", " ".join(notes), "", *warnings_notes(report)]
 
 

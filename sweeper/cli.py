@@ -83,7 +83,9 @@ Storage = Annotated[
 
 
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set model=/models/x.")]
-Gpus = Annotated[str | None, typer.Option(help="GPU ids, e.g. 0,1 (default: every visible GPU; none: the CPU).")]
+Gpus = Annotated[str | None, typer.Option(help="Devices among the visible ones: positions (0,1: the first two, as torch "
+                                               "numbers them) or names (GPU-…/MIG-… UUIDs) (default: every visible "
+                                               "device; none: the CPU).")]
 JobsPerGpu = Annotated[int, typer.Option(min=1, help="Jobs sharing one GPU.")]
 Parallel = Annotated[
     int | None,
@@ -177,6 +179,7 @@ def _grid(loaded: Any, *, runs_dir: Path, storage: str | None, gpus: str | None,
 
             typer.echo("\n".join(describe(loaded)))
         Console().print(view.jobs_table(spec))
+        Console().print(_slots_table(_slots(gpus, jobs_per_gpu, parallel)))
         return
     _quiet_optuna()
     from sweeper.grid_source import GridSource
@@ -331,6 +334,7 @@ def optuna(
         loaded = dataclasses.replace(loaded, sweep=space)
     if dry_run:
         typer.echo("\n".join(describe(loaded)))
+        Console().print(_slots_table(_slots(gpus, jobs_per_gpu, parallel)))
         return
     trials = trials or space.run_cap
     if trials is None:
@@ -414,7 +418,7 @@ def _submit_to_slurm(name: str, sweep_file: Path, args: list[str], *, runs_dir: 
     env = {"SWEEP_SLURM_SLOTS": str(slots), **({"CUDA_VISIBLE_DEVICES": ""} if lanes is not None else {})}
     try:
         submission = slurm.submit(sweep=name, sweep_dir=runs / name, command=command, options=opts,
-                                  cpus_per_task=lanes, env=env)
+                                  cpus_per_task=lanes or slots * slurm.CPUS_PER_GPU_JOB, env=env)
     except slurm.SlurmError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
@@ -655,7 +659,7 @@ def predict(
 
     model, tokenizer = inference.load(finished.dir)
     probs = inference.predict(model, tokenizer, inputs, max_len=finished.config.max_len, batch_size=batch_size,
-                              pairs=pairs).probs
+                              pairs=pairs, dtype=inference.evaluation_dtype(finished.dir)).probs
     names = label_names(finished.model_dir)
     seconds: list[str | None] = list(pairs) if pairs else [None] * len(inputs)
     if format_ == PredictFormat.jsonl:
@@ -741,21 +745,35 @@ def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int | None) -> list[An
     """Where jobs run (and the orchestrator's logging, which both sweep commands share)."""
     import os
 
-    from sweeper.scheduler import make_slots, visible_gpus
+    from sweeper.scheduler import make_slots, select_gpus, visible_gpus
 
     if parallel is None:  # measured: two one-thread jobs beat one two-thread job on 2 cores
         parallel = 2 if (os.cpu_count() or 1) >= 2 else 1
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[_rich_handler()])
+    visible = visible_gpus()
     if gpus is not None and gpus.strip().lower() == "none":
-        gpu_ids: list[int] = []
+        chosen: list[str] = []
     elif gpus:
-        if not all(g.strip().isdigit() for g in gpus.split(",") if g.strip()):
-            raise _fail(ValueError(f"--gpus: {gpus!r} is not allowed; expected GPU ids such as 0,1, or none (the CPU)"))
-        gpu_ids = [int(g) for g in gpus.split(",") if g.strip()]
+        try:
+            chosen = select_gpus(gpus, visible)
+        except ValueError as exc:
+            raise _fail(exc) from None
     else:
-        gpu_ids = visible_gpus()
-    return make_slots(gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
+        chosen = visible
+    return make_slots(gpus=chosen, jobs_per_gpu=jobs_per_gpu, parallel=parallel)
+
+
+def _slots_table(slots: list[Any]) -> Any:
+    """Where the jobs will run: each slot's device as its jobs' CUDA_VISIBLE_DEVICES names it, and their threads."""
+    from rich.table import Table
+
+    table = Table(title=f"{len(slots)} slot(s)")
+    for column in ("slot", "CUDA_VISIBLE_DEVICES", "threads"):
+        table.add_column(column, overflow="fold")
+    for slot in slots:
+        table.add_row(slot.name, slot.env["CUDA_VISIBLE_DEVICES"] or "(none: the CPU)", slot.env["OMP_NUM_THREADS"])
+    return table
 
 
 def _run_with_view(run: Any, table: Any, *, live: bool, interrupted: str) -> None:

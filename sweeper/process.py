@@ -100,8 +100,10 @@ class WarmPool:
             if slot.name in self.spares:
                 continue
             self.directory.mkdir(parents=True, exist_ok=True)
-            # unique: other orchestrators (on this or another machine) may share the sweep's directory
-            fd, name = tempfile.mkstemp(prefix=f"{slot.name}.{_HOST}.{os.getpid()}.", suffix=".log",
+            # unique: other orchestrators (on this or another machine) may share the sweep's directory;
+            # a MIG name may hold slashes (MIG-GPU-<uuid>/1/0), which a file name may not
+            slot_name = re.sub(r"[^A-Za-z0-9_:#-]", "_", slot.name)
+            fd, name = tempfile.mkstemp(prefix=f"{slot_name}.{_HOST}.{os.getpid()}.", suffix=".log",
                                         dir=self.directory)
             early = Path(name)
             with os.fdopen(fd, "wb") as out:

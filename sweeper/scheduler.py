@@ -8,9 +8,11 @@ reports their epochs, prunes and tells. Every behaviour here is one behaviour fo
 - a job runs in its own process (`trainer.job`, warm-started when it can: sweeper/process.py)
   on a slot (a GPU share or a CPU lane); the process dies with the orchestrator (PDEATHSIG);
 - its exit code decides (trainer/jobdir.py): a final result is recorded; "busy" (another live
-  process runs its directory) is tried again after a back-off; an out-of-memory failure is run
-  again with half the micro-batch (same effective batch, same job: `JobConfig.with_micro_batch`);
-  any other failure is retried `retries` times, then recorded with the tail of its log; a
+  process runs its directory) is tried again after a back-off; an out-of-memory failure, judged
+  from this attempt alone (its result, its part of the appended job.log), is run again with the
+  largest divisor of batch_size below its micro-batch (same effective batch, same job:
+  `JobConfig.with_micro_batch`); any other failure (a SIGKILL included) is retried `retries`
+  times, then recorded with the tail of its log and the sweep goes on without it; a
   configuration error is never retried;
 - Ctrl-C and SIGTERM stop every job at a safe point (the same signal is passed on), put them
   back in the queue, and leave with KeyboardInterrupt / `trainer.signals.Terminated`.
@@ -34,7 +36,7 @@ from typing import Any, Protocol
 
 from sweeper.process import COMMAND, WarmPool, die_with_parent, remove_leftovers, wait_for_exit
 from sweeper.spec import Job
-from trainer.config import JobConfig
+from trainer.config import ConfigError, JobConfig
 from trainer.io import write_json
 from trainer.jobdir import (
     EVENTS_FILE,
@@ -45,15 +47,15 @@ from trainer.jobdir import (
     JOB_FILE,
     JOB_LOG_FILE,
     RESULT_FILE,
+    EventTail,
     log_tail,
-    read_event_stream,
+    out_of_memory,
     read_result,
 )
 from trainer.signals import Terminated, stop_signals
 
 log = logging.getLogger(__name__)
 
-OOM_PATTERN = re.compile(r"OutOfMemoryError|CUDA out of memory|out of memory", re.IGNORECASE)
 BUSY_BACKOFF_S = (5.0, 60.0)  # first wait, longest wait (doubling in between)
 STOP_GRACE_S = 30.0  # a stopped job gets this long to reach its safe point before it is killed
 HEARTBEAT_S = float(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
@@ -61,35 +63,101 @@ HEARTBEAT_S = float(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
 
 @dataclass(frozen=True)
 class Slot:
-    name: str  # "cpu:0", "gpu:1#0"
+    name: str  # "cpu:0", "gpu:1#0", "gpu:MIG-4f1c…#1"
     env: dict[str, str]
 
 
-def make_slots(*, gpus: list[int] | None, jobs_per_gpu: int, parallel: int) -> list[Slot]:
-    """GPU shares when there are GPUs (each job sees one through CUDA_VISIBLE_DEVICES), else CPU lanes.
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (a SLURM allocation, `taskset`, a cgroup
+    cpuset), not the whole node that `os.cpu_count()` counts."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
-    The machine's cores are divided among the slots: jobs that each start one thread per core
-    oversubscribe the CPU and run many times slower (two tiny jobs on 2 cores: 50x).
+
+def make_slots(*, gpus: list[str] | None, jobs_per_gpu: int, parallel: int) -> list[Slot]:
+    """GPU shares when there are GPUs (each job sees one device through CUDA_VISIBLE_DEVICES,
+    named as this process was given it: an index, a GPU-… or MIG-… UUID), else CPU lanes.
+
+    The CPUs this process may use are divided among the slots: jobs that each start one thread
+    per core oversubscribe the CPU and run many times slower (two tiny jobs on 2 cores: 50x).
     """
     n = len(gpus) * jobs_per_gpu if gpus else parallel
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // n))
     limits = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if gpus:
-        return [Slot(f"gpu:{g}#{i}", {"CUDA_VISIBLE_DEVICES": str(g), **limits})
+        return [Slot(f"gpu:{g}#{i}", {"CUDA_VISIBLE_DEVICES": g, **limits})
                 for g in gpus for i in range(jobs_per_gpu)]
     return [Slot(f"cpu:{i}", {"CUDA_VISIBLE_DEVICES": "", **limits}) for i in range(parallel)]
 
 
-def visible_gpus() -> list[int]:
-    """GPUs this machine shows (CUDA_VISIBLE_DEVICES, else nvidia-smi), without importing torch."""
+DEVICE_ENTRY = re.compile(r"^(\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)$")
+
+
+def visible_gpus() -> list[str]:
+    """The devices this process was given, each as CUDA_VISIBLE_DEVICES names it (an index, a
+    `GPU-…` or `MIG-…` UUID), without importing torch. Unset: what nvidia-smi lists, a GPU's MIG
+    slices by their UUIDs where it is split. CUDA reads the variable up to its first entry it
+    cannot parse (e.g. -1, which hides the rest): so do we."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
-        return [int(x) for x in env.split(",") if x.strip().isdigit()]
+        entries = []
+        for entry in (x.strip() for x in env.split(",")):
+            if not DEVICE_ENTRY.match(entry):
+                if entry:
+                    log.warning("CUDA_VISIBLE_DEVICES=%s: %r hides it and every device after it (as CUDA reads it)",
+                                env, entry)
+                break
+            entries.append(entry)
+        return entries
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return []
-    return list(range(len([line for line in out.splitlines() if line.startswith("GPU ")])))
+    return devices_of_nvidia_smi(out)
+
+
+def devices_of_nvidia_smi(listing: str) -> list[str]:
+    """`nvidia-smi -L`'s devices: a GPU by its index, or by its MIG slices' UUIDs when it has some
+    (a MIG-enabled GPU runs nothing itself)."""
+    devices: list[str] = []
+    for line in listing.splitlines():
+        gpu = re.match(r"GPU (\d+):", line)
+        mig = re.search(r"\bMIG\b.*\(UUID: (MIG-[^)\s]+)\)", line)
+        if gpu:
+            devices.append(gpu[1])
+        elif mig:
+            if devices and devices[-1].isdigit():
+                devices.pop()  # its GPU: replaced by its slices
+            devices.append(mig[1])
+    return devices
+
+
+def select_gpus(selection: str, visible: list[str]) -> list[str]:
+    """The devices `--gpus` picks among the visible ones: a number is a position (0: the first
+    visible device, as torch numbers them: cuda:0), anything else a name (a GPU-… or MIG-… UUID,
+    as CUDA_VISIBLE_DEVICES or nvidia-smi -L shows it). Never a device this process was not given.
+    Raises ValueError naming the visible devices."""
+    shown = ", ".join(visible) or "none"
+    chosen: list[str] = []
+    for item in (x.strip() for x in selection.split(",")):
+        if not item:
+            continue
+        if item.isdigit() and int(item) < len(visible):
+            device = visible[int(item)]
+        elif not item.isdigit() and item in visible:
+            device = item
+        else:
+            raise ValueError(f"--gpus: {item!r} is not a visible device; this process sees {len(visible)} ({shown}): "
+                             f"expected a position 0..{max(0, len(visible) - 1)} or one of those names, or none "
+                             "(the CPU)" if visible else
+                             f"--gpus: {item!r}: no GPU is visible to this process (CUDA_VISIBLE_DEVICES, nvidia-smi); "
+                             "--gpus none runs on the CPU")
+        if device in chosen:
+            raise ValueError(f"--gpus: {item!r} names {device} twice; use --jobs-per-gpu to share a device")
+        chosen.append(device)
+    return chosen
 
 
 @dataclass
@@ -161,11 +229,17 @@ class Running:
     ticket: Ticket
     slot: Slot
     proc: subprocess.Popen[bytes] | None  # None while it waits to try a busy directory again
-    attempt: int = 1
+    attempt: int = 1  # launches of the job by this worker, retries of either kind included
+    failures: int = 0  # failures other than out-of-memory so far: what `retries` counts
     started: float = field(default_factory=time.time)
     last_beat: float = 0.0
     retry_at: float = 0.0
     busy_waits: int = 0
+    why: str = ""  # why this attempt runs (a retry's cause), for the log header
+    events: EventTail | None = None  # its events.jsonl, read as it grows
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # its finished epochs so far
+    log_offset: int = 0  # where this attempt's part of job.log starts
+    result_before: tuple[int, int] | None = None  # result.json's (inode, mtime) at launch: an older attempt's
 
 
 class Scheduler:
@@ -244,25 +318,33 @@ class Scheduler:
         if self.cache_dir is not None:
             args += ["--cache-dir", str(self.cache_dir)]
         log_path = job_dir / JOB_LOG_FILE
+        run.result_before = _identity(job_dir / RESULT_FILE)
         spare = self.warm.take(run.slot)
+        cfg = ticket.config
+        batch = (f"micro-batch {cfg.micro_batch} x{cfg.accumulation} accumulation" if cfg.micro_batch_size
+                 else f"batch {cfg.batch_size}")
+        env = {**ticket.env, "SWEEP_ATTEMPT": str(run.attempt), "SWEEP_RETRY_REASON": run.why}
         with open(log_path, "ab") as out:
-            out.write(f"\n== attempt {run.attempt} on {run.slot.name} at {time.strftime('%F %T')}"
-                      f"{' (warm start)' if spare else ''}\n".encode())
+            run.log_offset = out.tell()
+            out.write(f"\n== attempt {run.attempt} on {run.slot.name} at {time.strftime('%F %T')}, {batch}"
+                      f"{f' ({run.why})' if run.why else ''}{' (warm start)' if spare else ''}\n".encode())
             out.flush()
             proc = None
             if spare is not None:
-                if spare.give(args, ticket.env, log_path):
+                if spare.give(args, env, log_path):
                     proc = spare.proc
                 else:
                     out.write(b"(its warm process was gone: starting a fresh one)\n")
                     out.flush()
             if proc is None:
                 proc = subprocess.Popen([*COMMAND, *args], stdout=out, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **run.slot.env, "PYTHONUNBUFFERED": "1", **ticket.env},
+                                        env={**os.environ, **run.slot.env, "PYTHONUNBUFFERED": "1", **env},
                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
         run.proc, run.started, run.last_beat = proc, time.time(), 0.0
         p = self.progress[ticket.job.id]
-        p.state, p.started, p.note, p.epoch, p.val_acc = "running", time.time(), run.slot.name, 0, None
+        last = run.epochs[-1] if run.epochs else {}  # a retry resumes after them (events are not read again)
+        p.state, p.started, p.note = "running", time.time(), run.slot.name
+        p.epoch, p.val_acc = last.get("epoch", 0), last.get("val_acc")
         self.launched += 1
 
     # -- watching -------------------------------------------------------------------------------
@@ -287,19 +369,24 @@ class Scheduler:
                 self._exited(run, code, job_dir)
 
     def _watch(self, run: Running, events: Path) -> list[dict[str, Any]]:
-        """Update the job's progress from its event stream; return its finished epochs."""
-        epochs: list[dict[str, Any]] = []
+        """Update the job's progress from what its event stream gained since the last poll;
+        return its finished epochs."""
+        if run.events is None:
+            run.events = EventTail(events)
+        new, restarted = run.events.read()
+        if restarted:
+            run.epochs = []
         p = self.progress[run.ticket.job.id]
-        for event in read_event_stream(events):
+        for event in new:
             kind = event.get("event")
             if kind == "epoch":
-                epochs.append(event)
+                run.epochs.append(event)
                 p.epoch, p.val_acc = event.get("epoch", 0), event.get("val_acc")
             elif kind == "step":
                 p.epoch = max(p.epoch, event.get("epoch", 0))
-            elif kind == "start" and event.get("resumed_from_epoch", 0) < len(epochs):
-                epochs = epochs[: event["resumed_from_epoch"]]  # a kill between the event and the checkpoint
-        return epochs
+            elif kind == "start" and event.get("resumed_from_epoch", 0) < len(run.epochs):
+                del run.epochs[event["resumed_from_epoch"]:]  # a kill between the event and the checkpoint
+        return list(run.epochs)  # a copy: a source may keep it
 
     def _exited(self, run: Running, code: int, job_dir: Path) -> None:
         ticket = run.ticket
@@ -314,23 +401,48 @@ class Scheduler:
             run.proc, run.retry_at, run.busy_waits = None, time.time() + wait, run.busy_waits + 1
             self.progress[ticket.job.id].note = f"its directory is busy (another process runs it): again in {wait:.0f} s"
             return
-        tail = log_tail(job_dir / JOB_LOG_FILE)
-        smaller = ticket.config.with_micro_batch(ticket.config.micro_batch // 2) if ticket.config.micro_batch > 1 else None
-        if smaller is not None and any(OOM_PATTERN.search(line) for line in tail):
-            log.warning("job %s ran out of memory: again with micro-batch %d (x%d accumulation, the same effective "
-                        "batch %d)", ticket.job.id, smaller.micro_batch, smaller.accumulation, smaller.effective_batch)
-            ticket.config = smaller
-            self._launch(run)
+        # Judged from this attempt alone: an older attempt's result or log lines say nothing of it.
+        if _identity(job_dir / RESULT_FILE) == run.result_before:
+            result = None
+        lines = log_tail(job_dir / JOB_LOG_FILE, 0, offset=run.log_offset)
+        tail = lines[-30:]
+        reason = _failure_reason(code, result)
+        if code != EXIT_CONFIG and self._retry_smaller(run, result, lines, reason):
             return
-        reason = f"exit code {code}" + (f": {result.get('error')}" if result and result.get("error") else "")
-        if code != EXIT_CONFIG and run.attempt <= self.retries:
-            log.warning("job %s failed (%s); retry %d of %d", ticket.job.id, reason, run.attempt, self.retries)
+        if code != EXIT_CONFIG and run.failures < self.retries:
+            run.failures += 1
+            log.warning("job %s failed (%s); retry %d of %d", ticket.job.id, reason, run.failures, self.retries)
             self.source.retrying(ticket, run.attempt, reason, tail)
             run.attempt += 1
+            run.why = f"retry {run.failures} of {self.retries} after: {reason}"
             self._launch(run)
             return
         del self.running[ticket.key]
         self.source.fail(ticket, reason, tail)
+
+    def _retry_smaller(self, run: Running, result: dict[str, Any] | None, lines: list[str], reason: str) -> bool:
+        """Run the job again in smaller micro-batches if this attempt ran out of device memory;
+        False when it did not, or no smaller micro-batch is left (then it failed like any job)."""
+        ticket = run.ticket
+        said = (line for line in lines if not line.startswith("== attempt "))  # our header may quote an old error
+        oom = bool(result and result.get("out_of_memory")) or any(out_of_memory(line) for line in said)
+        size = ticket.config.smaller_micro_batch() if oom else None
+        if size is None:
+            return False
+        try:
+            smaller = ticket.config.with_micro_batch(size)
+        except ConfigError as exc:  # cannot happen for a divisor; never let it stop the sweep
+            log.error("job %s: no smaller micro-batch (%s)", ticket.job.id, exc)
+            return False
+        log.warning("job %s ran out of memory at micro-batch %d: again with micro-batch %d (x%d accumulation, the "
+                    "same effective batch %d)", ticket.job.id, ticket.config.micro_batch, smaller.micro_batch,
+                    smaller.accumulation, smaller.effective_batch)
+        self.source.retrying(ticket, run.attempt, reason, lines[-30:])
+        run.why = f"out of memory at micro-batch {ticket.config.micro_batch}"
+        ticket.config = smaller
+        run.attempt += 1
+        self._launch(run)
+        return True
 
     def _heartbeats(self) -> None:
         now = time.time()
@@ -351,6 +463,26 @@ class Scheduler:
                 _wait_or_kill(run.proc, max(0.1, deadline - time.time()))
             self.source.interrupt(run.ticket)
         self.running.clear()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (inode, mtime): results are written by rename, so a new result has a new inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _failure_reason(code: int, result: dict[str, Any] | None) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = " (the kernel's out-of-memory killer, a lost node, or kill -9)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{why}"
+    return f"exit code {code}" + (f": {result.get('error')}" if result and result.get("error") else "")
 
 
 def _stop(proc: subprocess.Popen[bytes], signum: int) -> None:

@@ -46,6 +46,10 @@ from trainer.config import ConfigError, YamlLoader, _nearest
 log = logging.getLogger(__name__)
 
 SLURM_KEYS = ["partition", "gpus_per_task", "time", "workers", "extra"]
+# CPUs a GPU worker asks for per job it runs at once (gpus_per_task x --jobs-per-gpu of them): a
+# job's host side (collating batches, the Python loop, tokenizing on a cache miss) keeps about
+# this many busy while it feeds one GPU. Override with --slurm-extra cpus-per-task=N.
+CPUS_PER_GPU_JOB = 4
 DEFAULT_TIME_MIN = 60  # submitit's own default is 5 minutes; a worker requeues itself at its limit anyway
 SIGNAL_DELAY_S = 90  # SIGTERM this long before the time limit: time to stop jobs at a safe point and requeue
 STOP_WAIT_S = 60  # how long a worker waits for its orchestrator to stop before killing it

@@ -137,7 +137,9 @@ def _rng_state() -> dict[str, Any]:
         "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
                   float(cached)],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        # The job's own device only (a slot's job sees one): a state per visible GPU could not be
+        # restored where fewer are visible, and the others' states are not the job's.
+        "cuda": torch.cuda.get_rng_state(torch.cuda.current_device()) if torch.cuda.is_available() else None,
     }
 
 
@@ -147,8 +149,16 @@ def _set_rng_state(rng: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = rng["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(rng["torch"])
-    if rng["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    cuda = rng["cuda"]
+    if isinstance(cuda, list):  # written before: one state per visible GPU; the job ran on the first
+        cuda = cuda[0] if cuda else None
+    if cuda is None:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda, torch.cuda.current_device())  # whichever GPU this is
+    else:
+        log.warning("resumed on the CPU from a checkpoint written on a GPU: its CUDA random state cannot be "
+                    "restored here, so dropout draws from now on differ from an uninterrupted run on a GPU")
 
 
 def _check_state(blob: Any, model: Classifier) -> None:

@@ -148,6 +148,11 @@ class JobConfig:
     def effective_batch(self) -> int:
         return self.batch_size * self.grad_accum
 
+    def smaller_micro_batch(self) -> int | None:
+        """What an out-of-memory retry runs next: the largest divisor of batch_size below the
+        current micro-batch (the same effective batch), or None at a micro-batch of 1."""
+        return next((d for d in range(self.micro_batch - 1, 0, -1) if self.batch_size % d == 0), None)
+
     def with_micro_batch(self, size: int) -> JobConfig:
         """The same job run in micro-batches of `size` (validated like any configuration)."""
         evaluation = None if self.eval_batch_size is None else max(1, self.eval_batch_size * size // self.micro_batch)

@@ -238,6 +238,34 @@ def train_batches(split: Split, batch_size: int, *, seed: int, epoch: int) -> li
     return batches
 
 
+@dataclass(frozen=True)
+class MicroBatch:
+    rows: np.ndarray
+    share: float  # its rows' part of its batch: its mean loss is weighted by this
+    batches: int  # batches in its optimizer step: the step's loss is their mean
+    last: bool  # the last micro-batch of its optimizer step: step after it
+
+
+def step_batches(split: Split, *, batch_size: int, grad_accum: int, micro_batch: int, seed: int,
+                 epoch: int) -> list[MicroBatch]:
+    """The micro-batches of an epoch, in order, grouped into optimizer steps.
+
+    The rows of each step come first, the micro-batch after: `train_batches` at the job's
+    batch_size, `grad_accum` of them a step, each cut into micro-batches. So an out-of-memory
+    retry in smaller micro-batches sees the same rows in the same steps, with the same weights
+    (a micro-batch's mean loss times its share of its batch, over the step's batches), and a
+    job's answer does not depend on whether a neighbour on its GPU ran it out of memory.
+    """
+    batches = train_batches(split, batch_size, seed=seed, epoch=epoch)
+    out: list[MicroBatch] = []
+    for start in range(0, len(batches), grad_accum):
+        step = batches[start : start + grad_accum]
+        parts = [(b[i : i + micro_batch], len(b)) for b in step for i in range(0, len(b), micro_batch)]
+        for k, (rows, whole) in enumerate(parts):
+            out.append(MicroBatch(rows=rows, share=len(rows) / whole, batches=len(step), last=k == len(parts) - 1))
+    return out
+
+
 def eval_batches(split: Split, batch_size: int) -> list[np.ndarray]:
     """Row indices per evaluation batch, sorted by length (longest first)."""
     order = np.argsort(-split.lengths, kind="stable")

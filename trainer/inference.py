@@ -7,6 +7,8 @@ length with dynamic padding, as evaluation is.
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,25 @@ def load(job_dir: Path, *, device: torch.device | None = None, attention: str = 
     return load_classifier(job_dir / "model", job_dir / WEIGHTS_FILE, str(device), attention=attention)
 
 
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def evaluation_dtype(job_dir: Path) -> torch.dtype:
+    """The compute dtype the job evaluated in (result.json's `precision`): predictions made in
+    another one (fp32 after bf16 autocast) disagree with the stored ones on some examples."""
+    from trainer.jobdir import RESULT_FILE
+
+    try:
+        precision = json.loads((job_dir / RESULT_FILE).read_text()).get("precision")
+    except (OSError, ValueError, AttributeError):
+        precision = None
+    return DTYPES.get(str(precision), torch.float32)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> Any:
+    return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
+
+
 @dataclass(frozen=True)
 class Outputs:
     probs: np.ndarray  # (n, classes), float32, in the texts' order
@@ -37,10 +58,11 @@ class Outputs:
 @torch.inference_mode()
 def predict(
     model: Classifier, tokenizer: Any, texts: list[str], *, max_len: int, batch_size: int = 64,
-    embeddings: bool = False, pairs: list[str] | None = None,
+    embeddings: bool = False, pairs: list[str] | None = None, dtype: torch.dtype = torch.float32,
 ) -> Outputs:
     """Class probabilities of `texts` (with `pairs`: of the pairs (texts[i], pairs[i]), for a
-    model trained on sentence pairs)."""
+    model trained on sentence pairs), computed in `dtype` (autocast; `evaluation_dtype(job_dir)`
+    to agree with the job's own evaluation)."""
     device = next(model.parameters()).device
     split = encode_texts(tokenizer, texts, max_len, pairs)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -49,9 +71,11 @@ def predict(
     for rows in eval_batches(split, batch_size):
         batch = collate(split, rows, pad_id)
         types = batch.get("token_type_ids")
-        pooled, _ = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                types.to(device) if types is not None else None)
-        probs[rows] = model.head(pooled).float().softmax(-1).cpu().numpy()
+        with _autocast(device, dtype):
+            pooled, _ = model.embed(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                    types.to(device) if types is not None else None)
+            logits = model.head(pooled)
+        probs[rows] = logits.float().softmax(-1).cpu().numpy()
         if pooled_all is not None:
             pooled_all[rows] = pooled.float().cpu().numpy()
     return Outputs(probs=probs, embeddings=pooled_all)

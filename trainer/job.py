@@ -27,6 +27,7 @@ from trainer.jobdir import (
     LOG_FILE,
     RESULT_FILE,
     finished_result,
+    out_of_memory,
 )
 from trainer.signals import exit_code, stop_signals
 
@@ -89,8 +90,9 @@ def _record_failure(cfg: JobConfig, out: Path, exc: Exception) -> dict[str, Any]
 
     if finished_result(out) is not None:
         return None
-    failure = {"status": "failed", "job_id": cfg.job_id(), "config": cfg.to_dict(),
-               "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc().splitlines()[-30:]}
+    error = f"{type(exc).__name__}: {exc}"
+    failure = {"status": "failed", "job_id": cfg.job_id(), "config": cfg.to_dict(), "error": error,
+               "out_of_memory": out_of_memory(error), "traceback": traceback.format_exc().splitlines()[-30:]}
     try:
         write_json(out / RESULT_FILE, failure)
     except OSError as write_error:

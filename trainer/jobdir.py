@@ -8,6 +8,8 @@ them. Nothing here imports torch, so `sweep status`, `sweep report` and a job lo
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,19 @@ EXIT_BUSY = 75  # EX_TEMPFAIL: another live process runs this job directory
 EXIT_INTERRUPTED = 130  # SIGINT: resumable from the last finished epoch
 EXIT_TERMINATED = 143  # SIGTERM (preemption, a time limit): resumable likewise
 
+# What a job's failure says when the device ran out of memory: torch's OutOfMemoryError, and the
+# allocation failures of cuBLAS and cuDNN (raised as a plain RuntimeError when a library could not
+# get its workspace). A process the kernel killed (SIGKILL) is not one: that is the host's memory,
+# or a lost node, and a smaller micro-batch does not help it.
+OOM_PATTERN = re.compile(r"OutOfMemoryError|CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|"
+                         r"CUDNN_STATUS_ALLOC_FAILED|CUDNN_STATUS_NOT_ALLOCATED", re.IGNORECASE)
+
+
+def out_of_memory(text: str) -> bool:
+    """Whether an error message or log says the device ran out of memory."""
+    return OOM_PATTERN.search(text) is not None
+
+
 # -- metrics ------------------------------------------------------------------------------------
 # The selection metrics a job may keep its best checkpoint by, and which way is better.
 METRICS = {"val_acc": "maximize", "val_macro_f1": "maximize", "val_loss": "minimize"}
@@ -42,7 +57,8 @@ METRICS = {"val_acc": "maximize", "val_macro_f1": "maximize", "val_loss": "minim
 # What of result.json is stored with a job's trial (a report needs only the storage).
 RESULT_KEYS = ("status", "best_epoch", "val_acc", "val_macro_f1", "val_loss", "test_acc", "test_macro_f1",
                "test_loss", "test_ece", "runtime_s", "train_samples_per_s", "train_tokens_per_s", "peak_memory_mb",
-               "effective_batch_size", "epochs", "metric", "label_names", "stopped_early", "warnings")
+               "effective_batch_size", "epochs", "metric", "label_names", "stopped_early", "warnings", "micro_batch",
+               "attempt", "retry_reason")
 
 # Fewer validation or test rows than this and the report's statistics (its intervals, ECE over 15
 # bins, the collapse margin) rest on too little: the job warns at its start, the report beside
@@ -79,6 +95,44 @@ def read_event_stream(path: Path) -> list[dict[str, Any]]:
         if isinstance(event, dict):
             events.append(event)
     return events
+
+
+class EventTail:
+    """A job's events.jsonl read as it grows: each `read` parses only what was appended since the
+    last one (from the byte offset it reached), so a poll costs what is new, not the whole file
+    (a long GPU job writes tens of thousands of step events). A last line still being written is
+    kept for the next read; a file that shrank or was replaced is read again from its start."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.inode: int | None = None
+        self.partial = b""
+
+    def read(self) -> tuple[list[dict[str, Any]], bool]:
+        """The events appended since the last read, and whether the file was read from its start
+        again (what was read before is then void)."""
+        try:
+            with open(self.path, "rb") as f:
+                st = os.fstat(f.fileno())
+                restarted = st.st_ino != self.inode or st.st_size < self.offset
+                if restarted:
+                    self.offset, self.partial, self.inode = 0, b"", st.st_ino
+                f.seek(self.offset)
+                chunk = f.read()
+        except OSError:
+            return [], False
+        self.offset += len(chunk)
+        *lines, self.partial = (self.partial + chunk).split(b"\n")
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:  # torn by a kill (the next append ended it), or not UTF-8
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events, restarted
 
 
 def epoch_rows(path: Path) -> list[dict[str, Any]]:
@@ -120,11 +174,15 @@ def finished_result(job_dir: Path) -> dict[str, Any] | None:
     return result if result is not None and result.get("status") in FINISHED else None
 
 
-def log_tail(path: Path, lines: int = 30) -> list[str]:
+def log_tail(path: Path, lines: int = 30, *, offset: int = 0) -> list[str]:
+    """The last `lines` lines of a log, from byte `offset` on (one attempt's part of an appended log)."""
     try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
     except OSError:
         return []
+    return text.splitlines()[-lines:] if lines else text.splitlines()
 
 
 def set_aside(path: Path, why: str) -> Path | None:

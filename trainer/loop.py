@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import platform
 import resource
 import time
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from trainer import checkpoint
 from trainer.config import JobConfig
-from trainer.data import Prepared, Split, eval_batches, iterate, prepare, train_batches
+from trainer.data import Prepared, Split, eval_batches, iterate, prepare, step_batches
 from trainer.io import remove_temporaries, write_json
 from trainer.jobdir import FINISHED, RESULT_FILE, SMALL_EVAL_ROWS, STATE_FILE, better, set_aside
 from trainer.metrics import (
@@ -54,11 +55,51 @@ LOG_EVERY = 10  # optimizer steps between `step` events (one host sync each)
 DIVERGED_FACTOR = 100.0
 
 
-def resolve_device_and_dtype(precision: str) -> tuple[torch.device, torch.dtype]:
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Precision:
+    device: torch.device
+    dtype: torch.dtype  # the compute dtype (autocast); the weights stay fp32
+    reason: str  # why: recorded in result.json
+
+
+def resolve_precision(precision: str) -> Precision:
+    """The device and the compute dtype `precision` means here.
+
+    auto: bf16 on a GPU that runs it natively (compute capability 8.0 and later: A100, RTX 30xx,
+    L4, H100), fp16 with the GradScaler below that (V100, T4, RTX 20xx: their autocast accepts
+    bf16 but emulates it, far slower than fp16), fp32 on the CPU (bf16 trains faster there on CPUs
+    with AMX, but `auto` keeps the CPU's results those of fp32, the same on every machine: bf16 is
+    asked for by name). An explicit bf16 on a card without native bf16 runs, with a warning.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if precision == "auto":
-        return device, torch.bfloat16 if device.type == "cuda" else torch.float32
-    return device, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    card, native_bf16 = "", False
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        card = f"compute capability {major}.{minor}"
+        native_bf16 = major >= 8
+    if precision != "auto":
+        reason = f"precision: {precision}"
+        if precision == "bf16" and device.type == "cuda" and not native_bf16:
+            log.warning("precision bf16 on a GPU of %s: it has no native bf16 (emulated: slower than fp16, which "
+                        "precision auto would choose)", card)
+            reason += f" (emulated: {card} has no native bf16)"
+        return Precision(device, DTYPES[precision], reason)
+    if device.type == "cpu":
+        return Precision(device, torch.float32, "auto: fp32 on the CPU")
+    if native_bf16:
+        return Precision(device, torch.bfloat16, f"auto: bf16, native on {card}")
+    return Precision(device, torch.float16, f"auto: fp16 with loss scaling ({card} has no native bf16)")
+
+
+def set_tf32() -> None:
+    """fp32 means fp32: matrix products in IEEE fp32, not TF32, on Ampere and later too (torch's
+    own default, set here so no library changes it behind the job's back), so an fp32 job gives
+    the same numbers on every generation. Speed on those cards is bf16's job (`auto`)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def make_optimizer(cfg: JobConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
@@ -83,8 +124,10 @@ def make_scheduler(cfg: JobConfig, optimizer: torch.optim.Optimizer, total_steps
 
 
 def eval_batch_size(cfg: JobConfig) -> int:
-    """Rows per evaluation batch: no gradients to keep, so twice the training batch, at least 64."""
-    return cfg.eval_batch_size or max(64, 2 * cfg.micro_batch)
+    """Rows per evaluation batch: no gradients to keep, so twice the training batch, at least 64;
+    an out-of-memory retry's micro-batch shrinks it in proportion (the longest evaluation batch
+    would otherwise run out of memory again on every retry)."""
+    return cfg.eval_batch_size or max(1, max(64, 2 * cfg.batch_size) * cfg.micro_batch // cfg.batch_size)
 
 
 @dataclass
@@ -105,10 +148,13 @@ def evaluate(
     losses = torch.zeros((), device=device)
     batches = eval_batches(split, batch_size)
     outputs = []
-    for batch in iterate(split, batches, pad_id, pin=device.type == "cuda"):
+    lengths = split.lengths
+    for rows, batch in zip(batches, iterate(split, batches, pad_id, pin=device.type == "cuda"), strict=True):
+        padded = bool(lengths[rows].min() != lengths[rows].max())  # on the host: see _train_epoch
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
-            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+            logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"),
+                           padded=padded)
         logits = logits.float()
         losses += F.cross_entropy(logits, batch["labels"], reduction="sum")
         outputs.append(logits.softmax(-1))
@@ -137,19 +183,27 @@ class LoopState:
     train_samples: int = 0
     train_tokens: int = 0  # real tokens, padding excluded
     sessions_seconds: float = 0.0  # wall time of every session, up to its last checkpoint
+    peak_memory_mb: float = 0.0  # the highest peak of every session so far (see _peak_memory_mb)
 
     @classmethod
     def from_dict(cls, progress: dict[str, Any]) -> LoopState:
-        """The state stored in `last.pt`; ValueError when it is not one this code wrote."""
+        """The state stored in `last.pt`; ValueError when it is not one this code wrote (a state
+        written before a field was ADDED_LATER lacks it: it keeps its default)."""
         fields = dataclasses.fields(cls)
-        if set(progress) != {f.name for f in fields}:
+        names = {f.name for f in fields}
+        if set(progress) - names or names - set(progress) - ADDED_LATER:
             raise ValueError(f"holds {sorted(progress)}; expected {sorted(f.name for f in fields)}")
         for f in fields:
             allowed = {t.strip().split("[")[0] for t in str(f.type).split("|")}  # e.g. "float | None"
+            if f.name not in progress:
+                continue
             value = progress[f.name]
             if ("None" if value is None else type(value).__name__) not in allowed:
                 raise ValueError(f"{f.name}: {value!r} is not {f.type}")
         return cls(**progress)
+
+
+ADDED_LATER = frozenset({"peak_memory_mb"})  # LoopState fields that older last.pt files lack
 
 
 class _Stopwatch:
@@ -175,6 +229,7 @@ class Setup:
     out_dir: Path
     device: torch.device
     dtype: torch.dtype
+    precision_reason: str
     tokenizer: Any
     data: Prepared
     model: Classifier
@@ -205,20 +260,23 @@ def _set_up(cfg: JobConfig, out_dir: Path, cache_dir: Path | None) -> Setup:
     from transformers import AutoTokenizer, set_seed
 
     set_seed(cfg.seed)
-    device, dtype = resolve_device_and_dtype(cfg.precision)
+    precision = resolve_precision(cfg.precision)
+    device, dtype = precision.device, precision.dtype
+    if device.type == "cuda":
+        set_tf32()
     tokenizer = AutoTokenizer.from_pretrained(cfg.model_path)
     data = prepare(cfg.data, tokenizer, cfg.max_len, cache_dir=cache_dir)  # the data's errors before the model loads
     encoder = load_encoder(cfg.model_path)
     check_encoder(cfg, encoder, tokenizer)
     model = Classifier(encoder, num_labels=data.num_labels, pooling=cfg.pooling, dropout=cfg.dropout).to(device)
     optimizer = make_optimizer(cfg, model, device)
-    batches_per_epoch = math.ceil(len(data.train) / cfg.micro_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
+    batches_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)  # whatever the micro-batch: step_batches
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch * cfg.epochs)
     save_model_files(out_dir / "model", model, tokenizer, data.label_names)
     return Setup(
-        cfg=cfg, out_dir=out_dir, device=device, dtype=dtype, tokenizer=tokenizer, data=data, model=model,
-        optimizer=optimizer, scheduler=scheduler,
+        cfg=cfg, out_dir=out_dir, device=device, dtype=dtype, precision_reason=precision.reason, tokenizer=tokenizer,
+        data=data, model=model, optimizer=optimizer, scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         eval_batch=eval_batch_size(cfg),
@@ -251,34 +309,45 @@ class EpochTraining:
 
 
 def _train_epoch(s: Setup, state: LoopState, epoch: int, tracker: Tracker, progress: bool) -> EpochTraining | None:
-    """One pass over the training rows, an optimizer step per `grad_accum` batches; None when
-    the loss diverged (a `step` event and one host sync every LOG_EVERY steps)."""
+    """One pass over the training rows, an optimizer step per `grad_accum` batches (each run in
+    micro-batches: `step_batches`); None when the loss diverged.
+
+    No host sync in a step but the one every LOG_EVERY steps (`window_loss.item()`): the CPU
+    queues work ahead of the GPU. A batch without padding passes no attention mask (whether it
+    has padding is known on the host, from the rows' lengths), since the encoders' masking code
+    checks a mask on the device (`mask.all()`, a sync) on every forward."""
     cfg, model, optimizer, scheduler, scaler = s.cfg, s.model, s.optimizer, s.scheduler, s.scaler
     model.train()
-    batches = train_batches(s.data.train, cfg.micro_batch, seed=cfg.seed, epoch=epoch)
+    micro = step_batches(s.data.train, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                         micro_batch=cfg.micro_batch, seed=cfg.seed, epoch=epoch)
+    lengths = s.data.train.lengths
     t0 = time.perf_counter()
     epoch_loss = torch.zeros((), device=s.device)
     window_loss = torch.zeros((), device=s.device)
     correct = torch.zeros((), device=s.device, dtype=torch.long)
-    window_n = 0
+    window_n = 0.0
     seen = 0
-    bar = _progress(progress, epoch, cfg.epochs, len(batches))
+    bar = _progress(progress, epoch, cfg.epochs, len(micro))
     try:
-        for i, batch in enumerate(iterate(s.data.train, batches, s.pad_id, pin=s.device.type == "cuda")):
+        for i, batch in enumerate(iterate(s.data.train, [m.rows for m in micro], s.pad_id,
+                                          pin=s.device.type == "cuda")):
+            part = micro[i]
+            n = len(part.rows)
+            padded = bool(lengths[part.rows].min() != lengths[part.rows].max())  # numpy, on the host
             batch = {k: v.to(s.device, non_blocking=True) for k, v in batch.items()}
-            group_start = (i // cfg.accumulation) * cfg.accumulation
-            group_size = min(cfg.accumulation, len(batches) - group_start)
             with s.autocast():
-                logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"))
+                logits = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch.get("token_type_ids"),
+                               padded=padded)
             loss = F.cross_entropy(logits.float(), batch["labels"])
-            scaler.scale(loss / group_size).backward()
+            # A micro-batch's mean loss, as its share of its batch's mean, over the step's batches.
+            scaler.scale(loss * part.share / part.batches).backward()
             detached = loss.detach()
-            epoch_loss += detached * len(batch["labels"])
-            window_loss += detached
-            window_n += 1
+            epoch_loss += detached * n
+            window_loss += detached * part.share  # a batch's mean loss, whatever its micro-batches
+            window_n += part.share  # batches
             correct += (logits.argmax(-1) == batch["labels"]).sum()
-            seen += len(batch["labels"])
-            if i + 1 == group_start + group_size:  # end of an accumulation group: step
+            seen += n
+            if part.last:  # end of an optimizer step's rows: step
                 if cfg.clip > 0:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -287,14 +356,14 @@ def _train_epoch(s: Setup, state: LoopState, epoch: int, tracker: Tracker, progr
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.global_step += 1
-                if state.global_step % LOG_EVERY == 0 or i + 1 == len(batches):
+                if state.global_step % LOG_EVERY == 0 or i + 1 == len(micro):
                     mean_loss = window_loss.item() / window_n  # the one host sync per window
                     if not mean_loss <= s.loss_limit:  # also true for NaN
                         return None
-                    tracker.step(step=state.global_step, epoch=epoch - 1 + (i + 1) / len(batches),
+                    tracker.step(step=state.global_step, epoch=epoch - 1 + (i + 1) / len(micro),
                                  loss=mean_loss, lr=scheduler.get_last_lr()[0])
                     window_loss.zero_()
-                    window_n = 0
+                    window_n = 0.0
             if bar is not None:
                 bar.advance()
     finally:
@@ -342,6 +411,7 @@ def _end_epoch(s: Setup, state: LoopState, epoch: int, train: EpochTraining, tra
         tracker.event("warning", kind="at_chance", epoch=epoch, val_acc=val.acc, majority=s.majority,
                       val_macro_f1=val.macro_f1, val_top_share=row["val_top_share"], reason=why)
     state.epoch = epoch
+    state.peak_memory_mb = max(state.peak_memory_mb, _peak_memory_mb(s.device))
     state.sessions_seconds += clock.lap()
     tracker.epoch(row)
     checkpoint.save_state(s.out_dir, s.model, s.optimizer, s.scheduler, s.scaler, dataclasses.asdict(state))
@@ -428,14 +498,22 @@ def _build_result(s: Setup, state: LoopState, *, status: str, test: dict[str, An
         "data": data.summary(),
         # -- the run
         "effective_batch_size": min(cfg.effective_batch, len(data.train)),  # what an optimizer step saw at most
+        # how this session ran it: an out-of-memory retry trains in smaller micro-batches (the same
+        # rows in the same steps: data.step_batches); the attempt and its cause come from the sweeper
+        "micro_batch": cfg.micro_batch,
+        "accumulation_steps": cfg.accumulation,
+        "attempt": int(os.environ.get("SWEEP_ATTEMPT") or 1),
+        "retry_reason": os.environ.get("SWEEP_RETRY_REASON") or None,
         "global_steps": state.global_step,
         "runtime_s": round(state.sessions_seconds, 3),
         "train_seconds": round(state.train_seconds, 3),
         "train_samples_per_s": state.train_samples / train_s if train_s else None,
         "train_tokens_per_s": state.train_tokens / train_s if train_s else None,
-        "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "peak_memory_mb": round(max(state.peak_memory_mb, _peak_memory_mb(device)), 1),  # every session's
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "precision": str(s.dtype).removeprefix("torch."),
+        "precision": str(s.dtype).removeprefix("torch."),  # the compute dtype used
+        "precision_reason": s.precision_reason,
+        "tf32": False if device.type == "cuda" else None,  # see set_tf32
         "resumed": resumed,
         "versions": _versions(),
         "warnings": warnings,  # settings that could not work as written (`start_warnings`)
@@ -512,7 +590,9 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
     tracker.event("start", job_id=cfg.job_id(), resumed_from_epoch=state.epoch, device=str(s.device),
                   train_rows=len(s.data.train), val_rows=len(s.data.val), test_rows=len(s.data.test),
                   cache_hit=s.data.cache_hit)
-    log.info("job %s on %s (%s): %d train / %d val / %d test rows, %s", cfg.job_id(), s.device, s.dtype,
+    log.info("job %s on %s (%s: %s), batch %d%s: %d train / %d val / %d test rows, %s", cfg.job_id(), s.device,
+             str(s.dtype).removeprefix("torch."), s.precision_reason, cfg.batch_size,
+             f" in micro-batches of {cfg.micro_batch} (x{cfg.accumulation} accumulation)" if cfg.micro_batch_size else "",
              len(s.data.train), len(s.data.val), len(s.data.test),
              f"resuming after epoch {state.epoch}" if restored else "new")
     warnings = start_warnings(cfg, train_rows=len(s.data.train), val_rows=len(s.data.val), test_rows=len(s.data.test))
@@ -582,8 +662,12 @@ def _versions() -> dict[str, str]:
 
 
 def _peak_memory_mb(device: torch.device) -> float:
+    """This session's peak. On a GPU: what the caching allocator reserved at most, the memory the
+    job held on the card (allocated tensors and the allocator's cache), which is what a neighbour
+    on the same GPU cannot have; without the CUDA context (about 0.5 GiB a process, nvidia-smi
+    shows it). On the CPU: the process's peak resident memory."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return torch.cuda.max_memory_reserved(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 

@@ -34,22 +34,28 @@ class Classifier(nn.Module):
         self.accepts_token_type_ids = accepts_token_type_ids(encoder)
 
     def encoder_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       token_type_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+                       token_type_ids: torch.Tensor | None = None, *, padded: bool = True) -> dict[str, torch.Tensor]:
+        """What the encoder is given. `padded=False` (the caller knows the batch has no padding)
+        leaves the mask out: an encoder given one checks it on the device (`mask.all()`, a host
+        sync per forward) only to find it has nothing to mask."""
+        inputs = {"input_ids": input_ids}
+        if padded:
+            inputs["attention_mask"] = attention_mask
         if self.accepts_token_type_ids:
             # A pair brings its segments; a single text is segment 0 throughout.
             inputs["token_type_ids"] = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         return inputs
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-              **encoder_kwargs: Any) -> tuple[torch.Tensor, Any]:
+              *, padded: bool = True, **encoder_kwargs: Any) -> tuple[torch.Tensor, Any]:
         """The pooled vector the head sees (before dropout), and the encoder's output."""
-        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask, token_type_ids), **encoder_kwargs)
+        out = self.encoder(**self.encoder_inputs(input_ids, attention_mask, token_type_ids, padded=padded),
+                           **encoder_kwargs)
         return pool(out, attention_mask, self.pooling), out
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        pooled, _ = self.embed(input_ids, attention_mask, token_type_ids)
+                token_type_ids: torch.Tensor | None = None, *, padded: bool = True) -> torch.Tensor:
+        pooled, _ = self.embed(input_ids, attention_mask, token_type_ids, padded=padded)
         return self.head(self.dropout(pooled))
 
 

@@ -152,7 +152,7 @@ def test_two_orchestrators_at_once_never_run_the_same_job(tiny_models: dict, tin
 
 
 def test_gpu_slots_share_devices_and_cpu_lanes() -> None:
-    slots = make_slots(gpus=[0, 1], jobs_per_gpu=2, parallel=1)
+    slots = make_slots(gpus=["0", "1"], jobs_per_gpu=2, parallel=1)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "1", "1"]
     assert [s.name for s in make_slots(gpus=[], jobs_per_gpu=2, parallel=3)] == ["cpu:0", "cpu:1", "cpu:2"]
 
