@@ -193,6 +193,12 @@ def _nearest(key: str, choices: list[str]) -> str:
     return f"{hint}valid keys: {', '.join(choices)}"
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A user's value in a message: its repr, cut to `limit` characters (with its full length)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -203,7 +209,7 @@ def _where(source: str, key: str) -> str:
 
 def _int(source: str, key: str, value: Any, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not an integer")
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not an integer")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{_where(source, key)}: {value} is out of range; expected {key} >= {minimum}")
     return value
@@ -211,7 +217,7 @@ def _int(source: str, key: str, value: Any, *, minimum: int | None = None) -> in
 
 def _float(source: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not a number")
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not a number")
     try:
         number = float(value)
     except OverflowError:
@@ -237,8 +243,7 @@ def _name(source: str, key: str, value: Any) -> str:
     """A non-empty string short enough for a path, without NUL bytes or line breaks."""
     value = _str(source, key, value)
     if len(value) > MAX_NAME_CHARS or any(c in value for c in "\0\n\r"):
-        shown = repr(value[:60]) + ("..." if len(value) > 60 else "")
-        raise ConfigError(f"{_where(source, key)}: {shown} ({len(value):,} characters) is not allowed; expected a "
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} is not allowed; expected a "
                           f"name of at most {MAX_NAME_CHARS} characters without NUL bytes or line breaks")
     return value
 
@@ -258,14 +263,14 @@ def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
         close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(
-            f"{_where(source, key)}: {value!r} is not allowed{hint}; expected one of: {', '.join(allowed)}"
+            f"{_where(source, key)}: {shown(value)} is not allowed{hint}; expected one of: {', '.join(allowed)}"
         )
     return str(value)
 
 
 def _str(source: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not a non-empty string")
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not a non-empty string")
     return value
 
 
@@ -278,7 +283,7 @@ def _model(source: str, value: Any) -> str:
     close = difflib.get_close_matches(value, list(MODEL_ALIASES), n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ConfigError(
-        f"{_where(source, 'model')}: {value!r} is not an alias, Hub id or directory{hint}; expected one of "
+        f"{_where(source, 'model')}: {shown(value)} is not an alias, Hub id or directory{hint}; expected one of "
         f"the aliases {', '.join(MODEL_ALIASES)}, a Hub id such as 'google-bert/bert-base-uncased', "
         "or an existing local directory"
     )
