@@ -29,7 +29,7 @@ from typing import Any
 from sweeper import wandb_sweep
 from sweeper.spec import MAX_JOBS, Grid, Job, _flatten, _nest, _Reporter, load_grid, read_sweep_file
 from trainer import yamlfile
-from trainer.config import ALL_KEYS, SEED_RANGE, ConfigError, JobConfig, _nearest, apply_overrides, build_job
+from trainer.config import ALL_KEYS, SEED_RANGE, ConfigError, JobConfig, _nearest, apply_overrides, build_job, key_text
 from trainer.jobdir import METRICS as JOB_METRICS
 
 # slurm: sweeper/slurm.py reads it
@@ -157,7 +157,7 @@ def load_space(path: Path, overrides: list[str] | None = None, *, doc: yamlfile.
     for key, spec in params_raw.items():
         where = ("params", str(key))
         if key not in ALL_KEYS or key == "seed":
-            raise report.error(where, f"params.{key}: unknown or unsearchable key; {_nearest(str(key), ALL_KEYS)}")
+            raise report.error(where, f"params.{key_text(key)}: unknown or unsearchable key; {_nearest(str(key), ALL_KEYS)}")
         if not isinstance(spec, dict) or not (set(spec) == {"values"} or {"min", "max"} <= set(spec) <= {"min", "max", "log"}):
             raise report.error(where, f"params.{key}: {spec!r} is not allowed; expected {{values: [...]}} or "
                                       "{min: ..., max: ..., log: true|false}")

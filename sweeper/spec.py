@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer import yamlfile
-from trainer.config import ALL_KEYS, SEED_RANGE, ConfigError, JobConfig, _nearest, apply_overrides, build_job
+from trainer.config import ALL_KEYS, SEED_RANGE, ConfigError, JobConfig, _nearest, apply_overrides, build_job, key_text
 
 GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
@@ -89,7 +89,7 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 def _check_point_keys(report: _Reporter, where: tuple[str, ...], keys: list[str]) -> None:
     for key in keys:
         if key not in ALL_KEYS:
-            raise report.error((*where, key), f"{'.'.join(where)}.{key}: unknown key; {_nearest(key, ALL_KEYS)}")
+            raise report.error((*where, key), f"{'.'.join(where)}.{key_text(key)}: unknown key; {_nearest(key, ALL_KEYS)}")
 
 
 def check_name(value: Any, what: str) -> str:
@@ -116,7 +116,7 @@ def read_sweep_file(path: Path, keys: list[str], overrides: list[str] | None,
         raise ConfigError(f"{path}: expected a mapping with keys {', '.join(keys)}, got {type(raw).__name__}")
     for key in raw:
         if key not in keys:
-            raise report.error((str(key),), f"{key}: unknown key; {_nearest(str(key), keys)}")
+            raise report.error((str(key),), f"{key_text(key)}: unknown key; {_nearest(str(key), keys)}")
     try:
         name = check_name(raw.get("name"), "name")
     except ConfigError as exc:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.config import ALL_KEYS
+from trainer.config import ALL_KEYS, key_text
 from trainer.jobdir import METRICS
 
 # A W&B sweep file's top-level keys; the ones sweep does not use are said so, once.
@@ -230,7 +230,7 @@ def translate(raw: dict[str, Any], *, stem: str) -> tuple[Translation, Problems]
         if key not in WANDB_KEYS:
             close = difflib.get_close_matches(str(key), WANDB_KEYS, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            problems.add((str(key),), f"{key}: not a W&B sweep key; {hint}W&B keys: {', '.join(WANDB_KEYS)}")
+            problems.add((str(key),), f"{key_text(key)}: not a W&B sweep key; {hint}W&B keys: {', '.join(WANDB_KEYS)}")
 
     method = raw.get("method")
     if not isinstance(method, str) or method not in METHODS:
@@ -366,7 +366,9 @@ def _read_spec(name: str, key: str, where: tuple[str, ...], spec: Any, method: s
         problems.add(where, f"{label}: min {low!r}, max {high!r} is not allowed; expected finite numbers with "
                             "min < max")
         return None
-    q: Any = spec.get("q", 1 if dist.startswith("q_") else None)
+    q: Any = spec.get("q")
+    if q is None and dist.startswith("q_"):
+        q = 1  # W&B's default, also for q: null
     if q is not None and (not _number(q) or q <= 0):
         problems.add(where, f"{label}.q: {q!r} is not allowed; expected a finite number > 0")
         return None

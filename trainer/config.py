@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,13 @@ def shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
+def key_text(key: Any) -> str:
+    """A user's key as written; repr'd where it would not show (a line break, spaces around, not a string)."""
+    if isinstance(key, str) and key and key.isprintable() and key.strip() == key and len(key) <= 80:
+        return key
+    return shown(key)
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -293,7 +301,8 @@ def _check_keys(source: str, raw: Mapping[str, Any], valid: list[str], prefix: s
     for key in raw:
         if not isinstance(key, str) or key not in valid:
             shown = [f"{prefix}{k}" for k in valid]
-            raise ConfigError(f"{_where(source, prefix + str(key))}: unknown key; {_nearest(prefix + str(key), shown)}")
+            raise ConfigError(f"{_where(source, prefix + key_text(key))}: unknown key; "
+                              f"{_nearest(prefix + str(key), shown)}")
 
 
 def _build_data(source: str, raw: Any) -> DataConfig:
@@ -447,7 +456,7 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str], *, source: str
             raise ConfigError(f"{source} {item!r}: expected key=value, e.g. --set lr=3e-5 or --set data.limit=2000")
         value = yamlfile.value(text, f"{source} {key}")
         if key not in ALL_KEYS:
-            raise ConfigError(f"{source} {key}: unknown key; {_nearest(key, ALL_KEYS)}")
+            raise ConfigError(f"{source} {key_text(key)}: unknown key; {_nearest(key, ALL_KEYS)}")
         target = merged
         *parents, leaf = key.split(".")
         for part in parents:
@@ -462,16 +471,56 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str], *, source: str
 
 def read_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON file into a mapping; ConfigError names the file (and line) if not."""
-    raw = yamlfile.read(path).data  # JSON is YAML
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of job keys, got {_type_name(raw)}")
-    return raw
+    return _read_job_file(path).data
+
+
+def _read_job_file(path: Path) -> yamlfile.Document:
+    doc = yamlfile.read(path)  # JSON is YAML
+    if doc.data is None:
+        return dataclasses.replace(doc, data={})
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{path}: expected a mapping of job keys, got {_type_name(doc.data)}")
+    return doc
 
 
 def load_job(path: Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a job file (YAML or JSON), apply `--set` overrides, and validate."""
-    raw = read_mapping(path)
-    raw = apply_overrides(raw, overrides or [])
-    return build_job(raw, source=str(path))
+    """Read a job file (YAML or JSON), apply `--set` overrides, and validate; ConfigError lists
+    every problem of the file at once, each with its line."""
+    doc = _read_job_file(path)
+    raw = apply_overrides(doc.data, overrides or [])
+    try:
+        return build_job(raw, source=str(path))
+    except ConfigError as first:
+        problems = every_problem(raw)
+        if len(problems) < 2:
+            raise first from None
+        located = []
+        for problem in problems:
+            line = doc.line(tuple(problem.split(":")[0].split(".")))
+            located.append((line or 0, f"line {line}: {problem}" if line else problem))
+        body = "\n  ".join(text for _, text in sorted(located, key=lambda item: item[0]))
+        raise ConfigError(f"{path}: {len(problems)} problems:\n  {body}") from None
+
+
+def every_problem(raw: Mapping[str, Any], *, source: str = "") -> list[str]:
+    """Each key's problem, each key checked with the keys that pass (so that rules between keys,
+    such as micro_batch_size dividing batch_size, are checked in context, in any order)."""
+    accepted: dict[str, Any] = {}
+    failing = dict(raw)
+    changed = True
+    while changed:  # a key refused beside fewer keys may pass beside more (at most len(raw) rounds)
+        changed = False
+        problems = {}
+        for key, value in list(failing.items()):
+            try:
+                build_job({**accepted, key: value}, source=source)
+            except ConfigError as exc:
+                problems[key] = str(exc)
+                continue
+            accepted[key] = value
+            del failing[key]
+            changed = True
+    # A rule between two keys, one of them refused itself (micro_batch_size against a batch_size
+    # of 0), is judged against the default: said once the other key is right.
+    return [text for key, text in problems.items()
+            if not any(re.search(rf"\b{re.escape(str(other))}\b", text.split(": ", 1)[-1]) for other in problems if other != key)]

@@ -55,6 +55,7 @@ class _Strict(YamlLoader):
         super().__init__(stream)
         self.problems: list[tuple[int, str]] = []
         self.path: list[str] = []
+        self.aliases = 0
 
     def _problem(self, node: yaml.Node, message: str) -> None:
         where = ".".join(self.path)
@@ -62,10 +63,11 @@ class _Strict(YamlLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            self.problems.append((event.start_mark.line + 1, f"YAML aliases (*{event.anchor}) are not allowed; "
-                                                             "write the values out"))
-            self.get_event()
+            event = self.get_event()
+            self.aliases += 1
+            if self.aliases == 1:  # said once: a bomb has thousands
+                self.problems.append((event.start_mark.line + 1, f"YAML aliases (*{event.anchor}) are not allowed; "
+                                                                 "write the values out"))
             return yaml.ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
         self.depth = getattr(self, "depth", 0) + 1
         try:
@@ -219,7 +221,12 @@ def read_text(path: Path) -> str:
 def parse(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     """Plain data from YAML (or JSON) text, and the line of every key; ConfigError listing every
     problem (each with its line) if the text is not plain data."""
-    loader = _Strict(text)
+    try:
+        loader = _Strict(text)
+    except yaml.reader.ReaderError as exc:  # a control character such as NUL, checked as the text is taken
+        at = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{source}: line {at}: not valid YAML: character U+{int(exc.character):04X} is not allowed "
+                          f"(character {exc.position}); expected printable text") from None
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None

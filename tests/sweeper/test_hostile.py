@@ -293,3 +293,12 @@ def test_messages_keep_bracketed_text_and_name_the_key(tmp_path: Path, model: Pa
     result = invoke(["grid", str(described), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "[/oops] [red]x" in result.output and "[/x]" in result.output
+
+
+def test_every_problem_of_a_job_file_in_one_message(tmp_path: Path, model: Path) -> None:
+    path = write(tmp_path, f"model: '{model}'\nlr: -1\nmicro_batch_size: 32\nbatch_size: 0\nepochs: 0\n")
+    refused(invoke(["run", str(path), "--out", str(tmp_path / "o")]), f"{path}: 3 problems",
+            "line 2: lr: -1 is out of range", "line 4: batch_size: 0 is out of range", "line 5: epochs: 0 is out of range")
+    path = write(tmp_path, f"model: '{model}'\nmicro_batch_size: 32\nbatch_size: 64\nlr: 0\n")  # order does not matter
+    output = refused(invoke(["run", str(path), "--out", str(tmp_path / "o")]), "lr: 0 is out of range")
+    assert "micro_batch_size" not in output
