@@ -227,7 +227,7 @@ def _grid(loaded: Any, *, runs_dir: Path, storage: str | None, gpus: str | None,
         return view.progress_table(spec.name, keys, list(source.progress.values()), slots=len(slots))
 
     err.print(f"{spec.name}: {len(spec.jobs)} jobs on {len(slots)} slot(s) ({', '.join(s.name for s in slots)}); "
-              f"runs in {runs_dir / spec.name}", highlight=False)
+              f"runs in {runs_dir / spec.name}", highlight=False, markup=False)
     _run_with_view(scheduler.run, table, live=live,
                    interrupted="jobs stopped and queued again; run the same command to continue the sweep")
     Console().print(table())
@@ -307,7 +307,8 @@ def optuna(
     retries: Retries = 1,
     cache_dir: CacheDir = None,
     sampler_seed: Annotated[
-        int | None, typer.Option(help="Seed the sampler: a study draws the same values again, with any number of "
+        int | None, typer.Option(min=0, max=2**32 - 1,
+                                 help="Seed the sampler: a study draws the same values again, with any number of "
                                       "workers (each trial's stream is derived from the seed and its number).")
     ] = None,
     dry_run: Annotated[
@@ -408,7 +409,7 @@ def optuna(
 
     source.tick()
     err.print(f"{name}: {source.finished()} of {trials} trials finished; {len(slots)} slot(s); runs in {runs_dir / name}",
-              highlight=False)
+              highlight=False, markup=False)
     _run_with_view(scheduler.run, table, live=live,
                    interrupted="trials stopped and queued again; run the same command to continue the study")
     if source.stop_asking:
@@ -657,7 +658,8 @@ def export(
     except DestinationError as exc:
         raise _fail(ValueError(f"DIR: {exc}")) from None
     err.print(f"exported job {finished.id} to {out}; loaded back with transformers alone, its probabilities "
-              f"differ from the job's by at most {check['max_abs_diff']:.1e} on {check['texts']} texts", highlight=False)
+              f"differ from the job's by at most {check['max_abs_diff']:.1e} on {check['texts']} texts",
+              highlight=False, markup=False)
 
 
 @app.command()
@@ -693,7 +695,7 @@ def analyze(
         raise _fail(ValueError(f"--out: {exc}")) from None
     err.print(f"wrote {out / 'analysis.md'}: {summary['errors']['count']} errors in {summary['test_rows']} test rows"
               + (f"; {summary['against']['disagreements']} disagreements with {job_b.id}" if job_b else ""),
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int | None) -> list[Any]:

@@ -28,9 +28,9 @@ from typer.testing import CliRunner, Result
 from sweeper.cli import app
 from trainer.config import ALL_KEYS
 
-settings.register_profile("ci", max_examples=40, derandomize=True, deadline=None, database=None, print_blob=True,
+settings.register_profile("ci", max_examples=200, derandomize=True, deadline=None, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("deep", max_examples=400, deadline=None, database=None, print_blob=True,
+settings.register_profile("deep", max_examples=2000, deadline=None, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
