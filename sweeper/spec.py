@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from trainer import yamlfile
-from trainer.config import ALL_KEYS, SEED_RANGE, ConfigError, JobConfig, _nearest, apply_overrides, build_job, key_text
+from trainer.config import (
+    ALL_KEYS,
+    SEED_RANGE,
+    ConfigError,
+    JobConfig,
+    _nearest,
+    apply_overrides,
+    build_job,
+    every_problem,
+    key_text,
+)
 
 GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
@@ -204,6 +214,9 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
     located = [(p, w) for p, w in located if not any(_matches(e, p) for e in excluded)]
 
     base_flat = _flatten(base)
+    problems = _each_value(report, base_flat, axes, includes, seeds)
+    if problems:
+        raise _all(path, problems)
     jobs: list[Job] = []
     seen: dict[str, dict[str, Any]] = {}
     for point, where in located:
@@ -211,7 +224,7 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
             flat = {**base_flat, **point, "seed": seed}
             try:
                 config = build_job(_nest(flat))
-            except ConfigError as exc:
+            except ConfigError as exc:  # a rule between values of different axes
                 raise _locate(report, exc, point, where, axes) from None
             job = Job(config=config, point={**point, "seed": seed})
             if job.id in seen:
@@ -257,6 +270,54 @@ def _locate(report: _Reporter, exc: ConfigError, point: dict[str, Any], where: t
     if key == "seed":
         return report.error(("seeds",), f"seeds: {message}")
     return report.error(("base", *key.split(".")), f"base.{message}")
+
+
+def _each_value(report: _Reporter, base: dict[str, Any], axes: dict[str, list[Any]], includes: list[dict[str, Any]],
+                seeds: list[int]) -> list[str]:
+    """Every problem of the base, of each axis value and of each include entry, each checked on
+    its own against the base (the product is checked after, for rules between axes)."""
+    problems: list[str] = []
+    failing = set()
+    for text in every_problem(_nest(base)):
+        key = text.split(":")[0]
+        failing.add(key.split(".")[0])
+        problems.append(str(report.error(("base", *key.split(".")), f"base.{text}")))
+    ok = {k: v for k, v in base.items() if k.split(".")[0] not in failing}
+
+    swept = {k for k in axes} | {k for entry in includes for k in entry}
+
+    def about_failing(text: str) -> bool:
+        """A rule with another key that is refused itself, or swept: judged in the product."""
+        key, _, said = text.partition(": ")
+        others = failing | {k for k in swept if k != key}
+        return any(re.search(rf"(?<![\w.]){re.escape(k)}\b", said) for k in others)
+
+    seed = {"seed": seeds[0]}
+    for key, values in axes.items():
+        for i, value in enumerate(values):
+            try:
+                build_job(_nest({**ok, **seed, key: value}))
+            except ConfigError as exc:
+                if not about_failing(str(exc)):
+                    problems.append(str(report.error(("axes", key, str(i)), f"axes.{exc}")))
+    for i, entry in enumerate(includes):
+        try:
+            build_job(_nest({**ok, **seed, **entry}))
+        except ConfigError as exc:
+            if not about_failing(str(exc)):
+                key = str(exc).split(":")[0]
+                problems.append(str(report.error(("include", str(i), key), f"include[{i}].{exc}")))
+    return list(dict.fromkeys(problems))
+
+
+def _all(path: Path, problems: list[str], limit: int = 20) -> ConfigError:
+    """One error with every problem (the first `limit`), each at its line."""
+    if len(problems) == 1:
+        return ConfigError(problems[0])
+    prefix = f"{path}: "
+    body = [p[len(prefix):] if p.startswith(prefix) else p for p in problems[:limit]]
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(body) + more)
 
 
 def _describe(where: tuple[str, ...]) -> str:

@@ -302,3 +302,13 @@ def test_every_problem_of_a_job_file_in_one_message(tmp_path: Path, model: Path)
     path = write(tmp_path, f"model: '{model}'\nmicro_batch_size: 32\nbatch_size: 64\nlr: 0\n")  # order does not matter
     output = refused(invoke(["run", str(path), "--out", str(tmp_path / "o")]), "lr: 0 is out of range")
     assert "micro_batch_size" not in output
+
+
+def test_every_problem_of_a_grid_file_in_one_message(tmp_path: Path, model: Path) -> None:
+    path = write(tmp_path, f"name: g\nbase: {{model: '{model}', data: {{name: ./nd}}, lr: -1}}\naxes:\n"
+                           "  dropout: [0.1, 1.5]\n  batch_size: [0, 16]\nseeds: [1, 2]\n")
+    refused(invoke(["grid", str(path), "--dry-run"]), f"{path}: 3 problems", "line 2: base.lr: -1 is out of range",
+            "line 4: axes.dropout: 1.5 is out of range", "line 5: axes.batch_size: 0 is out of range")
+    # a rule between two axes is judged on the product, not on each value alone
+    path = write(tmp_path, f"name: g\nbase: {base(model)}\naxes: {{micro_batch_size: [32], batch_size: [64, 128]}}\n")
+    assert invoke(["grid", str(path), "--dry-run"]).exit_code == 0
