@@ -27,9 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import wandb_sweep
-from sweeper.spec import MAX_JOBS, Grid, Job, _flatten, _nest, _Reporter, load_grid, read_sweep_file
+from sweeper.spec import MAX_JOBS, Grid, Job, _all, _flatten, _nest, _Reporter, load_grid, read_sweep_file
 from trainer import yamlfile
-from trainer.config import ALL_KEYS, SEED_RANGE, ConfigError, JobConfig, _nearest, apply_overrides, build_job, key_text
+from trainer.config import (
+    ALL_KEYS,
+    SEED_RANGE,
+    ConfigError,
+    JobConfig,
+    _nearest,
+    apply_overrides,
+    build_job,
+    every_problem,
+    key_text,
+)
 from trainer.jobdir import METRICS as JOB_METRICS
 
 # slurm: sweeper/slurm.py reads it
@@ -143,67 +153,89 @@ def _named(report: _Reporter, key: str, raw: Any, allowed: dict[str, str], defau
 
 
 def load_space(path: Path, overrides: list[str] | None = None, *, doc: yamlfile.Document | None = None) -> Space:
+    """Read and check a search space; ConfigError lists every problem of the file, each at its line."""
     raw, report, name, base = read_sweep_file(path, SPACE_KEYS, overrides, doc)
     flat_base = _flatten(base)
-    try:
-        build_job(_nest(flat_base))
-    except ConfigError as exc:
-        raise report.error(("base", *str(exc).split(":")[0].split(".")), f"base.{exc}") from None
+    problems: list[str] = []
+    failing: set[str] = set()
+    for text in every_problem(_nest(flat_base)):
+        key = text.split(":")[0]
+        failing.add(key.split(".")[0])
+        problems.append(str(report.error(("base", *key.split(".")), f"base.{text}")))
+    checked_base = {k: v for k, v in flat_base.items() if k.split(".")[0] not in failing}
 
     params_raw = raw.get("params")
-    if not isinstance(params_raw, dict) or not params_raw:
-        raise report.error(("params",), "params: expected a mapping of key -> {values: [...]} or {min, max, log}")
     params = []
+    if not isinstance(params_raw, dict) or not params_raw:
+        problems.append(str(report.error(("params",), "params: expected a mapping of key -> {values: [...]} or "
+                                                      "{min, max, log}")))
+        params_raw = {}
     for key, spec in params_raw.items():
-        where = ("params", str(key))
-        if key not in ALL_KEYS or key == "seed":
-            raise report.error(where, f"params.{key_text(key)}: unknown or unsearchable key; {_nearest(str(key), ALL_KEYS)}")
-        if not isinstance(spec, dict) or not (set(spec) == {"values"} or {"min", "max"} <= set(spec) <= {"min", "max", "log"}):
-            raise report.error(where, f"params.{key}: {spec!r} is not allowed; expected {{values: [...]}} or "
-                                      "{min: ..., max: ..., log: true|false}")
-        if "values" in spec:
-            values = spec["values"]
-            if not isinstance(values, list) or not values:
-                raise report.error(where, f"params.{key}.values: {values!r} is not a non-empty list")
-            if any(v is not None and not isinstance(v, (str, int, float)) for v in values):
-                raise report.error(where, f"params.{key}.values: {values!r} is not allowed; Optuna draws from "
-                                          "strings, numbers, true/false and null (no lists or mappings)")
-            checks = values
-            param = Param(key, values=list(values))
-        else:
-            low, high, log = spec["min"], spec["max"], spec.get("log", False)
-            numbers = all(_is_number(v) and abs(v) < 1e300 for v in (low, high))
-            if not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
-                raise report.error(where, f"params.{key}: min {low!r}, max {high!r}, log {log!r} is not allowed; "
-                                          "expected finite numbers with min < max (and min > 0 when log: true)")
-            checks = [low, high]
-            param = Param(key, low=low, high=high, log=log, integer=isinstance(low, int) and isinstance(high, int))
-        for value in checks:  # each value, or both ends of the range, as the core checks a job
-            try:
-                build_job(_nest({**flat_base, key: value}))
-            except ConfigError as exc:
-                raise report.error(where, f"params.{exc}") from None
-        params.append(param)
+        try:
+            params.append(_param(report, key, spec, checked_base))
+        except ConfigError as exc:
+            problems.append(str(exc))
 
     metric = raw.get("metric", "val_acc")
     if not isinstance(metric, str) or metric not in METRICS:
-        raise report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: "
-                                        + ", ".join(f"{m} ({d}d)" for m, d in JOB_METRICS.items()))
+        problems.append(str(report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: "
+                                         + ", ".join(f"{m} ({d}d)" for m, d in JOB_METRICS.items()))))
+        metric = "val_acc"
     target = raw.get("target")
     if target is not None and not _is_number(target):
-        raise report.error(("target",), f"target: {target!r} is not a finite number")
+        problems.append(str(report.error(("target",), f"target: {target!r} is not a finite number")))
     seeds = raw.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(_SEED[1](x) for x in seeds)
                               or len(set(seeds)) != len(seeds)):
-        raise report.error(("seeds",), f"seeds: {seeds!r} is not allowed; expected a non-empty list of distinct integers "
-                                        "0 <= seed < 2**32")
-    if seeds is not None and "seed" in flat_base:
-        raise report.error(("seeds",), "seeds: the base sets a seed too; give the seeds here only")
+        problems.append(str(report.error(("seeds",), f"seeds: {seeds!r} is not allowed; expected a non-empty list of "
+                                                     "distinct integers 0 <= seed < 2**32")))
+    elif seeds is not None and "seed" in flat_base:
+        problems.append(str(report.error(("seeds",), "seeds: the base sets a seed too; give the seeds here only")))
+    named = {}
+    for key, allowed, default in (("sampler", SAMPLERS, "tpe"), ("pruner", PRUNERS, "median")):
+        try:
+            named[key] = _named(report, key, raw.get(key), allowed, default)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise _all(path, list(dict.fromkeys(problems)))
     return Space(name=name, description=str(raw.get("description") or ""), base=flat_base, params=params,
                  seeds=tuple(seeds) if seeds is not None else None,
-                 metric=metric, sampler=_named(report, "sampler", raw.get("sampler"), SAMPLERS, "tpe"),
-                 pruner=_named(report, "pruner", raw.get("pruner"), PRUNERS, "median"),
+                 metric=metric, sampler=named["sampler"], pruner=named["pruner"],
                  direction=JOB_METRICS[metric], target=None if target is None else float(target))
+
+
+def _param(report: _Reporter, key: Any, spec: Any, base: dict[str, Any]) -> Param:
+    """One searched parameter: its values, or both ends of its range, checked as the core checks a job."""
+    where = ("params", str(key))
+    if key not in ALL_KEYS or key == "seed":
+        raise report.error(where, f"params.{key_text(key)}: unknown or unsearchable key; {_nearest(str(key), ALL_KEYS)}")
+    if not isinstance(spec, dict) or not (set(spec) == {"values"} or {"min", "max"} <= set(spec) <= {"min", "max", "log"}):
+        raise report.error(where, f"params.{key}: {spec!r} is not allowed; expected {{values: [...]}} or "
+                                  "{min: ..., max: ..., log: true|false}")
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise report.error(where, f"params.{key}.values: {values!r} is not a non-empty list")
+        if any(v is not None and not isinstance(v, (str, int, float)) for v in values):
+            raise report.error(where, f"params.{key}.values: {values!r} is not allowed; Optuna draws from "
+                                      "strings, numbers, true/false and null (no lists or mappings)")
+        checks = values
+        param = Param(key, values=list(values))
+    else:
+        low, high, log = spec["min"], spec["max"], spec.get("log", False)
+        numbers = all(_is_number(v) and abs(v) < 1e300 for v in (low, high))
+        if not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
+            raise report.error(where, f"params.{key}: min {low!r}, max {high!r}, log {log!r} is not allowed; "
+                                      "expected finite numbers with min < max (and min > 0 when log: true)")
+        checks = [low, high]
+        param = Param(key, low=low, high=high, log=log, integer=isinstance(low, int) and isinstance(high, int))
+    for value in checks:  # each value, or both ends of the range, as the core checks a job
+        try:
+            build_job(_nest({**base, key: value}))
+        except ConfigError as exc:
+            raise report.error(where, f"params.{exc}") from None
+    return param
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:

@@ -312,3 +312,12 @@ def test_every_problem_of_a_grid_file_in_one_message(tmp_path: Path, model: Path
     # a rule between two axes is judged on the product, not on each value alone
     path = write(tmp_path, f"name: g\nbase: {base(model)}\naxes: {{micro_batch_size: [32], batch_size: [64, 128]}}\n")
     assert invoke(["grid", str(path), "--dry-run"]).exit_code == 0
+
+
+def test_every_problem_of_a_search_space_in_one_message(tmp_path: Path, model: Path) -> None:
+    path = write(tmp_path, f"name: s\nbase: {{model: '{model}', data: {{name: ./nd}}, lr: -1}}\nparams:\n"
+                           "  dropout: {min: 0, max: 2}\n  pooling: {values: [cls, x]}\nmetric: acc\n"
+                           "sampler: {name: tpe, seed: -1}\npruner: {name: median, interval_steps: 0}\n")
+    refused(invoke(["optuna", "--space", str(path), "--dry-run"]), f"{path}: 6 problems", "line 2: base.lr: -1",
+            "line 4: params.dropout: 2 is out of range", "line 5: params.pooling: 'x' is not allowed",
+            "line 6: metric: 'acc' is not allowed", "line 7: sampler.seed: -1", "line 8: pruner.interval_steps: 0")
