@@ -8,7 +8,8 @@ from it, with the file, line and key of every problem at once, when it is:
   than str, int, float, bool, null, sequences and mappings (dates, !!binary, !!set, python
   tags), a duplicate key (both lines), NaN or infinity, an integer of more than MAX_INT_DIGITS
   digits, or nesting deeper than MAX_DEPTH.
-`3e-5` is read as a number (YAML 1.2), although plain PyYAML reads a string.
+`3e-5` is read as a number (YAML 1.2), although plain PyYAML reads a string. Mapping keys are
+names, kept as written (`1:` is the key '1').
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ class _Strict(YamlLoader):
         self.flatten_mapping(node)
         mapping: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
+            # A key is a name, kept as written: `0E0:` or `1:` is the text, not a number read from it.
+            plain = isinstance(key_node, yaml.ScalarNode) and key_node.tag in PLAIN_TAGS
+            key = key_node.value if plain else self.construct_object(key_node, deep=True)
             try:
                 hash(key)
             except TypeError:
