@@ -217,6 +217,9 @@ def _param(report: _Reporter, key: Any, spec: Any, base: dict[str, Any]) -> Para
         values = spec["values"]
         if not isinstance(values, list) or not values:
             raise report.error(where, f"params.{key}.values: {values!r} is not a non-empty list")
+        if len(values) > wandb_sweep.MAX_VALUES:
+            raise report.error(where, f"params.{key}.values: {len(values):,} values is too many; expected at most "
+                                      f"{wandb_sweep.MAX_VALUES:,} (a range: min and max)")
         if any(v is not None and not isinstance(v, (str, int, float)) for v in values):
             raise report.error(where, f"params.{key}.values: {values!r} is not allowed; Optuna draws from "
                                       "strings, numbers, true/false and null (no lists or mappings)")

@@ -53,6 +53,8 @@ DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "log_unifo
 UNBOUNDED = ("normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta")
 GRID_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "q_uniform")  # W&B's grid allows these only
 HYPERBAND_KEYS = ("type", "min_iter", "max_iter", "s", "eta", "strict")
+# Choices of one sampled (random, bayes) parameter: beyond this it is a range, not a choice.
+MAX_VALUES = 1000
 # exp() of a natural-log bound stays inside the float range (exp(709) is about 8e307).
 MAX_LOG = 700
 # early_terminate's integers (epochs, bands, the reduction factor): far above any real sweep, and
@@ -339,6 +341,10 @@ def _read_spec(name: str, key: str, where: tuple[str, ...], spec: Any, method: s
         values = spec.get("values")
         if not isinstance(values, list) or not values:
             problems.add(where, f"{label}.values: {values!r} is not a non-empty list")
+            return None
+        if method != "grid" and len(values) > MAX_VALUES:
+            problems.add(where, f"{label}.values: {len(values):,} values is too many for a sampled parameter; expected "
+                                f"at most {MAX_VALUES:,} (a grid takes more: method: grid, up to --max-jobs)")
             return None
         if method != "grid" and any(v is not None and not isinstance(v, (str, int, float)) for v in values):
             problems.add(where, f"{label}.values: {values!r} is not allowed; Optuna draws from strings, numbers, "

@@ -120,6 +120,11 @@ def test_unhashable_values_and_optuna_arguments_are_refused_with_key_and_value(t
 
 def test_devices_dates_binaries_sets_and_wrong_kinds_are_refused(tmp_path: Path, model: Path) -> None:
     refused(invoke(["run", "/dev/zero", "--out", str(tmp_path / "o")]), "/dev/zero: is a device; expected a regular file")
+    refused(invoke(["grid", str(tmp_path), "--dry-run"]), f"{tmp_path}: is a directory")
+    big = write(tmp_path, "name: g\ndescription: " + "x" * 70_000 + "\n", name="big.yaml")
+    refused(invoke(["grid", str(big), "--dry-run"]), "70,022 bytes is too large", "at most 65,536 bytes")
+    many = write(tmp_path, "method: random\nparameters: {batch_size: {values: [" + ",".join(["1"] * 5000) + "]}}\n")
+    refused(invoke(["optuna", "--space", str(many), "--dry-run"]), "parameters.batch_size.values: 5,000 values is too many")
     out = str(tmp_path / "o")
     path = write(tmp_path, "description: 2024-01-01\nlr: !!binary aGk=\npooling: !!set {cls}\n"
                            "model: !!python/object:os.system x\n")
@@ -214,9 +219,11 @@ def test_names_are_matched_whole_and_never_a_path(tmp_path: Path, model: Path) -
     space = write(tmp_path, f"name: s\nbase: {base(model)}\nparams: {{lr: {{min: 1.0e-5, max: 1.0e-3}}}}\n")
     for study in ("../escaped", "a/b", "x" * 101, "ok\n", "a..b"):
         refused(invoke(["optuna", "--space", str(space), "--study", study, "--dry-run"]), "--study:", "is not allowed")
-    for name in ('"g\\n"', "g" * 100_000, "../up"):
+    for name in ('"g\\n"', "g" * 60_000, "../up"):
         grid = write(tmp_path, f"name: {name}\nbase: {base(model)}\n")
         refused(invoke(["grid", str(grid), "--dry-run"]), "line 1: name:", "is not allowed")
+    grid = write(tmp_path, f"name: {'g' * 100_000}\nbase: {base(model)}\n")  # larger than a sweep file may be
+    refused(invoke(["grid", str(grid), "--dry-run"]), "bytes is too large")
     wandb = write(tmp_path, f"name: '{'w' * 500}'\nmethod: random\nparameters: {{lr: {{min: 1.0e-5, max: 1.0e-3}}}}\n")
     result = invoke(["optuna", "--space", str(wandb), "--dry-run"])
     assert result.exit_code == 0 and f"study {'w' * 100} " in result.output
