@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.text import Text
 
 from trainer.config import ConfigError, load_job
 
@@ -27,13 +28,40 @@ def _preflight(jobs: list[Any], *, strict: bool, source: str) -> None:
     from trainer.preflight import check
 
     for warning in check(jobs, strict=strict, source=source):
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        _warn(warning)
+
+
+def _say(label: str, style: str, message: object) -> None:
+    """A label in colour, then the message as written: users' text is never read as rich markup
+    (`[/x]` in a value) or emoji codes."""
+    err.print(Text.assemble((label, style), " ", str(message)), highlight=False, soft_wrap=True)
+
+
+def _warn(message: object) -> None:
+    _say("warning:", "yellow", message)
 
 
 def _fail(exc: Exception) -> typer.Exit:
     """Bad input: the message on stderr, exit 2."""
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    _say("error:", "bold red", exc)
     return typer.Exit(code=2)
+
+
+def _check_dirs(*options: tuple[str, Path | None], write: bool = True) -> None:
+    """--out, --runs-dir, --cache-dir checked before any work (trainer.io.check_dir_option)."""
+    import os
+
+    from trainer.io import DestinationError, check_dir_option
+
+    for option, path in options:
+        if option == "--cache-dir" and path is None and os.environ.get("SWEEP_CACHE_DIR"):
+            option, path = "SWEEP_CACHE_DIR", Path(os.environ["SWEEP_CACHE_DIR"])
+        if path is None:
+            continue
+        try:
+            check_dir_option(path, option, write=write)
+        except DestinationError as exc:
+            raise _fail(exc) from None
 
 
 @app.command()
@@ -50,6 +78,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="Show a progress bar per epoch (on a terminal).")] = True,
 ) -> None:
     """Run one job in the foreground; started again on the same --out, it resumes or reports."""
+    _check_dirs(("--out", out), ("--cache-dir", cache_dir))
     try:
         cfg = load_job(job, set_ or [])
         _preflight([cfg], strict=True, source=str(job))
@@ -65,7 +94,7 @@ def run(
     except ConfigError as exc:
         raise _fail(exc) from None
     if code == EXIT_BUSY:
-        err.print(f"[yellow]busy:[/] {out}: another process is running this job; not starting it twice", highlight=False)
+        _say("busy:", "yellow", f"{out}: another process is running this job; not starting it twice")
     elif code in (130, 143):
         err.print("stopped: run the same command again to resume from the last finished epoch")
     if result is not None and code in (EXIT_OK, 1) and "best_epoch" in result:
@@ -143,6 +172,7 @@ def grid(
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
     from sweeper.search import Space, read_sweep
 
+    _check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
     try:
         loaded = read_sweep(grid_file, set_ or [], max_jobs=max_jobs)
     except ConfigError as exc:
@@ -150,6 +180,8 @@ def grid(
     if isinstance(loaded.sweep, Space):
         raise _fail(ValueError(f"{grid_file}: a search space (sampled, not a grid): run it with "
                                f"sweep optuna --space {grid_file}"))
+    for warning in loaded.sweep.warnings:
+        _warn(warning)
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
     _check_slurm(slurm, grid_file, slurm_options)  # the file's own keys first, then what it names
     try:
@@ -198,14 +230,14 @@ def _grid(loaded: Any, *, runs_dir: Path, storage: str | None, gpus: str | None,
         return view.progress_table(spec.name, keys, list(source.progress.values()), slots=len(slots))
 
     err.print(f"{spec.name}: {len(spec.jobs)} jobs on {len(slots)} slot(s) ({', '.join(s.name for s in slots)}); "
-              f"runs in {runs_dir / spec.name}", highlight=False)
+              f"runs in {runs_dir / spec.name}", highlight=False, markup=False)
     _run_with_view(scheduler.run, table, live=live,
                    interrupted="jobs stopped and queued again; run the same command to continue the sweep")
     Console().print(table())
     _print_job_warnings([runs_dir / spec.name / job.id for job in spec.jobs])
     failed = [p for p in source.progress.values() if p.state == "failed"]
     for p in failed:
-        err.print(f"[red]failed[/] {p.job.id} {p.job.point}: {p.note} (log: {runs_dir / spec.name / p.job.id / 'job.log'})")
+        _say("failed", "red", f"{p.job.id} {p.job.point}: {p.note} (log: {runs_dir / spec.name / p.job.id / 'job.log'})")
     if failed:
         raise typer.Exit(code=1)
 
@@ -279,7 +311,8 @@ def optuna(
     retries: Retries = 1,
     cache_dir: CacheDir = None,
     sampler_seed: Annotated[
-        int | None, typer.Option(help="Seed the sampler: a study draws the same values again, with any number of "
+        int | None, typer.Option(min=0, max=2**32 - 1,
+                                 help="Seed the sampler: a study draws the same values again, with any number of "
                                       "workers (each trial's stream is derived from the seed and its number).")
     ] = None,
     dry_run: Annotated[
@@ -299,12 +332,25 @@ def optuna(
     import dataclasses
 
     from sweeper.search import describe, read_sweep
-    from sweeper.spec import Grid
+    from sweeper.spec import Grid, check_name
 
+    _check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
     try:
+        if study is not None:
+            check_name(study, "--study")
         loaded = read_sweep(space_file, set_ or [])
     except ConfigError as exc:
         raise _fail(exc) from None
+    if isinstance(loaded.sweep, Grid):
+        given = [o for o, v in (("--trials", trials), ("--study", study), ("--sampler-seed", sampler_seed)) if v is not None]
+        if given:
+            raise _fail(ValueError(f"{', '.join(given)}: {space_file} is a grid (every point runs once, no sampler), "
+                                   f"not a search space; run it with sweep grid {space_file} (or without "
+                                   f"{', '.join(given)}), or give a search space with params"))
+        _warn(f"{space_file} is a grid, not a search space: each of its {len(loaded.sweep.jobs)} jobs runs once, as "
+              f"sweep grid {space_file} would")
+        for warning in loaded.sweep.warnings:
+            _warn(warning)
     from trainer.preflight import space_configs
 
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
@@ -368,7 +414,7 @@ def optuna(
 
     source.tick()
     err.print(f"{name}: {source.finished()} of {trials} trials finished; {len(slots)} slot(s); runs in {runs_dir / name}",
-              highlight=False)
+              highlight=False, markup=False)
     _run_with_view(scheduler.run, table, live=live,
                    interrupted="trials stopped and queued again; run the same command to continue the study")
     if source.stop_asking:
@@ -420,7 +466,7 @@ def _submit_to_slurm(name: str, sweep_file: Path, args: list[str], *, runs_dir: 
         submission = slurm.submit(sweep=name, sweep_dir=runs / name, command=command, options=opts,
                                   cpus_per_task=lanes or slots * slurm.CPUS_PER_GPU_JOB, env=env)
     except slurm.SlurmError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _say("error:", "bold red", exc)
         raise typer.Exit(code=1) from None
     where = f"{opts.gpus_per_task} GPU(s)" if opts.gpus_per_task else f"{lanes} CPU lane(s)"
     typer.echo(f"{name}: submitted {opts.workers} worker(s) as SLURM job array {submission.array_id} "
@@ -595,8 +641,7 @@ def _resolve_job(ref: str, runs_dir: Path, storage: str | None) -> Any:
     except JobRefError as exc:
         raise _fail(exc) from None
     if job.result.get("status") != "completed":
-        err.print(f"[yellow]warning:[/] job {job.dir} finished as {job.result.get('status')}: "
-                  f"its predictions are not to be trusted", highlight=False)
+        _warn(f"job {job.dir} finished as {job.result.get('status')}: its predictions are not to be trusted")
     return job
 
 
@@ -702,7 +747,8 @@ def export(
     except DestinationError as exc:
         raise _fail(ValueError(f"DIR: {exc}")) from None
     err.print(f"exported job {finished.id} to {out}; loaded back with transformers alone, its probabilities "
-              f"differ from the job's by at most {check['max_abs_diff']:.1e} on {check['texts']} texts", highlight=False)
+              f"differ from the job's by at most {check['max_abs_diff']:.1e} on {check['texts']} texts",
+              highlight=False, markup=False)
 
 
 @app.command()
@@ -738,7 +784,7 @@ def analyze(
         raise _fail(ValueError(f"--out: {exc}")) from None
     err.print(f"wrote {out / 'analysis.md'}: {summary['errors']['count']} errors in {summary['test_rows']} test rows"
               + (f"; {summary['against']['disagreements']} disagreements with {job_b.id}" if job_b else ""),
-              highlight=False)
+              highlight=False, markup=False)
 
 
 def _slots(gpus: str | None, jobs_per_gpu: int, parallel: int | None) -> list[Any]:

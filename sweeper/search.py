@@ -20,24 +20,25 @@ space file or a W&B sweep file (`sweeper.wandb_sweep`) and returns the Grid or S
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sweeper import wandb_sweep
-from sweeper.spec import MAX_JOBS, Grid, Job, _flatten, _nest, _Reporter, load_grid, read_sweep_file
+from sweeper.spec import MAX_JOBS, Grid, Job, _all, _flatten, _nest, _Reporter, load_grid, read_sweep_file
+from trainer import yamlfile
 from trainer.config import (
     ALL_KEYS,
+    SEED_RANGE,
     ConfigError,
     JobConfig,
-    YamlLoader,
     _nearest,
     apply_overrides,
     build_job,
-    refuse_aliases,
+    every_problem,
+    key_text,
 )
 from trainer.jobdir import METRICS as JOB_METRICS
 
@@ -92,6 +93,35 @@ class Space:
         return getattr(optuna.pruners, PRUNERS[name])(**kwargs)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+_SEED = ("an integer 0 <= seed < 2**32", lambda v: _is_int(v) and SEED_RANGE[0] <= v < SEED_RANGE[1])
+_BOOL = ("true or false", lambda v: isinstance(v, bool))
+_INT0 = ("an integer >= 0", lambda v: _is_int(v) and 0 <= v <= 10**9)
+_INT1 = ("an integer >= 1", lambda v: _is_int(v) and 1 <= v <= 10**9)
+# The arguments a space file may give Optuna's classes: those a YAML value can express (a callable
+# such as TPE's gamma cannot be written in a file), each with what it allows.
+ARGUMENTS: dict[str, dict[str, tuple[str, Any]]] = {
+    "tpe": {"seed": _SEED, "n_startup_trials": _INT0, "n_ei_candidates": _INT1, "multivariate": _BOOL, "group": _BOOL,
+            "consider_prior": _BOOL, "prior_weight": ("a number > 0", lambda v: _is_number(v) and v > 0),
+            "consider_magic_clip": _BOOL, "consider_endpoints": _BOOL, "constant_liar": _BOOL,
+            "warn_independent_sampling": _BOOL},
+    "random": {"seed": _SEED},
+    "median": {"n_startup_trials": _INT0, "n_warmup_steps": _INT0, "interval_steps": _INT1, "n_min_trials": _INT1},
+    "hyperband": {"min_resource": _INT1, "max_resource": ("an integer >= 1 or 'auto'",
+                                                          lambda v: v == "auto" or (_is_int(v) and 1 <= v <= 10**9)),
+                  "reduction_factor": ("an integer >= 2", lambda v: _is_int(v) and 2 <= v <= 10**9),
+                  "bootstrap_count": _INT0},
+    "none": {},
+}
+
+
 def _named(report: _Reporter, key: str, raw: Any, allowed: dict[str, str], default: str) -> tuple[str, dict]:
     """`tpe`, or `{name: tpe, seed: 0}`: a public Optuna class by its short name, with arguments."""
     if raw is None:
@@ -100,76 +130,115 @@ def _named(report: _Reporter, key: str, raw: Any, allowed: dict[str, str], defau
     if isinstance(raw, dict):
         kwargs = {k: v for k, v in raw.items() if k != "name"}
         raw = raw.get("name")
-    if raw not in allowed:
-        raise report.error((key,), f"{key}: {raw!r} is not allowed; expected one of: {', '.join(allowed)}")
+    if not isinstance(raw, str) or raw not in allowed:
+        raise report.error((key,), f"{key}: {raw!r} is not allowed; expected one of: {', '.join(allowed)}, or "
+                                   f"{{name: {default}, ...arguments}}")
+    problems = []
+    for arg, value in kwargs.items():
+        if arg not in ARGUMENTS[raw]:
+            takes = ", ".join(ARGUMENTS[raw]) or "none"
+            problems.append(f"{key}.{arg}: not an argument sweep passes to {allowed[raw]}; its arguments: {takes}")
+        elif not ARGUMENTS[raw][arg][1](value):
+            problems.append(f"{key}.{arg}: {value!r} is not allowed; expected {ARGUMENTS[raw][arg][0]}")
+    if problems:
+        raise report.error((key,), "; ".join(problems))
     import optuna
 
     module = optuna.samplers if key == "sampler" else optuna.pruners
     try:
         getattr(module, allowed[raw])(**kwargs)
-    except TypeError as exc:
-        raise report.error((key,), f"{key}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # Optuna's own words, with the key and values they are about
+        raise report.error((key,), f"{key}: {allowed[raw]}({_args(kwargs)}) is refused by Optuna: {exc}") from None
     return raw, kwargs
 
 
-def load_space(path: Path, overrides: list[str] | None = None) -> Space:
-    raw, report, name, base = read_sweep_file(path, SPACE_KEYS, overrides)
+def load_space(path: Path, overrides: list[str] | None = None, *, doc: yamlfile.Document | None = None) -> Space:
+    """Read and check a search space; ConfigError lists every problem of the file, each at its line."""
+    raw, report, name, base = read_sweep_file(path, SPACE_KEYS, overrides, doc)
     flat_base = _flatten(base)
-    try:
-        build_job(_nest(flat_base))
-    except ConfigError as exc:
-        raise report.error(("base", *str(exc).split(":")[0].split(".")), f"base.{exc}") from None
+    problems: list[str] = []
+    failing: set[str] = set()
+    for text in every_problem(_nest(flat_base)):
+        key = text.split(":")[0]
+        failing.add(key.split(".")[0])
+        problems.append(str(report.error(("base", *key.split(".")), f"base.{text}")))
+    checked_base = {k: v for k, v in flat_base.items() if k.split(".")[0] not in failing}
 
     params_raw = raw.get("params")
-    if not isinstance(params_raw, dict) or not params_raw:
-        raise report.error(("params",), "params: expected a mapping of key -> {values: [...]} or {min, max, log}")
     params = []
+    if not isinstance(params_raw, dict) or not params_raw:
+        problems.append(str(report.error(("params",), "params: expected a mapping of key -> {values: [...]} or "
+                                                      "{min, max, log}")))
+        params_raw = {}
     for key, spec in params_raw.items():
-        where = ("params", str(key))
-        if key not in ALL_KEYS or key == "seed":
-            raise report.error(where, f"params.{key}: unknown or unsearchable key; {_nearest(str(key), ALL_KEYS)}")
-        if not isinstance(spec, dict) or not (set(spec) == {"values"} or {"min", "max"} <= set(spec) <= {"min", "max", "log"}):
-            raise report.error(where, f"params.{key}: {spec!r} is not allowed; expected {{values: [...]}} or "
-                                      "{min: ..., max: ..., log: true|false}")
-        if "values" in spec:
-            values = spec["values"]
-            if not isinstance(values, list) or not values:
-                raise report.error(where, f"params.{key}.values: {values!r} is not a non-empty list")
-            checks = values
-            param = Param(key, values=list(values))
-        else:
-            low, high, log = spec["min"], spec["max"], spec.get("log", False)
-            numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
-            if not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
-                raise report.error(where, f"params.{key}: min {low!r}, max {high!r}, log {log!r} is not allowed; "
-                                          "expected numbers with min < max (and min > 0 when log: true)")
-            checks = [low, high]
-            param = Param(key, low=low, high=high, log=log, integer=isinstance(low, int) and isinstance(high, int))
-        for value in checks:  # each value, or both ends of the range, as the core checks a job
-            try:
-                build_job(_nest({**flat_base, key: value}))
-            except ConfigError as exc:
-                raise report.error(where, f"params.{exc}") from None
-        params.append(param)
+        try:
+            params.append(_param(report, key, spec, checked_base))
+        except ConfigError as exc:
+            problems.append(str(exc))
 
     metric = raw.get("metric", "val_acc")
-    if metric not in METRICS:
-        raise report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: "
-                                        + ", ".join(f"{m} ({d}d)" for m, d in JOB_METRICS.items()))
+    if not isinstance(metric, str) or metric not in METRICS:
+        problems.append(str(report.error(("metric",), f"metric: {metric!r} is not allowed; expected one of: "
+                                         + ", ".join(f"{m} ({d}d)" for m, d in JOB_METRICS.items()))))
+        metric = "val_acc"
     target = raw.get("target")
-    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
-        raise report.error(("target",), f"target: {target!r} is not a number")
+    if target is not None and not _is_number(target):
+        problems.append(str(report.error(("target",), f"target: {target!r} is not a finite number")))
     seeds = raw.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
-                              or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)):
-        raise report.error(("seeds",), f"seeds: {seeds!r} is not allowed; expected a non-empty list of distinct integers")
-    if seeds is not None and "seed" in flat_base:
-        raise report.error(("seeds",), "seeds: the base sets a seed too; give the seeds here only")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(_SEED[1](x) for x in seeds)
+                              or len(set(seeds)) != len(seeds)):
+        problems.append(str(report.error(("seeds",), f"seeds: {seeds!r} is not allowed; expected a non-empty list of "
+                                                     "distinct integers 0 <= seed < 2**32")))
+    elif seeds is not None and "seed" in flat_base:
+        problems.append(str(report.error(("seeds",), "seeds: the base sets a seed too; give the seeds here only")))
+    named = {}
+    for key, allowed, default in (("sampler", SAMPLERS, "tpe"), ("pruner", PRUNERS, "median")):
+        try:
+            named[key] = _named(report, key, raw.get(key), allowed, default)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise _all(path, list(dict.fromkeys(problems)))
     return Space(name=name, description=str(raw.get("description") or ""), base=flat_base, params=params,
                  seeds=tuple(seeds) if seeds is not None else None,
-                 metric=metric, sampler=_named(report, "sampler", raw.get("sampler"), SAMPLERS, "tpe"),
-                 pruner=_named(report, "pruner", raw.get("pruner"), PRUNERS, "median"),
+                 metric=metric, sampler=named["sampler"], pruner=named["pruner"],
                  direction=JOB_METRICS[metric], target=None if target is None else float(target))
+
+
+def _param(report: _Reporter, key: Any, spec: Any, base: dict[str, Any]) -> Param:
+    """One searched parameter: its values, or both ends of its range, checked as the core checks a job."""
+    where = ("params", str(key))
+    if key not in ALL_KEYS or key == "seed":
+        raise report.error(where, f"params.{key_text(key)}: unknown or unsearchable key; {_nearest(str(key), ALL_KEYS)}")
+    if not isinstance(spec, dict) or not (set(spec) == {"values"} or {"min", "max"} <= set(spec) <= {"min", "max", "log"}):
+        raise report.error(where, f"params.{key}: {spec!r} is not allowed; expected {{values: [...]}} or "
+                                  "{min: ..., max: ..., log: true|false}")
+    if "values" in spec:
+        values = spec["values"]
+        if not isinstance(values, list) or not values:
+            raise report.error(where, f"params.{key}.values: {values!r} is not a non-empty list")
+        if len(values) > wandb_sweep.MAX_VALUES:
+            raise report.error(where, f"params.{key}.values: {len(values):,} values is too many; expected at most "
+                                      f"{wandb_sweep.MAX_VALUES:,} (a range: min and max)")
+        if any(v is not None and not isinstance(v, (str, int, float)) for v in values):
+            raise report.error(where, f"params.{key}.values: {values!r} is not allowed; Optuna draws from "
+                                      "strings, numbers, true/false and null (no lists or mappings)")
+        checks = values
+        param = Param(key, values=list(values))
+    else:
+        low, high, log = spec["min"], spec["max"], spec.get("log", False)
+        numbers = all(_is_number(v) and abs(v) < 1e300 for v in (low, high))
+        if not numbers or not low < high or not isinstance(log, bool) or (log and low <= 0):
+            raise report.error(where, f"params.{key}: min {low!r}, max {high!r}, log {log!r} is not allowed; "
+                                      "expected finite numbers with min < max (and min > 0 when log: true)")
+        checks = [low, high]
+        param = Param(key, low=low, high=high, log=log, integer=isinstance(low, int) and isinstance(high, int))
+    for value in checks:  # each value, or both ends of the range, as the core checks a job
+        try:
+            build_job(_nest({**base, key: value}))
+        except ConfigError as exc:
+            raise report.error(where, f"params.{exc}") from None
+    return param
 
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
@@ -209,19 +278,20 @@ def load_sweep(path: Path, overrides: list[str] | None = None, *, max_jobs: int 
     return read_sweep(path, overrides, max_jobs=max_jobs).sweep
 
 
+# Keys only a search space has: a file with them and without params is a space missing its params.
+SPACE_ONLY = ("params", "sampler", "pruner", "metric", "target")
+
+
 def read_sweep(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS) -> Loaded:
-    """`load_sweep`, with how a W&B file was read (its name mapping, unused keys, notes)."""
-    try:
-        text = path.read_text()
-        refuse_aliases(text, str(path))
-        raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-    except (OSError, yaml.YAMLError):
-        raw = None  # the loaders below say what is wrong
+    """`load_sweep`, with how a W&B file was read (its name mapping, unused keys, notes). The file
+    is read once (`trainer.yamlfile`)."""
+    doc = yamlfile.read(path)
+    raw = doc.data
     if isinstance(raw, dict) and wandb_sweep.is_wandb(raw):
-        return _from_wandb(path, raw, _Reporter(path, text), overrides or [], max_jobs=max_jobs)
-    if isinstance(raw, dict) and "params" in raw:
-        return Loaded(load_space(path, overrides), path)
-    return Loaded(load_grid(path, overrides, max_jobs=max_jobs), path)
+        return _from_wandb(path, raw, _Reporter(doc), overrides or [], max_jobs=max_jobs)
+    if isinstance(raw, dict) and any(k in raw for k in SPACE_ONLY) and "axes" not in raw:
+        return Loaded(load_space(path, overrides, doc=doc), path)
+    return Loaded(load_grid(path, overrides, max_jobs=max_jobs, doc=doc), path)
 
 
 def _raise_all(path: Path, report: _Reporter, problems: wandb_sweep.Problems) -> None:
@@ -276,6 +346,8 @@ def _from_wandb(path: Path, raw: dict[str, Any], report: _Reporter, overrides: l
             base_ok = False
             problems.add((), f"the fixed values together: {exc}")
     check_base = base if base_ok else {}
+    if t.method == "grid":
+        _check_grid_size(path, t, searched, max_jobs)
     for p in searched:
         ends = p.values if p.values is not None else [p.low, p.high]
         for value in ends:
@@ -310,15 +382,28 @@ def _from_wandb(path: Path, raw: dict[str, Any], report: _Reporter, overrides: l
     return Loaded(space, path, t, notes)
 
 
+def _check_grid_size(path: Path, t: wandb_sweep.Translation, searched: list[wandb_sweep.Parameter],
+                     max_jobs: int) -> None:
+    """A W&B grid's size, computed before any value is listed or checked; an axis longer than
+    --max-jobs is refused even under a run_cap."""
+    counts = {p.key: p.grid_count() for p in searched}
+    size = math.prod(counts.values())
+    if min(size, (t.run_cap or size) * counts.get("seed", 1)) > max_jobs or max(counts.values(), default=0) > max_jobs:
+        shape = " x ".join(f"{n:,} {k}" for k, n in counts.items())
+        raise ConfigError(f"{path}: the grid has {size:,} jobs ({shape}), more than --max-jobs {max_jobs:,}; shrink a "
+                          "parameter's values (or set run_cap), or raise --max-jobs if you mean it")
+
+
 def _wandb_grid(path: Path, t: wandb_sweep.Translation, base: dict[str, Any],
                 searched: list[wandb_sweep.Parameter], notes: list[str], *, max_jobs: int = MAX_JOBS) -> Grid:
     """Every combination once, as W&B's grid; a list of seeds is the grid's seeds (each point once per seed)."""
     axes: dict[str, list[Any]] = {}
     seeds = [base.get("seed", JobConfig().seed)]
+    _check_grid_size(path, t, searched, max_jobs)
     for p in searched:
-        assert p.values is not None
-        values = [v for i, v in enumerate(p.values) if v not in p.values[:i]]
-        if len(values) < len(p.values):
+        listed = p.grid_values()
+        values = list({json.dumps(v, sort_keys=True): v for v in reversed(listed)}.values())[::-1]
+        if len(values) < len(listed):
             notes.append(f"parameters.{p.name}: a value listed twice runs once (as in W&B's grid)")
         if p.key == "seed":
             seeds = values

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-import yaml
 
-from trainer.config import ConfigError, YamlLoader, _nearest
+from trainer import yamlfile
+from trainer.config import ConfigError, _nearest
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +135,12 @@ def file_options(path: Path) -> dict[str, Any]:
     """The `slurm:` block of a grid or space file, checked, with the file and line in every message."""
     from sweeper.spec import _Reporter
 
-    text = path.read_text()
-    raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+    doc = yamlfile.read(path)
+    raw = doc.data
     block = raw.get("slurm") if isinstance(raw, dict) else None
     if block is None:
         return {}
-    report = _Reporter(path, text)
+    report = _Reporter(doc)
     if not isinstance(block, dict):
         raise report.error(("slurm",), f"slurm: expected a mapping with keys {', '.join(SLURM_KEYS)}")
     found: dict[str, Any] = {}

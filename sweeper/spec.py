@@ -14,25 +14,26 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from trainer import yamlfile
 from trainer.config import (
     ALL_KEYS,
+    SEED_RANGE,
     ConfigError,
     JobConfig,
-    YamlLoader,
     _nearest,
     apply_overrides,
     build_job,
-    refuse_aliases,
+    every_problem,
+    key_text,
 )
 
 GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
+NAME_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Grid:
     path: Path
     axes: dict[str, list[Any]]
     jobs: list[Job]
+    warnings: list[str] = field(default_factory=list)  # what the file says that does nothing (shown, not refused)
 
     @property
     def varied(self) -> list[str]:
@@ -60,37 +62,17 @@ class Grid:
         return [k for k in keys if len({json.dumps(job.point.get(k)) for job in self.jobs}) > 1]
 
 
-def _lines(text: str) -> dict[tuple[str, ...], int]:
-    """Line number (1-based) of every mapping key, by its path from the root."""
-    found: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = (*path, str(key.value))
-                found[child] = key.start_mark.line + 1
-                walk(value, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                found[(*path, str(i))] = item.start_mark.line + 1
-                walk(item, (*path, str(i)))
-
-    root = yaml.compose(text, Loader=YamlLoader)
-    if root is not None:
-        walk(root, ())
-    return found
-
-
 class _Reporter:
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.lines = _lines(text)
+    """Errors located at the YAML line of the key they are about."""
+
+    def __init__(self, doc: yamlfile.Document) -> None:
+        self.path = doc.path
+        self.lines = doc.lines
+        self.doc = doc
 
     def error(self, where: tuple[str, ...], message: str) -> ConfigError:
-        for end in range(len(where), 0, -1):
-            if where[:end] in self.lines:
-                return ConfigError(f"{self.path}: line {self.lines[where[:end]]}: {message}")
-        return ConfigError(f"{self.path}: {message}")
+        line = self.doc.line(where)
+        return ConfigError(f"{self.path}: line {line}: {message}" if line else f"{self.path}: {message}")
 
 
 def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,39 +99,46 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 def _check_point_keys(report: _Reporter, where: tuple[str, ...], keys: list[str]) -> None:
     for key in keys:
         if key not in ALL_KEYS:
-            raise report.error((*where, key), f"{'.'.join(where)}.{key}: unknown key; {_nearest(key, ALL_KEYS)}")
+            raise report.error((*where, key), f"{'.'.join(where)}.{key_text(key)}: unknown key; {_nearest(key, ALL_KEYS)}")
 
 
-def read_sweep_file(path: Path, keys: list[str],
-                    overrides: list[str] | None) -> tuple[dict[str, Any], _Reporter, str, dict[str, Any]]:
+def check_name(value: Any, what: str) -> str:
+    """A sweep or study name: a whole match of NAME_PATTERN, at most NAME_MAX characters, never a path."""
+    if isinstance(value, str) and len(value) <= NAME_MAX and NAME_PATTERN.fullmatch(value) and ".." not in value:
+        return value
+    shown = repr(value[:60]) + "..." if isinstance(value, str) and len(value) > 60 else repr(value)
+    raise ConfigError(f"{what}: {shown} is not allowed; expected a name of 1 to {NAME_MAX} letters, digits, '_', '-', "
+                      "'.' starting with a letter or digit (no '..', no path: it names the directory under the runs "
+                      "directory)")
+
+
+def read_sweep_file(path: Path, keys: list[str], overrides: list[str] | None,
+                    doc: yamlfile.Document | None = None) -> tuple[dict[str, Any], _Reporter, str, dict[str, Any]]:
     """The part grid and search-space files share: read the YAML (keeping line numbers), check
     the top-level keys and the name, and apply `--set` overrides to `base`.
 
     Returns the raw mapping, a reporter for located errors, the name and the (nested) base.
+    `doc`: the file already read (`yamlfile.read`), so it is read once.
     """
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    refuse_aliases(text, str(path))
-    try:
-        raw = yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-        report = _Reporter(path, text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    doc = doc or yamlfile.read(path)
+    raw, report = doc.data, _Reporter(doc)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(keys)}")
+        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(keys)}, got {type(raw).__name__}")
     for key in raw:
         if key not in keys:
-            raise report.error((str(key),), f"{key}: unknown key; {_nearest(str(key), keys)}")
-    name = raw.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise report.error(("name",), f"name: {name!r} is not allowed; expected letters, digits, '_', '-', '.'")
-    base = raw.get("base") or {}
+            raise report.error((str(key),), f"{key_text(key)}: unknown key; {_nearest(str(key), keys)}")
+    try:
+        name = check_name(raw.get("name"), "name")
+    except ConfigError as exc:
+        raise report.error(("name",), str(exc)) from None
+    base = raw.get("base", {})
     if not isinstance(base, dict):
-        raise report.error(("base",), f"base: expected a mapping of job keys, got {type(base).__name__}")
+        raise report.error(("base",), f"base: {base!r} ({_type(base)}) is not allowed; expected a mapping of job keys "
+                                      "({} for none)")
+    data = base.get("data", {})
+    if not isinstance(data, dict):
+        raise report.error(("base", "data"), f"base.data: {data!r} ({_type(data)}) is not allowed; expected a mapping "
+                                             "of data keys, e.g. {name: stanfordnlp/imdb, limit: 2000}")
     _check_point_keys(report, ("base",), list(_flatten(base)))
     try:
         base = apply_overrides(base, overrides or [])
@@ -158,17 +147,23 @@ def read_sweep_file(path: Path, keys: list[str],
     return raw, report, name, base
 
 
+def _type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 MAX_JOBS = 10_000
 
 
-def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS) -> Grid:
+def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS,
+              doc: yamlfile.Document | None = None) -> Grid:
     """Read, validate and expand a grid file. Raises ConfigError naming file, line and key; a
     grid of more than `max_jobs` jobs is refused with its size before it is expanded."""
-    raw, report, name, base = read_sweep_file(path, GRID_KEYS, overrides)
+    raw, report, name, base = read_sweep_file(path, GRID_KEYS, overrides, doc)
 
-    axes = raw.get("axes") or {}
+    axes = raw.get("axes", {})
     if not isinstance(axes, dict):
-        raise report.error(("axes",), f"axes: expected a mapping of key -> list of values, got {type(axes).__name__}")
+        raise report.error(("axes",), f"axes: {axes!r} ({_type(axes)}) is not allowed; expected a mapping of key -> "
+                                      "list of values (leave the key out for a grid of the base alone)")
     _check_point_keys(report, ("axes",), list(axes))
     for key, values in axes.items():
         if not isinstance(values, list) or not values:
@@ -181,9 +176,19 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
         raise report.error(("seeds",), f"seeds: {seeds!r} is not a non-empty list of integers")
     if len(set(seeds)) != len(seeds):
         raise report.error(("seeds",), f"seeds: {seeds!r} lists a seed twice")
+    for i, seed in enumerate(seeds):
+        if not SEED_RANGE[0] <= seed < SEED_RANGE[1]:
+            raise report.error(("seeds", str(i)), f"seeds: {seed} is out of range; expected integers 0 <= seed < 2**32")
 
+    for section in ("include", "exclude"):
+        entries = raw.get(section, [])
+        if not isinstance(entries, list) or any(not isinstance(e, dict) or not e for e in entries):
+            raise report.error((section,), f"{section}: {entries!r} is not allowed; expected a list of non-empty "
+                                           "mappings of key -> value")
+        for i, entry in enumerate(entries):
+            _check_point_keys(report, (section, str(i)), list(entry))
+    includes: list[Any] = raw.get("include", [])
     sizes = [len(v) for v in axes.values()]
-    includes: list[Any] = raw["include"] if isinstance(raw.get("include"), list) else []
     size = (math.prod(sizes) + len(includes)) * len(seeds)
     if size > max_jobs:
         shape = " x ".join(f"{len(v)} {k}" for k, v in axes.items()) or "1 point"
@@ -198,18 +203,20 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
             ({k: axes[k][i] for k, i in zip(axes, combo, strict=False)}, ("axes", list(axes)[-1], str(combo[-1])))
             for combo in itertools.product(*(range(len(v)) for v in axes.values()))
         ]
-    for section in ("include", "exclude"):
-        entries = raw.get(section) or []
-        if not isinstance(entries, list) or any(not isinstance(e, dict) or not e for e in entries):
-            raise report.error((section,), f"{section}: expected a list of non-empty mappings of key -> value")
-        for i, entry in enumerate(entries):
-            _check_point_keys(report, (section, str(i)), list(entry))
-    for i, entry in enumerate(raw.get("include") or []):
+    for i, entry in enumerate(includes):
         located.append((dict(entry), ("include", str(i))))
-    excluded = [dict(e) for e in raw.get("exclude") or []]
-    located = [(p, w) for p, w in located if not any(all(k in p and p[k] == v for k, v in e.items()) for e in excluded)]
+    excluded = [dict(e) for e in raw.get("exclude", [])]
+    warnings = []
+    for i, entry in enumerate(excluded):
+        if not any(_matches(entry, p) for p, _ in located):
+            warnings.append(report.error(("exclude", str(i)), f"exclude[{i}]: {entry!r} matches no point, so drops "
+                                                              f"nothing ({_why_no_match(entry, axes, includes)})"))
+    located = [(p, w) for p, w in located if not any(_matches(e, p) for e in excluded)]
 
     base_flat = _flatten(base)
+    problems = _each_value(report, base_flat, axes, includes, seeds)
+    if problems:
+        raise _all(path, problems)
     jobs: list[Job] = []
     seen: dict[str, dict[str, Any]] = {}
     for point, where in located:
@@ -217,7 +224,7 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
             flat = {**base_flat, **point, "seed": seed}
             try:
                 config = build_job(_nest(flat))
-            except ConfigError as exc:
+            except ConfigError as exc:  # a rule between values of different axes
                 raise _locate(report, exc, point, where, axes) from None
             job = Job(config=config, point={**point, "seed": seed})
             if job.id in seen:
@@ -228,7 +235,27 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
     if not jobs:
         raise report.error(("exclude",), "exclude: drops every point; nothing would run")
     return Grid(name=name, description=str(raw.get("description") or ""), path=path,
-                axes={k: list(v) for k, v in axes.items()}, jobs=jobs)
+                axes={k: list(v) for k, v in axes.items()}, jobs=jobs, warnings=[str(w) for w in warnings])
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)  # True == 1 in Python; not in a grid file
+
+
+def _matches(entry: dict[str, Any], point: dict[str, Any]) -> bool:
+    return all(k in point and _same(point[k], v) for k, v in entry.items())
+
+
+def _why_no_match(entry: dict[str, Any], axes: dict[str, list[Any]], includes: list[dict[str, Any]]) -> str:
+    swept = set(axes) | {k for e in includes for k in e}
+    for key, value in entry.items():
+        if key == "seed":
+            return "seed: a seed is not excluded per point; list the seeds wanted in seeds"
+        if key not in swept:
+            return f"{key} is not an axis or an include key; expected one of: {', '.join(sorted(swept)) or 'none'}"
+        if key in axes and not any(_same(v, value) for v in axes[key]):
+            return f"{key}: {value!r} is not one of the axis' values {axes[key]!r}"
+    return "no point has all of these values together"
 
 
 def _locate(report: _Reporter, exc: ConfigError, point: dict[str, Any], where: tuple[str, ...],
@@ -243,6 +270,54 @@ def _locate(report: _Reporter, exc: ConfigError, point: dict[str, Any], where: t
     if key == "seed":
         return report.error(("seeds",), f"seeds: {message}")
     return report.error(("base", *key.split(".")), f"base.{message}")
+
+
+def _each_value(report: _Reporter, base: dict[str, Any], axes: dict[str, list[Any]], includes: list[dict[str, Any]],
+                seeds: list[int]) -> list[str]:
+    """Every problem of the base, of each axis value and of each include entry, each checked on
+    its own against the base (the product is checked after, for rules between axes)."""
+    problems: list[str] = []
+    failing = set()
+    for text in every_problem(_nest(base)):
+        key = text.split(":")[0]
+        failing.add(key.split(".")[0])
+        problems.append(str(report.error(("base", *key.split(".")), f"base.{text}")))
+    ok = {k: v for k, v in base.items() if k.split(".")[0] not in failing}
+
+    swept = {k for k in axes} | {k for entry in includes for k in entry}
+
+    def about_failing(text: str) -> bool:
+        """A rule with another key that is refused itself, or swept: judged in the product."""
+        key, _, said = text.partition(": ")
+        others = failing | {k for k in swept if k != key}
+        return any(re.search(rf"(?<![\w.]){re.escape(k)}\b", said) for k in others)
+
+    seed = {"seed": seeds[0]}
+    for key, values in axes.items():
+        for i, value in enumerate(values):
+            try:
+                build_job(_nest({**ok, **seed, key: value}))
+            except ConfigError as exc:
+                if not about_failing(str(exc)):
+                    problems.append(str(report.error(("axes", key, str(i)), f"axes.{exc}")))
+    for i, entry in enumerate(includes):
+        try:
+            build_job(_nest({**ok, **seed, **entry}))
+        except ConfigError as exc:
+            if not about_failing(str(exc)):
+                key = str(exc).split(":")[0]
+                problems.append(str(report.error(("include", str(i), key), f"include[{i}].{exc}")))
+    return list(dict.fromkeys(problems))
+
+
+def _all(path: Path, problems: list[str], limit: int = 20) -> ConfigError:
+    """One error with every problem (the first `limit`), each at its line."""
+    if len(problems) == 1:
+        return ConfigError(problems[0])
+    prefix = f"{path}: "
+    body = [p[len(prefix):] if p.startswith(prefix) else p for p in problems[:limit]]
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(body) + more)
 
 
 def _describe(where: tuple[str, ...]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from sweeper.scheduler import Progress
 from sweeper.spec import Grid, Job
@@ -19,13 +20,14 @@ COLOURS = {"completed": "green", "running": "cyan", "waiting": "white", "failed"
            "diverged": "red"}
 
 
-def _value(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else value
+def _value(value: Any) -> Text:
+    """A user's value as written (a Text: never read as rich markup)."""
+    return Text(json.dumps(value) if not isinstance(value, str) else value)
 
 
 def jobs_table(grid: Grid) -> Table:
     keys = grid.varied or ["seed"]
-    table = Table(title=f"{grid.name}: {len(grid.jobs)} jobs", caption=grid.description or None)
+    table = Table(title=f"{grid.name}: {len(grid.jobs)} jobs", caption=Text(grid.description) if grid.description else None)
     table.add_column("job")
     for key in keys:
         table.add_column(key)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.config import ALL_KEYS
+from trainer.config import ALL_KEYS, key_text
 from trainer.jobdir import METRICS
 
 # A W&B sweep file's top-level keys; the ones sweep does not use are said so, once.
@@ -53,6 +53,14 @@ DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "uniform", "log_unifo
 UNBOUNDED = ("normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta")
 GRID_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "q_uniform")  # W&B's grid allows these only
 HYPERBAND_KEYS = ("type", "min_iter", "max_iter", "s", "eta", "strict")
+# Choices of one sampled (random, bayes) parameter: beyond this it is a range, not a choice.
+MAX_VALUES = 1000
+# exp() of a natural-log bound stays inside the float range (exp(709) is about 8e307).
+MAX_LOG = 700
+# early_terminate's integers (epochs, bands, the reduction factor): far above any real sweep, and
+# small enough that eta ** s is computed at once.
+MAX_ITER = 10**6
+MAX_BANDS = 64
 
 # Metric names: the last path part, less these prefixes, then the core word.
 _PREFIXES = ("best_", "eval_", "val_", "valid_", "validation_", "dev_")
@@ -76,10 +84,34 @@ class Parameter:
     integer: bool = False
     q: float | None = None  # a multiple every drawn value is rounded to
     note: str = ""  # how a W&B rule was read, for the dry run
+    grid: bool = False  # a range a grid runs every step of (int_uniform, q_uniform): grid_values()
+
+    def grid_count(self) -> int:
+        """How many values a grid runs, computed without listing them."""
+        if self.values is not None:
+            return len(self.values)
+        assert self.grid and self.low is not None and self.high is not None
+        if self.q is None:  # int_uniform: range(min, max + 1)
+            return int(self.high) - int(self.low) + 1
+        return max(0, math.ceil((self.high - self.low) / self.q - 1e-9))  # numpy.arange(min, max, q)
+
+    def grid_values(self) -> list[Any]:
+        """Every value a grid runs (call grid_count first: this lists them)."""
+        if self.values is not None:
+            return self.values
+        assert self.low is not None and self.high is not None
+        if self.q is None:
+            return list(range(int(self.low), int(self.high) + 1))
+        return [int(self.low + i * self.q) if self.integer else round(self.low + i * self.q, 12)
+                for i in range(self.grid_count())]
 
     def shown(self) -> str:
         if self.values is not None:
             return f"one of {self.values}"
+        if self.grid:
+            step = "every integer" if self.q is None else f"every multiple of {self.q:g} from"
+            end = "" if self.q is None else " (excluded)"
+            return f"{step} {self.low:g} to {self.high:g}{end} ({self.grid_count():,} values)"
         if self.low is None:
             return repr(self.value)
         text = f"{'int ' if self.integer else ''}{'log-' if self.log else ''}uniform [{self.low:g}, {self.high:g}]"
@@ -165,18 +197,28 @@ def metric_key(name: str) -> tuple[str | None, str]:
     return None, "not a metric the jobs report"
 
 
+NAME_MAX = 100  # as sweeper.spec's
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-._")
+    return re.sub(r"\.\.+", ".", slug)[:NAME_MAX].strip("-._")
+
+
 def sweep_name(raw_name: Any, fallback: str) -> tuple[str, bool]:
-    if isinstance(raw_name, str) and re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", raw_name):
+    """The file's name if it is a sweep name (matched whole, at most NAME_MAX characters, no '..'),
+    else a slug of it, else of the file's name."""
+    if (isinstance(raw_name, str) and len(raw_name) <= NAME_MAX and ".." not in raw_name
+            and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", raw_name)):
         return raw_name, False
-    if isinstance(raw_name, str):
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw_name).strip("-._")
-        if slug:
-            return slug, True
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", fallback).strip("-._") or "wandb", True
+    if isinstance(raw_name, str) and (slug := _slug(raw_name)):
+        return slug, True
+    return _slug(fallback) or "wandb", True
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number (NaN and infinity are not numbers a sweep can use)."""
+    return _int_like(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _int_like(value: Any) -> bool:
@@ -190,10 +232,10 @@ def translate(raw: dict[str, Any], *, stem: str) -> tuple[Translation, Problems]
         if key not in WANDB_KEYS:
             close = difflib.get_close_matches(str(key), WANDB_KEYS, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            problems.add((str(key),), f"{key}: not a W&B sweep key; {hint}W&B keys: {', '.join(WANDB_KEYS)}")
+            problems.add((str(key),), f"{key_text(key)}: not a W&B sweep key; {hint}W&B keys: {', '.join(WANDB_KEYS)}")
 
     method = raw.get("method")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         problems.add(("method",), f"method: {method!r} is not allowed; expected one of: {', '.join(METHODS)}")
         method = "random"
 
@@ -300,6 +342,14 @@ def _read_spec(name: str, key: str, where: tuple[str, ...], spec: Any, method: s
         if not isinstance(values, list) or not values:
             problems.add(where, f"{label}.values: {values!r} is not a non-empty list")
             return None
+        if method != "grid" and len(values) > MAX_VALUES:
+            problems.add(where, f"{label}.values: {len(values):,} values is too many for a sampled parameter; expected "
+                                f"at most {MAX_VALUES:,} (a grid takes more: method: grid, up to --max-jobs)")
+            return None
+        if method != "grid" and any(v is not None and not isinstance(v, (str, int, float)) for v in values):
+            problems.add(where, f"{label}.values: {values!r} is not allowed; Optuna draws from strings, numbers, "
+                                "true/false and null (no lists or mappings)")
+            return None
         note = ""
         probabilities = spec.get("probabilities")
         if probabilities is not None:
@@ -318,19 +368,27 @@ def _read_spec(name: str, key: str, where: tuple[str, ...], spec: Any, method: s
 
     low: Any = spec.get("min")
     high: Any = spec.get("max")
-    if not _number(low) or not _number(high) or not low < high:
-        problems.add(where, f"{label}: min {low!r}, max {high!r} is not allowed; expected numbers with min < max")
+    if not _number(low) or not _number(high) or not low < high or max(abs(low), abs(high)) > 1e300:
+        problems.add(where, f"{label}: min {low!r}, max {high!r} is not allowed; expected finite numbers with "
+                            "min < max")
         return None
-    q: Any = spec.get("q", 1 if dist.startswith("q_") else None)
+    q: Any = spec.get("q")
+    if q is None and dist.startswith("q_"):
+        q = 1  # W&B's default, also for q: null
     if q is not None and (not _number(q) or q <= 0):
-        problems.add(where, f"{label}.q: {q!r} is not a number > 0")
+        problems.add(where, f"{label}.q: {q!r} is not allowed; expected a finite number > 0")
+        return None
+    if dist in ("log_uniform", "inv_log_uniform", "q_log_uniform") and max(abs(low), abs(high)) > MAX_LOG:
+        problems.add(where, f"{label}: {dist} bounds are natural logs, and min {low!r}, max {high!r} is not allowed: "
+                            f"exp() of them leaves the float range; expected -{MAX_LOG} <= min < max <= {MAX_LOG} "
+                            f"(or {dist}_values with the values themselves)")
         return None
     if dist == "int_uniform":
         if not _int_like(low) or not _int_like(high):
             problems.add(where, f"{label}: int_uniform needs integer bounds, got min {low!r}, max {high!r}")
             return None
-        if method == "grid":
-            return Parameter(name, key, where, dist, values=list(range(low, high + 1)),
+        if method == "grid":  # listed only once the grid's size is known to be allowed
+            return Parameter(name, key, where, dist, low=low, high=high, integer=True, grid=True,
                              note=f"int_uniform on a grid: every integer {low}..{high}")
         return Parameter(name, key, where, dist, low=low, high=high, integer=True)
     if dist == "uniform":
@@ -338,9 +396,7 @@ def _read_spec(name: str, key: str, where: tuple[str, ...], spec: Any, method: s
     if dist == "q_uniform":
         integer = _int_like(q) and _int_like(low) and _int_like(high)
         if method == "grid":  # numpy.arange(min, max, q), as W&B's grid: max itself excluded
-            count = math.ceil((high - low) / q - 1e-9)
-            values = [int(low + i * q) if integer else round(low + i * q, 12) for i in range(count)]
-            return Parameter(name, key, where, dist, values=values,
+            return Parameter(name, key, where, dist, low=low, high=high, integer=integer, q=q, grid=True,
                              note=f"q_uniform on a grid: {low:g} to {high:g} (excluded) in steps of {q:g}")
         return Parameter(name, key, where, dist, low=low, high=high, integer=integer, q=q)
     # the log-uniform family
@@ -369,7 +425,7 @@ def _read_metric(raw: dict[str, Any], problems: Problems) -> tuple[str, str, str
     metric = raw.get("metric")
     if metric is None:
         return "val_acc", METRICS["val_acc"], "no metric in the file: val_acc, maximised", None
-    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str) or not metric["name"]:
         problems.add(("metric",), f"metric: {metric!r} is not allowed; expected {{name: ..., goal: maximize|minimize}}")
         return "val_acc", "maximize", "", None
     extra = [k for k in metric if k not in ("name", "goal", "target")]
@@ -395,7 +451,7 @@ def _read_metric(raw: dict[str, Any], problems: Problems) -> tuple[str, str, str
                                          f"{'higher' if direction == 'maximize' else 'lower'}); use goal: {direction}")
     target = metric.get("target")
     if target is not None and not _number(target):
-        problems.add(("metric", "target"), f"metric.target: {target!r} is not a number")
+        problems.add(("metric", "target"), f"metric.target: {target!r} is not a finite number")
         target = None
     return key, direction, note, None if target is None else float(target)
 
@@ -413,10 +469,12 @@ def _read_early_terminate(raw: Any, problems: Problems) -> dict[str, int] | None
         problems.add(("early_terminate",), f"early_terminate: unknown field(s) {', '.join(map(str, unknown))}; "
                                            f"expected {', '.join(HYPERBAND_KEYS)}")
     values = {}
-    for key, minimum in (("min_iter", 1), ("max_iter", 1), ("s", 1), ("eta", 2)):
+    for key, minimum, maximum in (("min_iter", 1, MAX_ITER), ("max_iter", 1, MAX_ITER), ("s", 1, MAX_BANDS),
+                                  ("eta", 2, MAX_ITER)):
         value = raw.get(key)
-        if value is not None and (not _int_like(value) or value < minimum):
-            problems.add(("early_terminate", key), f"early_terminate.{key}: {value!r} is not an integer >= {minimum}")
+        if value is not None and (not _int_like(value) or not minimum <= value <= maximum):
+            problems.add(("early_terminate", key), f"early_terminate.{key}: {value!r} is not allowed; expected an "
+                                                   f"integer {minimum} <= {key} <= {maximum:,}")
             return None
         values[key] = value
     eta = values["eta"] or 3

@@ -12,15 +12,18 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from trainer import yamlfile
 from trainer.jobdir import METRICS
+from trainer.yamlfile import ConfigError
+
+__all__ = ["ConfigError"]  # defined with the one reader of input files (trainer.yamlfile), raised here too
 
 MODEL_ALIASES: dict[str, str] = {
     "bert": "bert-base-uncased",
@@ -45,36 +48,8 @@ MIN_MAX_LEN = 8
 MAX_MAX_LEN = 8192
 
 
-class YamlLoader(yaml.SafeLoader):
-    """Safe YAML that also reads `3e-5` as a number (YAML 1.2); PyYAML alone reads a string."""
-
-
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def refuse_aliases(text: str, source: str) -> None:
-    """YAML aliases (`*name`, `<<: *name`) are refused before anything is built from the file:
-    ten lines of nested aliases expand to gigabytes (a "billion laughs"). Read as a stream of
-    events, so checking takes no more memory than the text."""
-    try:
-        for event in yaml.parse(text, Loader=YamlLoader):
-            if isinstance(event, yaml.AliasEvent):
-                raise ConfigError(f"{source}: line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                                  "allowed in sweep files; write the values out")
-    except yaml.YAMLError:
-        return  # not valid YAML: the loader reports it, with its line
-
-
-class ConfigError(ValueError):
-    """A job configuration that cannot run. The message names the key, value and fix."""
+# An integer seed as numpy and torch take it.
+SEED_RANGE = (0, 2**32)
 
 
 @dataclass(frozen=True)
@@ -224,6 +199,19 @@ def _nearest(key: str, choices: list[str]) -> str:
     return f"{hint}valid keys: {', '.join(choices)}"
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A user's value in a message: its repr, cut to `limit` characters (with its full length)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def key_text(key: Any) -> str:
+    """A user's key as written; repr'd where it would not show (a line break, spaces around, not a string)."""
+    if isinstance(key, str) and key and key.isprintable() and key.strip() == key and len(key) <= 80:
+        return key
+    return shown(key)
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -234,7 +222,7 @@ def _where(source: str, key: str) -> str:
 
 def _int(source: str, key: str, value: Any, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not an integer")
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not an integer")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{_where(source, key)}: {value} is out of range; expected {key} >= {minimum}")
     return value
@@ -242,8 +230,45 @@ def _int(source: str, key: str, value: Any, *, minimum: int | None = None) -> in
 
 def _float(source: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not a number")
-    return float(value)
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{_where(source, key)}: {value!r} is not a finite number; NaN and infinity are not allowed")
+    return number
+
+
+def is_dir(value: str) -> bool:
+    """Whether a user's string names a directory (a name too long for the file system names none)."""
+    try:
+        return Path(value).expanduser().is_dir()
+    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte
+        return False
+
+
+# A Hub id has at most 96 characters; a local path at most the file system's PATH_MAX.
+MAX_NAME_CHARS = 4096
+
+
+def _name(source: str, key: str, value: Any) -> str:
+    """A non-empty string short enough for a path, without NUL bytes or line breaks."""
+    value = _str(source, key, value)
+    if len(value) > MAX_NAME_CHARS or any(c in value for c in "\0\n\r"):
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} is not allowed; expected a "
+                          f"name of at most {MAX_NAME_CHARS} characters without NUL bytes or line breaks")
+    return value
+
+
+def _seed(source: str, key: str, value: Any) -> int:
+    """A seed numpy, torch and Python's random all take: an integer in [0, 2**32)."""
+    value = _int(source, key, value)
+    low, high = SEED_RANGE
+    if not low <= value < high:
+        raise ConfigError(f"{_where(source, key)}: {value} is out of range; expected an integer {low} <= {key} < 2**32 "
+                          f"({high})")
+    return value
 
 
 def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
@@ -251,27 +276,27 @@ def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
         close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.7)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(
-            f"{_where(source, key)}: {value!r} is not allowed{hint}; expected one of: {', '.join(allowed)}"
+            f"{_where(source, key)}: {shown(value)} is not allowed{hint}; expected one of: {', '.join(allowed)}"
         )
     return str(value)
 
 
 def _str(source: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{_where(source, key)}: {value!r} ({_type_name(value)}) is not a non-empty string")
+        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not a non-empty string")
     return value
 
 
 def _model(source: str, value: Any) -> str:
-    value = _str(source, "model", value)
-    if value in MODEL_ALIASES or value in LEGACY_HUB_IDS or Path(value).is_dir() or "/" in value:
+    value = _name(source, "model", value)
+    if value in MODEL_ALIASES or value in LEGACY_HUB_IDS or is_dir(value) or "/" in value:
         # Anything with a '/' that is not a directory is taken as a Hub id (owner/name);
         # a wrong one fails when it is fetched, with the Hub's own message.
         return value
     close = difflib.get_close_matches(value, list(MODEL_ALIASES), n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ConfigError(
-        f"{_where(source, 'model')}: {value!r} is not an alias, Hub id or directory{hint}; expected one of "
+        f"{_where(source, 'model')}: {shown(value)} is not an alias, Hub id or directory{hint}; expected one of "
         f"the aliases {', '.join(MODEL_ALIASES)}, a Hub id such as 'google-bert/bert-base-uncased', "
         "or an existing local directory"
     )
@@ -281,7 +306,8 @@ def _check_keys(source: str, raw: Mapping[str, Any], valid: list[str], prefix: s
     for key in raw:
         if not isinstance(key, str) or key not in valid:
             shown = [f"{prefix}{k}" for k in valid]
-            raise ConfigError(f"{_where(source, prefix + str(key))}: unknown key; {_nearest(prefix + str(key), shown)}")
+            raise ConfigError(f"{_where(source, prefix + key_text(key))}: unknown key; "
+                              f"{_nearest(prefix + str(key), shown)}")
 
 
 def _build_data(source: str, raw: Any) -> DataConfig:
@@ -289,7 +315,7 @@ def _build_data(source: str, raw: Any) -> DataConfig:
         raise ConfigError(f"{_where(source, 'data')}: {raw!r} is not a mapping of {', '.join(_DATA_KEYS)}")
     _check_keys(source, raw, _DATA_KEYS, "data.")
     d = DataConfig()
-    name = _str(source, "data.name", raw.get("name", d.name))
+    name = _name(source, "data.name", raw.get("name", d.name))
     split = raw.get("split", list(d.split))
     if split == SPLIT_GIVEN:
         fractions: tuple[float, ...] | str = SPLIT_GIVEN
@@ -311,8 +337,8 @@ def _build_data(source: str, raw: Any) -> DataConfig:
     label = _str(source, "data.label", raw.get("label", d.label))
     config = raw.get("config")
     if config is not None:
-        config = _str(source, "data.config", config)
-        if Path(name).is_dir():
+        config = _name(source, "data.config", config)
+        if is_dir(name):
             raise ConfigError(f"{_where(source, 'data.config')}: {config!r} is not allowed with the local directory "
                               f"data.name {name!r} (a configuration names one of a Hub data set's subsets); "
                               "remove data.config, or point data.name at the directory of that subset's files")
@@ -415,7 +441,7 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
         scheduler=_choice(source, "scheduler", get("scheduler", d.scheduler), SCHEDULERS),
         warmup_ratio=warmup,
         epochs=_int(source, "epochs", get("epochs", d.epochs), minimum=1),
-        seed=_int(source, "seed", get("seed", d.seed)),
+        seed=_seed(source, "seed", get("seed", d.seed)),
         precision=_choice(source, "precision", get("precision", d.precision), PRECISIONS),
         data=_build_data(source, get("data", {})),
         metric=_choice(source, "metric", get("metric", d.metric), tuple(METRICS)),
@@ -427,49 +453,79 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
 
 
 def apply_overrides(raw: Mapping[str, Any], overrides: list[str], *, source: str = "--set") -> dict[str, Any]:
-    """Apply `key=value` strings (dotted keys for nested ones; values parsed as YAML)."""
+    """Apply `key=value` strings (dotted keys for nested ones; values parsed as YAML, as plain data)."""
     merged: dict[str, Any] = json.loads(json.dumps(raw))  # deep copy of plain data
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{source} {item!r}: expected key=value, e.g. --set lr=3e-5 or --set data.limit=2000")
-        try:
-            value = yaml_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source} {item!r}: the value is not valid YAML ({exc})") from None
+        value = yamlfile.value(text, f"{source} {key}")
         if key not in ALL_KEYS:
-            raise ConfigError(f"{source} {key}: unknown key; {_nearest(key, ALL_KEYS)}")
+            raise ConfigError(f"{source} {key_text(key)}: unknown key; {_nearest(key, ALL_KEYS)}")
         target = merged
         *parents, leaf = key.split(".")
         for part in parents:
-            target = target.setdefault(part, {})
+            if not isinstance(target.setdefault(part, {}), dict):
+                raise ConfigError(f"{source} {key}: {part} is {target[part]!r} ({_type_name(target[part])}), not a "
+                                  f"mapping of {part} keys, so {key} cannot be set in it; expected {part}: "
+                                  f"{{{leaf}: ...}}")
+            target = target[part]
         target[leaf] = value
     return merged
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
     """Read a YAML or JSON file into a mapping; ConfigError names the file (and line) if not."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    refuse_aliases(text, str(path))
-    try:
-        raw = yaml_load(text)  # JSON is YAML
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}:{line} not valid YAML: {problem}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of job keys, got {_type_name(raw)}")
-    return raw
+    return _read_job_file(path).data
+
+
+def _read_job_file(path: Path) -> yamlfile.Document:
+    doc = yamlfile.read(path)  # JSON is YAML
+    if doc.data is None:
+        return dataclasses.replace(doc, data={})
+    if not isinstance(doc.data, dict):
+        raise ConfigError(f"{path}: expected a mapping of job keys, got {_type_name(doc.data)}")
+    return doc
 
 
 def load_job(path: Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a job file (YAML or JSON), apply `--set` overrides, and validate."""
-    raw = read_mapping(path)
-    raw = apply_overrides(raw, overrides or [])
-    return build_job(raw, source=str(path))
+    """Read a job file (YAML or JSON), apply `--set` overrides, and validate; ConfigError lists
+    every problem of the file at once, each with its line."""
+    doc = _read_job_file(path)
+    raw = apply_overrides(doc.data, overrides or [])
+    try:
+        return build_job(raw, source=str(path))
+    except ConfigError as first:
+        problems = every_problem(raw)
+        if len(problems) < 2:
+            raise first from None
+        located = []
+        for problem in problems:
+            line = doc.line(tuple(problem.split(":")[0].split(".")))
+            located.append((line or 0, f"line {line}: {problem}" if line else problem))
+        body = "\n  ".join(text for _, text in sorted(located, key=lambda item: item[0]))
+        raise ConfigError(f"{path}: {len(problems)} problems:\n  {body}") from None
+
+
+def every_problem(raw: Mapping[str, Any], *, source: str = "") -> list[str]:
+    """Each key's problem, each key checked with the keys that pass (so that rules between keys,
+    such as micro_batch_size dividing batch_size, are checked in context, in any order)."""
+    accepted: dict[str, Any] = {}
+    failing = dict(raw)
+    changed = True
+    while changed:  # a key refused beside fewer keys may pass beside more (at most len(raw) rounds)
+        changed = False
+        problems = {}
+        for key, value in list(failing.items()):
+            try:
+                build_job({**accepted, key: value}, source=source)
+            except ConfigError as exc:
+                problems[key] = str(exc)
+                continue
+            accepted[key] = value
+            del failing[key]
+            changed = True
+    # A rule between two keys, one of them refused itself (micro_batch_size against a batch_size
+    # of 0), is judged against the default: said once the other key is right.
+    return [text for key, text in problems.items()
+            if not any(re.search(rf"\b{re.escape(str(other))}\b", text.split(": ", 1)[-1]) for other in problems if other != key)]

@@ -133,3 +133,36 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# Linux's limits: a path of at most PATH_MAX bytes, each name in it at most NAME_MAX.
+PATH_MAX = 4096
+NAME_MAX = 255
+
+
+def check_dir_option(path: Path, option: str, *, write: bool = True) -> None:
+    """A directory option (--out, --runs-dir, --cache-dir) checked before any work: a path the
+    file system takes, not a file, and (with `write`) writable, or creatable in a writable
+    directory. DestinationError names the option, the path and what is wrong."""
+    text = str(path)
+    shown = repr(text[:80] + ("..." if len(text) > 80 else ""))
+    if "\0" in text:
+        raise DestinationError(f"{option}: {shown} holds a NUL byte; expected a directory path")
+    long = [p for p in path.parts if len(os.fsencode(p)) > NAME_MAX]
+    if len(os.fsencode(text)) > PATH_MAX - NAME_MAX or long:
+        what = f"the name {long[0][:40]!r}... is longer than {NAME_MAX} bytes" if long else (
+            f"{len(os.fsencode(text)):,} bytes leaves no room for the files under it (at most {PATH_MAX - NAME_MAX:,})")
+        raise DestinationError(f"{option}: {shown} is too long: {what}; expected a shorter directory path")
+    probe = path
+    try:
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            where = "is" if probe == path else f"is under {probe}, which is"
+            raise DestinationError(f"{option}: {shown} {where} a file, not a directory; expected a directory "
+                                   "(or a path where one can be made)")
+    except OSError as exc:
+        raise DestinationError(f"{option}: {shown} cannot be used ({exc.strerror})") from None
+    if write and not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == path else f" ({probe}, where it would be made)"
+        raise DestinationError(f"{option}: {shown}{where} is not writable; expected a directory this user can write")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.config import ConfigError, DataConfig, JobConfig
+from trainer.config import ConfigError, DataConfig, JobConfig, is_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
                    "vocab.json")
@@ -37,6 +37,11 @@ def check(jobs: Sequence[JobConfig], *, strict: bool, source: str = "") -> list[
         kind, message = _model(model, path, hub)
         if message:
             (problems if kind == "error" or strict else warnings).append(where + message)
+        elif (limit := local_max_len(path)) is not None:
+            longest = max(j.max_len for j in jobs if j.model == model)
+            if longest > limit[0]:
+                problems.append(f"{where}max_len: {longest} is out of range; expected 8 <= max_len <= {limit[0]} for "
+                                f"model {model!r} ({limit[1]})")
     for data in _distinct_data(jobs):
         kind, message = _data(data, hub)
         if message:
@@ -45,6 +50,33 @@ def check(jobs: Sequence[JobConfig], *, strict: bool, source: str = "") -> list[
         head = f"{len(problems)} problems before any job started:\n  " if len(problems) > 1 else ""
         raise ConfigError(head + "\n  ".join(problems))
     return warnings
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > 1 << 20:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def local_max_len(path: str) -> tuple[int, str] | None:
+    """A local model's longest input, read from its config.json (and its tokenizer's limit, as
+    trainer.model.model_max_len reads it from the loaded model), with where it was read; None when
+    the model is not a local directory or says nothing."""
+    if not is_dir(path):
+        return None
+    local = Path(path).expanduser()
+    positions = _read_json(local / "config.json").get("max_position_embeddings")
+    limit = _read_json(local / "tokenizer_config.json").get("model_max_length")
+    found = []
+    if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0:
+        found.append((positions, f"its config.json: max_position_embeddings {positions}"))
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < 10**6:
+        found.append((limit, f"its tokenizer_config.json: model_max_length {limit}"))
+    return min(found) if found else None
 
 
 def _distinct_data(jobs: Sequence[JobConfig]) -> list[DataConfig]:
@@ -81,6 +113,13 @@ class _Hub:
         return "HF_HUB_OFFLINE=1" if self.offline else "the Hub is unreachable"
 
 
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system
+        return False
+
+
 def _looks_like_path(value: str) -> bool:
     return value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value
 
@@ -98,7 +137,7 @@ def _hub_id_problem(value: str) -> str | None:
 def _model(model: str, path: str, hub: _Hub) -> tuple[str, str | None]:
     shown = f"model: {model!r}" + (f" ({path})" if path != model else "")
     local = Path(path).expanduser()
-    if local.is_dir():
+    if is_dir(path):
         if not (local / "config.json").is_file():
             return "error", (f"{shown}: the directory holds no config.json; expected a Hugging Face model directory "
                              "(config.json, the tokenizer's files, the weights), e.g. one written by save_pretrained")
@@ -106,7 +145,7 @@ def _model(model: str, path: str, hub: _Hub) -> tuple[str, str | None]:
             return "error", (f"{shown}: the directory holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
                              "save the tokenizer next to the model (tokenizer.save_pretrained(DIR))")
         return "ok", None
-    if local.exists():
+    if _exists(local):
         return "error", f"{shown}: is a file; expected a model directory, an alias or a Hub id (owner/name)"
     if _looks_like_path(path):
         return "missing", (f"{shown}: no such directory; expected an existing local model directory, an alias or a "
@@ -139,8 +178,8 @@ def _data(cfg: DataConfig, hub: _Hub) -> tuple[str, str | None]:
 
     shown = f"data.name: {cfg.name!r}" + (f" (data.config {cfg.config!r})" if cfg.config else "")
     local = Path(cfg.name).expanduser()
-    if not local.is_dir():
-        if local.exists():
+    if not is_dir(cfg.name):
+        if _exists(local):
             return "error", f"{shown}: is a file; expected a directory of train.*/test.* files or a Hub data set id"
         if _looks_like_path(cfg.name):
             return "missing", (f"{shown}: no such directory; expected an existing directory of train.*/test.* files "

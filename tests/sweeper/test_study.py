@@ -60,7 +60,7 @@ BAD = [
     ("name: s\nparams:\n  pooling: {values: [cls, max]}\n", "line 3: params.pooling: 'max' is not allowed"),
     ("name: s\nparams:\n  learning_rate: {values: [1]}\n", "line 3: params.learning_rate: unknown or unsearchable key"),
     ("name: s\nparams: {lr: {values: [1.0e-5]}}\nsampler: grid\n", "line 3: sampler: 'grid' is not allowed"),
-    ("name: s\nparams: {lr: {values: [1.0e-5]}}\npruner: {name: median, bogus: 1}\n", "line 3: pruner:"),
+    ("name: s\nparams: {lr: {values: [1.0e-5]}}\npruner: {name: median, bogus: 1}\n", "line 3: pruner.bogus: not an argument"),
     ("name: s\nparams: {lr: {values: [1.0e-5]}}\nmetric: loss\n", "line 3: metric: 'loss' is not allowed"),
     ("name: s\nparam: {}\n", "line 2: param: unknown key; did you mean 'params'"),
 ]

@@ -192,7 +192,7 @@ BAD_PARAMETERS = [
     ({"lr": {"distribution": "beta", "a": 1, "b": 2}}, "distribution beta is refused"),
     ({"lr": {"distribution": "gamma", "min": 1, "max": 2}}, "distribution 'gamma' is not a W&B distribution"),
     ({"pooling": {"values": ["cls", "mean"], "probabilities": [0.7, 0.3]}}, "cannot be honoured"),
-    ({"lr": {"min": 1.0e-3, "max": 1.0e-5}}, "min 0.001, max 1e-05 is not allowed; expected numbers with min < max"),
+    ({"lr": {"min": 1.0e-3, "max": 1.0e-5}}, "min 0.001, max 1e-05 is not allowed; expected finite numbers with min < max"),
     ({"lr": {"distribution": "log_uniform_values", "min": 0, "max": 1}}, "log_uniform_values needs min > 0"),
     ({"dropout": {"values": [0.1, 1.5]}}, "parameters.dropout: dropout 1.5 is out of range"),
     ({"lr": {"values": [1e-5]}, "learning_rate": {"values": [1e-4]}}, "is lr, as parameters.lr already is"),
