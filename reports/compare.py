@@ -139,9 +139,12 @@ class _Reader:
 
     def seeds(self, records: list[Record]) -> _Seeds | None:
         """None when any run has no predictions."""
-        runs = [self._run(r.job_id) for r in records]
-        if any(run is None for run in runs):
-            return None
+        runs = []
+        for r in records:
+            run = self._run(r.job_id)
+            if run is None:
+                return None  # the configuration is compared on its scores: the other runs need not be read
+            runs.append(run)
         ids = [r.job_id for r in records]
         hit = self._cache.ensemble(ids) if self._cache is not None else None
         if hit is None:
@@ -149,18 +152,21 @@ class _Reader:
             if preds is None:
                 return None
             rows, labels, probs = _average(preds)
-            hit = (rows, predicted(probs) == labels)
+            hit = (self._canonical(rows), predicted(probs) == labels)
             if self._cache is not None:
                 self._cache.put_ensemble(ids, hit)
-        return _Seeds(runs, _Run(self._canonical(hit[0]), hit[1]))  # type: ignore[arg-type]
+        return _Seeds(runs, _Run(self._canonical(hit[0]), hit[1]))
 
     def _run(self, job_id: str) -> _Run | None:
+        if self._cache is not None and self._cache.stamp(job_id) is None:
+            return None  # no predictions file: nothing to read
         hit = self._cache.run(job_id) if self._cache is not None else None
         if hit is None:
             preds = _read([Record(job_id, {}, {}, "", "", None)], self._predictions)
             if preds is None:
                 return None
-            hit = (preds[0].rows, predicted(preds[0].probs) == preds[0].labels)
+            # the canonical rows: a copy, never a view on the job's file (which would keep all of it alive)
+            hit = (self._canonical(preds[0].rows), predicted(preds[0].probs) == preds[0].labels)
             if self._cache is not None:
                 self._cache.put_run(job_id, hit)
         return _Run(self._canonical(hit[0]), hit[1])

@@ -507,6 +507,7 @@ def compare(
     from sweeper import experiment
     from sweeper.search import read_sweep
 
+    _check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
     try:
         if seeds != "auto" and not seeds.isdigit():
             raise ConfigError(f"--seeds: {seeds!r} is not allowed; expected a number of seeds (e.g. 3) or auto")
