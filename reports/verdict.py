@@ -256,7 +256,15 @@ def seeds_needed(var_a: float, var_b: float, test_var: float, diff: float, *, al
 
     if not enough(limit):
         return None
-    lo, hi = 2, limit
+    # t quantiles exceed the normal's, so the normal's n is a lower bound: start the search there
+    # (a report asks this for every row; a bisection from 2 cost ten t evaluations a row)
+    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(power)
+    room = (diff / z) ** 2 - test_var
+    lo, hi = (max(2, min(limit, math.ceil((var_a + var_b) / room - 1e-9))) if room > 0 else 2), limit
+    for _ in range(3):  # usually within a step or two of the bound
+        if enough(lo):
+            return lo
+        lo += 1
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if enough(mid) else (mid + 1, hi)
