@@ -147,3 +147,30 @@ def test_two_real_encoders_minilm_against_its_first_3_layers(tmp_path: Path) -> 
         assert all(0.3 < s["test_acc"] <= 1 for s in payload["by_value"][v]["seeds"])
     (pair,) = payload["pairs"]
     assert pair["low"] <= pair["diff"] <= pair["high"] and payload["answer"]
+
+
+def test_a_search_space_is_tuned_as_one_study_per_value_with_the_same_sampler_seed(tiny_models: dict, tiny_data: Path,
+                                                                                    tmp_path: Path) -> None:
+    space = {"name": "sp", "base": {"model": str(tiny_models["bert"]), "max_len": 32, "batch_size": 16, "epochs": 1,
+                                    "data": {"name": str(tiny_data)}},
+             "params": {"pooling": {"values": ["cls", "mean"]}, "lr": {"min": 1e-4, "max": 3e-3, "log": True}},
+             "sampler": {"name": "tpe", "seed": 7}}
+    path = tmp_path / "sp.yaml"
+    path.write_text(yaml.safe_dump(space))
+    runs = tmp_path / "runs"
+    dry = CliRunner().invoke(app, ["compare", str(path), "--axis", "pooling", "--budget", "1", "--seeds", "2",
+                                   "--runs-dir", str(runs), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "one study per value, 1 trial(s) each, the same sampler and sampler seed" in dry.output
+    assert "sp-compare-pooling-0, sp-compare-pooling-1" in dry.output and not runs.exists()
+    ranged = CliRunner().invoke(app, ["compare", str(path), "--axis", "lr", "--budget", "1", "--runs-dir", str(runs)])
+    assert ranged.exit_code == 2 and "a range cannot be compared value by value" in ranged.output
+    out = CliRunner().invoke(app, ["compare", str(path), "--axis", "pooling", "--budget", "1", "--seeds", "2",
+                                   "--runs-dir", str(runs), "--no-live", "--parallel", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads((runs / "sp-compare-pooling" / "compare.json").read_text())
+    lrs = {v: json.loads((runs / f"sp-compare-pooling-{i}" / payload["by_value"][v]["tuning_runs"][0]["job"]
+                          / "config.json").read_text())["lr"] for i, v in enumerate(("cls", "mean"))}
+    assert lrs["cls"] == lrs["mean"]  # the same sampler seed: the same learning rate drawn for each value
+    for v in ("cls", "mean"):
+        assert len(payload["by_value"][v]["seeds"]) == 2
