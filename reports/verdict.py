@@ -339,28 +339,35 @@ def t_sf(t: float, df: float) -> float:
 
 @functools.lru_cache(maxsize=4096)  # seeds_needed asks for the same integer df over and over
 def t_ppf(q: float, df: float) -> float:
-    """The q quantile of Student's t (Newton's method on `t_sf` from the normal quantile)."""
+    """The q quantile of Student's t: Newton's method on `t_sf`, from Hill (1970)'s expansion in
+    1/df, inside the bracket [the normal's quantile, the Cauchy's] (df >= 1)."""
     if math.isinf(df) or df > 1e7:
         return _NORMAL.inv_cdf(q)
     if q == 0.5:
         return 0.0
+    if q < 0.5:
+        return -t_ppf(1 - q, df)
     if df == 1:
         return math.tan(math.pi * (q - 0.5))
     if df == 2:
         return (2 * q - 1) / math.sqrt(2 * q * (1 - q))
-    x = _NORMAL.inv_cdf(q)
-    lo, hi = -1e6, 1e6
+    z = _NORMAL.inv_cdf(q)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    lo, hi = z, (math.tan(math.pi * (q - 0.5)) if df >= 1 else 1e12)
+    x = min(max(z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4, lo), hi)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
     for _ in range(100):
         f = (1 - t_sf(x, df)) - q
         if f > 0:
             hi = x
         else:
             lo = x
-        dens = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-                        - (df + 1) / 2 * math.log1p(x * x / df))
+        dens = math.exp(log_norm - (df + 1) / 2 * math.log1p(x * x / df))
         step = x - f / dens if dens > 0 else (lo + hi) / 2
-        new = step if lo < step < hi else (lo + hi) / 2
-        if abs(new - x) <= 1e-12 * max(1.0, abs(x)):
-            return new
-        x = new
+        if abs(step - x) <= 1e-12 * max(1.0, abs(x)):
+            return step
+        x = step if lo < step < hi else (lo + hi) / 2
     return x
