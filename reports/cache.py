@@ -163,6 +163,7 @@ def _unpack(data: dict[str, np.ndarray], prefix: str, rows: list[np.ndarray]) ->
     ends = np.cumsum((lengths + 7) // 8)
     if len(bits) != (ends[-1] if len(ends) else 0) or not len(keys) == len(stamps) == len(which) == len(lengths):
         raise ValueError(f"{prefix}: arrays of different lengths")
+    every = np.unpackbits(bits).view(bool)  # one pass; each entry a view on it
     out = {}
     start = 0
     for key, stamp, w, n, end in zip(keys.tolist(), stamps.tolist(), which.tolist(), lengths.tolist(), ends.tolist(),
@@ -170,6 +171,6 @@ def _unpack(data: dict[str, np.ndarray], prefix: str, rows: list[np.ndarray]) ->
         r = rows[w]
         if len(r) != n:
             raise ValueError(f"{prefix} {key}: {n} bits for {len(r)} rows")
-        out[key] = (tuple(x for x in stamp if x != -1), (r, np.unpackbits(bits[start:end], count=n).astype(bool)))
+        out[key] = (tuple(x for x in stamp if x != -1), (r, every[8 * start:8 * start + n]))
         start = end
     return out
