@@ -502,6 +502,12 @@ def compare(
     json_out: Annotated[bool, typer.Option("--json", help="Also write compare.json.")] = False,
     live: LiveView = True,
     warm_start: WarmStart = True,
+    slurm: SlurmOn = False,
+    slurm_partition: SlurmPartition = None,
+    slurm_gpus_per_task: SlurmGpus = None,
+    slurm_time: SlurmTime = None,
+    slurm_workers: SlurmWorkers = None,
+    slurm_extra: SlurmExtra = None,
 ) -> None:
     """Is A better than B on my task? Tune each value of --axis equally, run each best on seeds, answer."""
     from sweeper import experiment
@@ -521,6 +527,19 @@ def compare(
         _preflight(jobs, strict=not dry_run, source=str(space_file))
     except ConfigError as exc:
         raise _fail(exc) from None
+    slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
+    _check_slurm(slurm, space_file, slurm_options)
+    if slurm and not dry_run:
+        # every worker runs this same comparison: each phase's jobs are claimed once across the
+        # workers, and a worker starts the next phase only when every job of this one finished
+        args = ["compare", str(space_file.absolute()), "--axis", axis, "--budget", str(budget), "--seeds", seeds,
+                "--max-seeds", str(max_seeds), *(["--values", values] if values else []),
+                *(["--target-diff", str(target_diff)] if target_diff is not None else []),
+                *(["--json"] if json_out else []), *(f"--set={o}" for o in set_ or [])]
+        _submit_to_slurm(plan.name, space_file, args, runs_dir=runs_dir, storage=storage, gpus=gpus,
+                         jobs_per_gpu=jobs_per_gpu, parallel=parallel, retries=retries, cache_dir=cache_dir,
+                         warm_start=warm_start, options=slurm_options)
+        return
     from sweeper.store import default_storage, missing_storage, open_storage
 
     url = storage or default_storage(runs_dir)

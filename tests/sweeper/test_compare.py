@@ -174,3 +174,32 @@ def test_a_search_space_is_tuned_as_one_study_per_value_with_the_same_sampler_se
     assert lrs["cls"] == lrs["mean"]  # the same sampler seed: the same learning rate drawn for each value
     for v in ("cls", "mean"):
         assert len(payload["by_value"][v]["seeds"]) == 2
+
+
+def test_slurm_submits_workers_that_run_this_same_comparison(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--slurm submits N workers, each running the same `sweep compare` (each phase's jobs claimed
+    once across them); the worker command, run here as a worker would, completes the comparison."""
+    from sweeper import slurm
+
+    submitted: dict = {}
+
+    def fake_submit(**kwargs):  # type: ignore[no-untyped-def]
+        submitted.update(kwargs)
+        return slurm.Submission(array_id="77", job_ids=["77_0", "77_1"], folder=tmp_path / "slurm")
+
+    monkeypatch.setattr(slurm, "submit", fake_submit)
+    path = compare_grid(tmp_path, tiny_models["bert"], tiny_data, lrs=(3e-3, 1e-3))
+    runs = tmp_path / "runs"
+    out = CliRunner().invoke(app, ["compare", str(path), "--axis", "pooling", "--budget", "1", "--seeds", "2", "--json",
+                                   "--runs-dir", str(runs), "--slurm", "--slurm-workers", "2"])
+    assert out.exit_code == 0, out.output
+    command = submitted["command"]
+    assert command[1:5] == ["-m", "sweeper.cli", "compare", str(path.absolute())]
+    assert command[5:13] == ["--axis", "pooling", "--budget", "1", "--seeds", "2", "--max-seeds", "10"]
+    assert "--json" in command and "--runs-dir" in command and submitted["options"].workers == 2
+    assert not list(runs.glob("cmp-compare-pooling/*/"))  # nothing ran here
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env={
+        **__import__("os").environ, **submitted["env"]})
+    assert done.returncode == 0, done.stderr
+    assert (runs / "cmp-compare-pooling" / "compare.json").is_file()
