@@ -301,7 +301,7 @@ def execute(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any]
     from sweeper.store import SweepStore
 
     say(f"phase 1: {p.tuning_jobs()} tuning job(s)")
-    tuned = _tune(p, backend=backend, runs_dir=runs_dir, run_source=run_source, retries=retries)
+    tuned = _tune(p, backend=backend, runs_dir=runs_dir, run_source=run_source, retries=retries, say=say)
     for lab, t in tuned.items():
         if t.best_job is None:
             say(f"{p.axis}={lab}: no tuning run completed; it has no best configuration to run on seeds")
@@ -325,6 +325,8 @@ def execute(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any]
         if to_run:
             grid = Grid(name=p.seeds_sweep, description=f"sweep compare {p.axis}: each value's best on {n} seeds",
                         path=Path(p.seeds_sweep), axes={p.axis: p.values}, jobs=to_run)
+            if reused := adopt(backend, store, to_run, runs_dir):
+                say(f"phase 2: {len(reused)} seed job(s) finished in other sweeps of this storage, not run again")
             run_source(GridSource(grid, store, runs_dir=runs_dir))
 
     say(f"phase 2: each value's best on {p.pilot} seed(s)")
@@ -340,7 +342,45 @@ def execute(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any]
     return outcome
 
 
-def _tune(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any], None], retries: int) -> dict[str, Tuned]:
+def adopt(backend: Any, store: Any, jobs: list[Job], runs_dir: Path) -> list[str]:
+    """Jobs this sweep has not finished that another sweep on the storage has (the same job id is
+    the same configuration): recorded here as finished with that run's result, their directory a
+    link to the other sweep's, so that they are not run again. Returns the adopted job ids."""
+    import os
+
+    from sweeper.store import FINISHED, SweepStore, sweep_names
+
+    mine = store.trials_by_job()
+    wanted = {j.id: j for j in jobs if store.state(mine.get(j.id, [])).status not in FINISHED}
+    adopted: list[str] = []
+    for other in sweep_names(backend):
+        if not wanted or other == store.sweep:
+            continue
+        theirs = SweepStore(backend, other, create=False)
+        by_job = theirs.trials_by_job()
+        for job_id in [j for j in wanted if j in by_job]:
+            state = theirs.state(by_job[job_id])
+            source, target = runs_dir / other / job_id, runs_dir / store.sweep / job_id
+            if state.status not in FINISHED or state.result is None or not source.is_dir() or target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(os.path.relpath(source, target.parent), target)
+            except FileExistsError:  # another worker of this comparison adopts it now
+                continue
+            store.sync([wanted[job_id]])
+            trial = store.canonical(store.trials_by_job()[job_id])
+            if trial is None or not store.claim(trial):
+                continue
+            store.set_attr(store.trial_id(trial), "reused_from", other)
+            store.finish(store.trial_id(trial), {**state.result, "status": state.status})
+            adopted.append(job_id)
+            del wanted[job_id]
+    return adopted
+
+
+def _tune(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any], None], retries: int,
+          say: Callable[[str], None]) -> dict[str, Tuned]:
     from sweeper.grid_source import GridSource
     from sweeper.store import SweepStore
 
@@ -352,6 +392,8 @@ def _tune(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any], 
         grid = Grid(name=p.name, description=f"sweep compare {p.axis}: equal tuning, {p.budget} point(s) a value",
                     path=Path(p.name), axes=axes, jobs=jobs)
         store = SweepStore(backend, p.name, lock_dir=runs_dir)
+        if reused := adopt(backend, store, jobs, runs_dir):
+            say(f"phase 1: {len(reused)} tuning job(s) finished in other sweeps of this storage, not run again")
         run_source(GridSource(grid, store, runs_dir=runs_dir))
         by_job = store.trials_by_job()
         return {lab: dataclasses.replace(pick_best(v, [(j, store.state(by_job.get(j.id, [])).result)

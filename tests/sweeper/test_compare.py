@@ -203,3 +203,25 @@ def test_slurm_submits_workers_that_run_this_same_comparison(tiny_models: dict, 
         **__import__("os").environ, **submitted["env"]})
     assert done.returncode == 0, done.stderr
     assert (runs / "cmp-compare-pooling" / "compare.json").is_file()
+
+
+def test_jobs_finished_in_another_sweep_on_the_storage_are_not_run_again(tiny_models: dict, tiny_data: Path,
+                                                                         tmp_path: Path) -> None:
+    """The grid itself was run first (`sweep grid`): the comparison adopts its finished jobs (the same
+    job id is the same configuration) and runs only the seeds it lacks."""
+    path = compare_grid(tmp_path, tiny_models["bert"], tiny_data, lrs=(3e-3, 1e-3))
+    runs = tmp_path / "runs"
+    first = CliRunner().invoke(app, ["grid", str(path), "--runs-dir", str(runs), "--no-live", "--parallel", "2"])
+    assert first.exit_code == 0, first.output
+    out = CliRunner().invoke(app, ["compare", str(path), "--axis", "pooling", "--budget", "2", "--seeds", "2",
+                                   "--runs-dir", str(runs), "--no-live", "--parallel", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    assert "4 tuning job(s) finished in other sweeps of this storage, not run again" in out.output
+    backend = open_storage(str(runs / "sweeps.journal"))
+    tuning = SweepStore(backend, "cmp-compare-pooling", create=False).trials_by_job()
+    assert len(tuning) == 4 and all(t[-1].user_attrs.get("reused_from") == "cmp" for t in tuning.values())
+    for job in tuning:  # read through a link to the grid's own directory: one run, one directory
+        linked = runs / "cmp-compare-pooling" / job
+        assert linked.is_symlink() and (linked / "result.json").is_file()
+    payload = json.loads((runs / "cmp-compare-pooling" / "compare.json").read_text())
+    assert all(len(payload["by_value"][v]["seeds"]) == 2 for v in ("cls", "mean"))
