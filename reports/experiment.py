@@ -210,8 +210,8 @@ def paragraph(ans: Answer) -> str:
             parts.append(f"**{p.axis}={winner} is better than {p.axis}={loser}**: test accuracy {abs(diff):.4f} higher"
                          f"{ci}, on {seeds}")
         else:
-            needed = f"; about {v.seeds_needed} seeds a side would decide it (--seeds auto runs them)" \
-                if v.seeds_needed else ""
+            needed = (f"; about {v.seeds_needed} seeds a side would decide it (--seeds auto runs up to --max-seeds "
+                      f"of them, {p.max_seeds} here)") if v.seeds_needed else ""
             why = [part for part in v.reason.split("; ")[1:] if not part.startswith(("about ", "more seeds"))]
             parts.append(f"**cannot tell** {p.axis}={top} from {p.axis}={other}: {diff:+.4f}{ci} on {seeds}"
                          + (f" ({'; '.join(why)})" if why else "") + needed)
