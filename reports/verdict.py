@@ -70,10 +70,6 @@ class Verdict:
     seed_vars: tuple[float, float] = (math.nan, math.nan)  # the per-seed variances used for (a, b)
 
     @property
-    def decided(self) -> bool:
-        return self.winner is not None
-
-    @property
     def testable(self) -> bool:
         return not math.isnan(self.p_value)
 
