@@ -131,6 +131,28 @@ def moments(correct_a: np.ndarray, correct_b: np.ndarray) -> Moments:
     return Moments(len(a), len(b), n, mean, cov, runs[:, informative].T.astype(np.float64) if few else None)
 
 
+def paired_moments(correct_a: np.ndarray, correct_b: np.ndarray) -> list[Moments]:
+    """`moments(correct_a[None], b[None])` for each row b of `correct_b` (configurations x
+    examples; one run a side, as the seed ensembles are), from counts in one pass: the same
+    numbers (each entry of `moments`' float32 product is an exact count)."""
+    n = correct_a.shape[0]
+    count_a = int(np.count_nonzero(correct_a))
+    count_b = np.count_nonzero(correct_b, axis=1).tolist()
+    both = np.count_nonzero(correct_b & correct_a, axis=1).tolist()
+    mean_a = count_a / n
+    out = []
+    for i, (cb, ab) in enumerate(zip(count_b, both, strict=True)):
+        if (count_a - ab) + (cb - ab) <= EXACT_INFORMATIVE:  # few informative examples: their patterns too
+            out.append(moments(correct_a[None], correct_b[i][None]))
+            continue
+        mean_b = cb / n
+        mean = np.array([mean_a, mean_b])
+        cov = np.array([[count_a / n - mean_a * mean_a, ab / n - mean_a * mean_b],
+                        [ab / n - mean_b * mean_a, cb / n - mean_b * mean_b]])
+        out.append(Moments(1, 1, n, mean, cov, None))
+    return out
+
+
 def two_level_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray, *, samples: int = SAMPLES,
                         seed: int = SEED) -> Bootstrap:
     """Difference in mean per-seed accuracy, B minus A, with both levels resampled.

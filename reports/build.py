@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 from threadpoolctl import threadpool_limits
@@ -10,9 +13,11 @@ from threadpoolctl import threadpool_limits
 from reports.cache import Cache
 from reports.collect import Predictions, load_predictions, load_records, study_summary, trial_states
 from reports.draw import Painter, Plot
-from reports.markdown import to_markdown
+from reports.html import to_html
+from reports.markdown import label_text, runs_cell, to_markdown
 from reports.plots import plan_plots
-from reports.tables import SweepReport, compare_report, tabulate, to_csv, to_json
+from reports.rows import SweepReport
+from reports.tables import compare_report, counts_text, tabulate, to_csv, to_json
 from sweeper.store import SweepStore, open_storage, sweep_names
 from trainer.io import atomic_write
 
@@ -33,7 +38,7 @@ def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, b
                          "(e.g. 0.01)")
     # One BLAS thread: the report's matrix products are small (rows x bootstrap replicates), and
     # OpenBLAS's idle threads spin on the CPU the plot helper needs (10,000 trials: 2.55 s -> 2.19 s).
-    with threadpool_limits(limits=1, user_api="blas"), Painter(enabled=plots) as painter:
+    with _no_gc(), threadpool_limits(limits=1, user_api="blas"), Painter(enabled=plots) as painter:
         reports = _build_all(storage, runs_dir, sweeps, painter, baseline=baseline, fmt=fmt, plots=plots,
                              effect=effect, html=html)
     if not any(r.unwritten for r in reports):
@@ -46,6 +51,21 @@ def generate(*, storage: str, runs_dir: Path, sweeps: list[str] | None = None, b
     return reports
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """The cyclic garbage collector off while a report is built: the report allocates objects by
+    the million (the storage's trials, the records, the rows) and frees them all at the end, and
+    every collection on the way walks all that are alive: a tenth to a fifth of a 10,000-trial
+    report's time, for nothing (it makes no cycles worth collecting early)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 INDEX_TITLE = "# Sweep reports"
 INDEX_ROWS = 20  # configurations listed per sweep in REPORT.md; the rest are in its report.md
 
@@ -53,9 +73,6 @@ INDEX_ROWS = 20  # configurations listed per sweep in REPORT.md; the rest are in
 def index_entry(report: SweepReport) -> tuple[str, list[str]]:
     """A sweep's entry of REPORT.md: its line and one line per configuration (those that did not
     all complete first, past INDEX_ROWS)."""
-    from reports.markdown import label_text, runs_cell
-    from reports.tables import counts_text
-
     head = (f"- [{report.name}]({report.name}/report.md) ([html]({report.name}/report.html)): "
             f"{counts_text(report)}; {len(report.rows)} configuration(s)")
     rows = list(range(len(report.rows)))
@@ -129,8 +146,6 @@ def _build_all(storage: str, runs_dir: Path, sweeps: list[str] | None, painter: 
 def _write_files(report: SweepReport, markdown: str, sweep_dir: Path, *, html: bool, fmt: str) -> None:
     _write_text(sweep_dir / "report.md", markdown)
     if html:
-        from reports.html import to_html
-
         _write_text(sweep_dir / "report.html", to_html(markdown, sweep_dir, title=f"Sweep {report.name}"))
     if fmt == "csv":
         _write_text(sweep_dir / "report.csv", to_csv([report]))

@@ -36,6 +36,7 @@ class Cache:
         self._runs: dict[str, tuple[tuple[int, ...], Bits]] = {}  # job -> (stamp, bits)
         self._ensembles: dict[str, tuple[tuple[int, ...], Bits]] = {}  # "job,job,..." -> (stamps, bits)
         self._stamps: dict[str, tuple[int, ...] | None] = {}
+        self._row_sets: list[np.ndarray] = []
         self._changed = False
         self._load()
 
@@ -55,6 +56,10 @@ class Cache:
                 result = (0, 0)
             self._stamps[job_id] = (p.st_size, p.st_mtime_ns, *result)
         return self._stamps[job_id]
+
+    def owns(self, rows: np.ndarray) -> bool:
+        """Whether `rows` is one of the row arrays this cache read from its file."""
+        return any(rows is r for r in self._row_sets)
 
     def run(self, job_id: str) -> Bits | None:
         hit = self._runs.get(job_id)
@@ -93,7 +98,7 @@ class Cache:
         try:
             if int(data["version"][0]) != _VERSION:
                 return
-            rows = [data[f"rows{i}"] for i in range(int(data["row_sets"][0]))]
+            rows = self._row_sets = [data[f"rows{i}"] for i in range(int(data["row_sets"][0]))]
             self._runs = _unpack(data, "run", rows)
             self._ensembles = _unpack(data, "ens", rows)
         except (KeyError, ValueError, IndexError) as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import optuna
 
 from sweeper.store import SweepStore
 from trainer.jobdir import PREDICTIONS_FILE
@@ -119,8 +120,6 @@ def study_summary(store: SweepStore) -> dict[str, Any]:
     their swept values as parameters too (for optuna-dashboard), but a grid was not sampled:
     Optuna marks every trial a grid enqueued with `fixed_params` {}, and its best trial is one
     seed's luck, not a search's result."""
-    import optuna
-
     complete = [t for t in store.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                 if t.value is not None]
     summary: dict[str, Any] = {}

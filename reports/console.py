@@ -12,7 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from reports.markdown import label_cells, label_text, lead_sentences, runs_cell
-from reports.tables import Row, SweepReport, best_note, counts_text
+from reports.rows import Row, SweepReport
+from reports.tables import best_note, counts_text
 
 SHOWN = 20  # rows in the terminal; the rest are in report.md
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from reports.budget import expected_best
 from reports.collect import load_predictions
-from reports.compare import predicted
+from reports.html import to_html
+from reports.pairs import predicted
 from reports.verdict import ALPHA, Verdict, adjust, compare, seeds_needed
 from sweeper.experiment import Outcome, label
 from sweeper.store import SweepStore
@@ -325,8 +326,6 @@ def _plots(ans: Answer, out: Path) -> None:
 
 def write(ans: Answer, out: Path, *, with_json: bool = False, plots: bool = True) -> list[Path]:
     """compare.md, compare.html (self-contained), compare.json with `with_json`, and the plots."""
-    from reports.html import to_html
-
     out.mkdir(parents=True, exist_ok=True)
     if plots and ans.p_beats:
         _plots(ans, out)

@@ -8,9 +8,9 @@ import numpy as np
 
 from reports.budget import budget_points
 from reports.collect import Record, retry_note
-from reports.compare import Lead, SeedComparison
+from reports.rows import Lead, Row, SeedComparison, SweepReport
 from reports.seeds import ASO_SAMPLES, ASO_TAU
-from reports.tables import FINISHED, Row, SweepReport, best_note
+from reports.tables import FINISHED, best_note
 from reports.verdict import Verdict
 
 PILOT_SEEDS = 5  # what a report asks for when the seed spread is unknown
@@ -222,7 +222,19 @@ def _headline(report: SweepReport, method: list[str]) -> list[str]:
     k_aso = sum(row.headline is not None and row.headline.aso is not None for _, row in compared)
     effect = report.effect
     out = [f"## Across seeds: each configuration against the baseline ({label_text(report, base)})", ""]
-    method += [
+    method += _headline_method(k, k_aso, effect)
+    header = [*report.keys, "seeds", "Δ test_acc", "95% CI", "p", "p (Holm)", "ASO ε row>base", "ASO ε base>row",
+              "P(>)", "verdict", "seeds needed"] + (["at --effect"] if effect is not None else [])
+    notes: set[str] = set()
+    body = [_headline_row(report, row, effect, notes) for _, row in compared]
+    out += _table(header, ["---"] * len(report.keys) + ["---:"] * 8 + ["---", "---:"] + (["---:"] if effect else []),
+                  body)
+    return [*out, "", *sorted(notes), ""] if notes else [*out, ""]
+
+
+def _headline_method(k: int, k_aso: int, effect: float | None) -> list[str]:
+    """How the across-seeds table is computed (the page's last section)."""
+    return [
         "Δ test_acc: the configuration's mean per-seed test accuracy minus the baseline's, on the test examples every "
         "run shares (over every run with a test score: a collapsed seed counts as it scored). 95% CI and p: "
         "`reports.verdict.compare` (Bouthillier et al. 2021): the difference over its standard error, from the seeds' "
@@ -241,42 +253,37 @@ def _headline(report: SweepReport, method: list[str]) -> list[str]:
         f"of the row over the baseline and of the baseline over the row; below {ASO_TAU} the first is almost "
         "stochastically better. P(>): the share of (row seed, baseline seed) pairs where the row's test accuracy is "
         "higher, ties half (Bouthillier et al. 2021). Both describe the seeds; neither decides the verdict.", ""]
-    header = [*report.keys, "seeds", "Δ test_acc", "95% CI", "p", "p (Holm)", "ASO ε row>base", "ASO ε base>row",
-              "P(>)", "verdict", "seeds needed"] + (["at --effect"] if effect is not None else [])
-    body = []
-    notes: set[str] = set()
-    for _, row in compared:
-        h = row.headline
-        if h is None:
-            body.append([*label_cells(report, row), "–", "–", "–", "–", "–", "–", "–", "–", row.comparison_note or "–",
-                         "–"] + (["–"] if effect is not None else []))
-            continue
-        v = h.result
-        if h.aso is None:
-            notes.add("ASO –: it needs two or more seeds on each side.")
-        if h.pooled is not None:
-            notes.add(f"One seed on a side: its seed spread is the one pooled over the {h.pooled.configurations} "
-                      f"configuration(s) with several seeds (sd {h.pooled.sd:.4f}, {h.pooled.df} degrees of freedom).")
-        elif not v.testable:
-            notes.add("–: one seed a side and no configuration with several seeds to pool a seed spread from: a "
-                      "difference between single runs is as likely seed luck as a real one (no interval, no verdict).")
-        if h.examples == 0:
-            notes.add("seeds only: no per-example predictions in the runs directory, so the comparison is about this "
-                      "test set (the seeds' variance, Welch's t), not the test set's own variance.")
-        if any(h.unscored):
-            notes.add("left out: runs that finished without a test score (a diverged run is never tested) are not in "
-                      "Δ, which flatters the side that lost them; the runs column counts them.")
-        ci = f"[{v.low:+.4f}, {v.high:+.4f}]" if v.testable else "–"
-        p_cells = (_p(v.p_value), _p(v.p_adjusted if v.p_adjusted is not None else v.p_value)) if v.testable else (
-            "–", "–")
-        aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
-        body.append([*label_cells(report, row), f"{v.seeds[1]} vs {v.seeds[0]}", f"{v.diff:+.4f}", ci, *p_cells, *aso,
-                     f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else "") + _left_out(h),
-                     "–" if v.seeds_needed is None else str(v.seeds_needed)]
-                    + (["–" if h.needed_effect is None else str(h.needed_effect)] if effect is not None else []))
-    out += _table(header, ["---"] * len(report.keys) + ["---:"] * 8 + ["---", "---:"] + (["---:"] if effect else []),
-                  body)
-    return [*out, "", *sorted(notes), ""] if notes else [*out, ""]
+
+
+def _headline_row(report: SweepReport, row: Row, effect: float | None, notes: set[str]) -> list[str]:
+    """One row of the across-seeds table; what its cells need explained goes into `notes`."""
+    h = row.headline
+    if h is None:
+        return [*label_cells(report, row), "–", "–", "–", "–", "–", "–", "–", "–", row.comparison_note or "–",
+                "–"] + (["–"] if effect is not None else [])
+    v = h.result
+    if h.aso is None:
+        notes.add("ASO –: it needs two or more seeds on each side.")
+    if h.pooled is not None:
+        notes.add(f"One seed on a side: its seed spread is the one pooled over the {h.pooled.configurations} "
+                  f"configuration(s) with several seeds (sd {h.pooled.sd:.4f}, {h.pooled.df} degrees of freedom).")
+    elif not v.testable:
+        notes.add("–: one seed a side and no configuration with several seeds to pool a seed spread from: a "
+                  "difference between single runs is as likely seed luck as a real one (no interval, no verdict).")
+    if h.examples == 0:
+        notes.add("seeds only: no per-example predictions in the runs directory, so the comparison is about this "
+                  "test set (the seeds' variance, Welch's t), not the test set's own variance.")
+    if any(h.unscored):
+        notes.add("left out: runs that finished without a test score (a diverged run is never tested) are not in "
+                  "Δ, which flatters the side that lost them; the runs column counts them.")
+    ci = f"[{v.low:+.4f}, {v.high:+.4f}]" if v.testable else "–"
+    p_cells = (_p(v.p_value), _p(v.p_adjusted if v.p_adjusted is not None else v.p_value)) if v.testable else (
+        "–", "–")
+    aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
+    return ([*label_cells(report, row), f"{v.seeds[1]} vs {v.seeds[0]}", f"{v.diff:+.4f}", ci, *p_cells, *aso,
+             f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else "") + _left_out(h),
+             "–" if v.seeds_needed is None else str(v.seeds_needed)]
+            + (["–" if h.needed_effect is None else str(h.needed_effect)] if effect is not None else []))
 
 
 def _p(p: float) -> str:

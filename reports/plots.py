@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from reports.collect import Predictions, Record
-from reports.compare import seed_ensemble
 from reports.draw import Plot, Series
-from reports.tables import Row, SweepReport
+from reports.pairs import seed_ensemble
+from reports.rows import Row, SweepReport
 
 MAX_LINES = 12  # more jobs than this: a median and a 10-90% band instead of one line each
 MAX_SERIES = 8  # more combinations of the other keys than this: the axis's marginal means

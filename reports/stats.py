@@ -28,8 +28,11 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 def mcnemar_p(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     """Exact two-sided McNemar test: a binomial test on the discordant pairs."""
-    b = int(np.sum(correct_a & ~correct_b))
-    c = int(np.sum(~correct_a & correct_b))
+    return mcnemar_p_counts(int(np.sum(correct_a & ~correct_b)), int(np.sum(~correct_a & correct_b)))
+
+
+def mcnemar_p_counts(b: int, c: int) -> float:
+    """`mcnemar_p` from the discordant counts: b examples only A gets right, c only B."""
     n = b + c
     if n == 0:
         return 1.0

@@ -11,16 +11,14 @@ import io
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from reports.budget import Curve, curves
 from reports.cache import Cache
 from reports.collect import Predictions, Record
-from reports.compare import Lead, SeedComparison, compare_rows
-from reports.stats import Comparison, mean_std
+from reports.compare import compare_rows
+from reports.rows import DEFAULT_METRIC, Row, SweepReport
+from reports.stats import mean_std
 from trainer.jobdir import METRICS
 
 # column, header, which way is better (None: not a quality), decimals; optional columns are shown when present
@@ -39,62 +37,8 @@ COLUMNS: list[tuple[str, str, str | None, int]] = [
 OPTIONAL = ("val_macro_f1", "val_loss", "test_macro_f1")
 FINISHED = ("completed", "collapsed", "diverged")  # a run with a final result
 PENDING = ("waiting", "running")
-DEFAULT_METRIC = "val_acc"
 
 
-@dataclass
-class Row:
-    label: dict[str, Any]
-    runs: list[Record]  # every job of the configuration, whatever became of it
-    stats: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # over completed runs
-    stats_all: dict[str, tuple[float, float | None]] = field(default_factory=dict)  # over every run with a value
-    headline: SeedComparison | None = None  # across seeds, against the baseline
-    ensemble: Comparison | None = None  # the seed ensembles, example by example
-    scores: tuple[np.ndarray, np.ndarray] | None = None  # per-seed test scores compared: (baseline, row)
-    comparison_note: str = ""
-
-    @property
-    def completed(self) -> list[Record]:
-        return [r for r in self.runs if r.status == "completed" and r.result is not None]
-
-    @property
-    def n(self) -> int:
-        return len(self.completed)
-
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.runs)
-
-    @property
-    def unstable(self) -> bool:
-        """Any run collapsed or diverged."""
-        return any(r.status in ("collapsed", "diverged") for r in self.runs)
-
-
-@dataclass
-class SweepReport:
-    name: str
-    keys: list[str]
-    rows: list[Row]
-    baseline: int
-    excluded: list[Record]  # runs that did not complete (collapsed, diverged, failed, pruned), with their reasons
-    pending: list[Record]  # waiting or running
-    states: dict[str, int]
-    several_seeds: bool
-    metric: str = DEFAULT_METRIC  # the selection metric the jobs stored (`metric` in their results)
-    best: int | None = None  # the row best by the selection metric's mean over all its runs
-    effect: float | None = None
-    budget: list[Curve] = field(default_factory=list)  # expected best validation score after k trials
-    columns: list[tuple[str, str, str | None, int]] = field(default_factory=list)
-    study: dict[str, Any] = field(default_factory=dict)  # best trial, parameter importances
-    plots: list[tuple[str, str]] = field(default_factory=list)  # (title, relative path)
-    unwritten: str = ""  # why its files could not be written (a read-only runs directory), if so
-    lead: list[Lead] = field(default_factory=list)  # the comparisons the report leads with
-    seeds_used: list[int] = field(default_factory=list)  # the seeds the sweep's runs used
-    budget_note: str = ""  # which runs the budget curve counts, and how
-
-    @property
-    def maximize(self) -> bool:
-        return METRICS.get(self.metric, "maximize") == "maximize"
 
 
 def _groups(records: list[Record]) -> list[list[Record]]:
@@ -313,6 +257,8 @@ def _budget(report: SweepReport, records: list[Record]) -> tuple[list[Curve], st
         note += (f"; {sum(unscored.values())} run(s) without a {report.metric} (failed, or diverged before "
                  "validating) at the worst score its curve's runs reached")
     return curves(values, maximize=report.maximize), note
+
+
 def to_rows(report: SweepReport) -> list[dict[str, Any]]:
     """Flat rows for CSV and JSON."""
     rows = []

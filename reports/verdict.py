@@ -34,15 +34,14 @@ checks it against scipy.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 
 from reports.seeds import holm
+from reports.tdist import NORMAL, t_ppf, t_sf
 
 ALPHA = 0.05
 POWER = 0.8
@@ -99,24 +98,28 @@ def runs(x: Sequence[float] | np.ndarray | Runs, name: str = "runs") -> Runs:
         return x
     x = _as_runs(x, name)
     if x.ndim == 2:
-        right = x.sum(0, dtype=np.int64)  # per example, over seeds
-        scores = x.sum(1, dtype=np.int64) / x.shape[1]
-    else:
-        right, scores = None, x
-    n = len(scores)
-    mean = float(scores.mean())
-    p = None if right is None else right / n
+        return _runs_many((x.sum(1, dtype=np.int64) / x.shape[1])[None], (x.sum(0, dtype=np.int64) / len(x))[None])[0]
+    return _runs_many(x[None], None)[0]
+
+
+def _runs_many(scores: np.ndarray, p: np.ndarray | None) -> list[Runs]:
+    """`runs` of each configuration: `scores` configurations x seeds, `p` configurations x
+    examples (the share of seeds right), or None for scores alone."""
+    k, n = scores.shape
+    means = scores.mean(1)
     if n < 2:
-        return Runs(n, mean, scores, None, math.inf, p, None)
-    var = float(scores.var(ddof=1))
-    if var <= (1e-12 * max(1.0, abs(mean))) ** 2:  # equal scores, up to rounding
-        var = 0.0
+        return [Runs(n, m, scores[i], None, math.inf, None if p is None else p[i], None)
+                for i, m in enumerate(means.tolist())]
+    var = scores.var(axis=1, ddof=1)
+    var[var <= (1e-12 * np.maximum(1.0, np.abs(means))) ** 2] = 0.0  # equal scores, up to rounding
     noise = None
     if p is not None:
-        noise = float((p * (1 - p)).mean()) * n / (n - 1)  # unbiased per-example variance of a 0/1 over seeds
-        if var == 0:  # seeds that tie on the score by chance: their disagreements still show a spread
-            var = noise / len(p)
-    return Runs(n, mean, scores, var, n - 1.0, p, noise)
+        noise = (p * (1 - p)).mean(1) * n / (n - 1)  # unbiased per-example variance of a 0/1 over seeds
+        # seeds that tie on the score by chance: their disagreements still show a spread
+        var = np.where(var == 0, noise / p.shape[1], var)
+    noises = [None] * k if noise is None else noise.tolist()
+    return [Runs(n, m, scores[i], v, n - 1.0, None if p is None else p[i], e)
+            for i, (m, v, e) in enumerate(zip(means.tolist(), var.tolist(), noises, strict=True))]
 
 
 def _as_runs(x: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
@@ -144,10 +147,7 @@ def compare(a: Sequence[float] | np.ndarray | Runs, b: Sequence[float] | np.ndar
 
     `seed_sd`: the per-seed standard deviation of a score, for a side with one seed (known
     exactly unless `seed_df` gives the degrees of freedom it was estimated with)."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha: {alpha!r}; expected 0 < alpha < 1")
-    if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd >= 0):
-        raise ValueError(f"seed_sd: {seed_sd!r}; expected a finite standard deviation >= 0")
+    _check(alpha, seed_sd)
     sa, sb = runs(a, "a"), runs(b, "b")
     if (sa.p is None) != (sb.p is None) or (sa.p is not None and sb.p is not None and len(sa.p) != len(sb.p)):
         shapes = [("scores" if s.p is None else f"{s.n} x {len(s.p)}") for s in (sa, sb)]
@@ -159,18 +159,61 @@ def compare(a: Sequence[float] | np.ndarray | Runs, b: Sequence[float] | np.ndar
                    seed_df=math.inf if seed_df is None else float(seed_df))
 
 
-def _test_var(sa: Runs, sb: Runs) -> float:
+def compare_many(a: Sequence[float] | np.ndarray | Runs, bs: np.ndarray, *, alpha: float = ALPHA,
+                 seed_sd: float | None = None, seed_df: float | None = None) -> list[Verdict]:
+    """`[compare(a, b, ...) for b in bs]`, with the arrays summed in one pass: `bs` is
+    configurations x seeds x examples right/wrong (on `a`'s examples), or configurations x seeds
+    scores. The same verdicts, in a fraction of the time: a report compares thousands of rows."""
+    _check(alpha, seed_sd)
+    sa = runs(a, "a")
+    bs = np.asarray(bs)
+    if bs.ndim == 3:
+        k, n, examples = bs.shape
+        if sa.p is None or examples != len(sa.p):
+            raise ValueError(f"a and bs must be of one kind: bs is right/wrong on {examples} examples, a "
+                             + ("scores" if sa.p is None else f"on {len(sa.p)}"))
+        right_wrong = _as_runs(bs.reshape(k * n, examples), "bs").reshape(k, n, examples)
+        share = right_wrong.sum(1, dtype=np.int64) / n  # configurations x examples: the share of seeds right
+        side_b = _runs_many(right_wrong.sum(2, dtype=np.int64) / examples, share)
+        # the test set's share: the expensive part of `_test_var` (a variance over the examples), at once
+        diff_vars = (share - sa.p).var(axis=1, ddof=1).tolist() if examples > 1 else [0.0] * k
+        test_vars = [_test_var(sa, sb, dv) for sb, dv in zip(side_b, diff_vars, strict=True)]
+    elif bs.ndim == 2:
+        if sa.p is not None:
+            raise ValueError("a and bs must be of one kind: bs holds scores, a right/wrong")
+        side_b = _runs_many(_as_runs(bs.reshape(-1), "bs").reshape(bs.shape), None)
+        test_vars = [0.0] * len(side_b)
+    else:
+        raise ValueError(f"bs: expected configurations x seeds (scores) or configurations x seeds x examples "
+                         f"(right/wrong), got {bs.ndim} dimensions")
+    examples = len(sa.p) if sa.p is not None else 0
+    df = math.inf if seed_df is None else float(seed_df)
+    return [_decide(sa, sb, tv, examples, alpha=alpha, seed_sd=seed_sd, seed_df=df)
+            for sb, tv in zip(side_b, test_vars, strict=True)]
+
+
+def _check(alpha: float, seed_sd: float | None) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha: {alpha!r}; expected 0 < alpha < 1")
+    if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd >= 0):
+        raise ValueError(f"seed_sd: {seed_sd!r}; expected a finite standard deviation >= 0")
+
+
+def _test_var(sa: Runs, sb: Runs, diff_var: float | None = None) -> float:
     """The test set's share of var(diff), unbiased: the variance over examples of the per-example
-    difference of the sides' means, less the seeds' own per-example noise in it (counted with
-    the seeds), over the number of examples. Not clipped at 0: under the null of two equal
-    configurations its expectation is 0, and a clipped estimate would be biased up. A side with
-    one seed has no noise estimate: nothing is taken off for it (conservative)."""
+    difference of the sides' means (`diff_var`, when computed already), less the seeds' own
+    per-example noise in it (counted with the seeds), over the number of examples. Not clipped
+    at 0: under the null of two equal configurations its expectation is 0, and a clipped
+    estimate would be biased up. A side with one seed has no noise estimate: nothing is taken
+    off for it (conservative)."""
     assert sa.p is not None and sb.p is not None
     n = len(sa.p)
     if n < 2:
         return 0.0
     own = sum(s.noise / s.n for s in (sa, sb) if s.noise is not None)
-    return (float((sb.p - sa.p).var(ddof=1)) - own) / n
+    if diff_var is None:
+        diff_var = float((sb.p - sa.p).var(ddof=1))
+    return (diff_var - own) / n
 
 
 def _decide(sa: Runs, sb: Runs, test_var: float, examples: int, *, alpha: float, seed_sd: float | None,
@@ -254,7 +297,7 @@ def seeds_needed(var_a: float, var_b: float, test_var: float, diff: float, *, al
         return None
     # t quantiles exceed the normal's, so the normal's n is a lower bound: start the search there
     # (a report asks this for every row; a bisection from 2 cost ten t evaluations a row)
-    z = _NORMAL.inv_cdf(1 - alpha / 2) + _NORMAL.inv_cdf(power)
+    z = NORMAL.inv_cdf(1 - alpha / 2) + NORMAL.inv_cdf(power)
     room = (diff / z) ** 2 - test_var
     lo, hi = (max(2, min(limit, math.ceil((var_a + var_b) / room - 1e-9))) if room > 0 else 2), limit
     for _ in range(3):  # usually within a step or two of the bound
@@ -280,90 +323,3 @@ def adjust(verdicts: list[Verdict]) -> list[Verdict]:
             f"over {len(tested)} comparisons)")
         out[i] = dataclasses.replace(v, p_adjusted=p, winner=winner, reason=reason)
     return out
-
-
-# -- Student's t, without scipy (a report computes thousands of these; tests check scipy's) ----------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz; Numerical Recipes 6.4)."""
-    tiny = 1e-300
-    qab, qap, qam = a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1 + aa * d
-        d = 1 / (d if abs(d) > tiny else tiny)
-        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1 + aa * d
-        d = 1 / (d if abs(d) > tiny else tiny)
-        c = 1 + aa / c if abs(1 + aa / c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float, y: float) -> float:
-    """The regularized incomplete beta function I_x(a, b); y = 1 - x, given apart (no cancellation)."""
-    if x <= 0:
-        return 0.0
-    if y <= 0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(y)
-    if x < (a + 1) / (a + b + 2):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1 - math.exp(log_front) * _betacf(b, a, y) / b
-
-
-_NORMAL = NormalDist()
-
-
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with `df` degrees of freedom (any real df > 0; inf: the normal)."""
-    if math.isinf(df) or df > 1e7:
-        return 1 - _NORMAL.cdf(t) if t < 5 else 0.5 * math.erfc(t / math.sqrt(2))
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t), t * t / (df + t * t))
-    return tail if t >= 0 else 1 - tail
-
-
-@functools.lru_cache(maxsize=4096)  # seeds_needed asks for the same integer df over and over
-def t_ppf(q: float, df: float) -> float:
-    """The q quantile of Student's t: Newton's method on `t_sf`, from Hill (1970)'s expansion in
-    1/df, inside the bracket [the normal's quantile, the Cauchy's] (df >= 1)."""
-    if math.isinf(df) or df > 1e7:
-        return _NORMAL.inv_cdf(q)
-    if q == 0.5:
-        return 0.0
-    if q < 0.5:
-        return -t_ppf(1 - q, df)
-    if df == 1:
-        return math.tan(math.pi * (q - 0.5))
-    if df == 2:
-        return (2 * q - 1) / math.sqrt(2 * q * (1 - q))
-    z = _NORMAL.inv_cdf(q)
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    lo, hi = z, (math.tan(math.pi * (q - 0.5)) if df >= 1 else 1e12)
-    x = min(max(z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4, lo), hi)
-    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    for _ in range(100):
-        f = (1 - t_sf(x, df)) - q
-        if f > 0:
-            hi = x
-        else:
-            lo = x
-        dens = math.exp(log_norm - (df + 1) / 2 * math.log1p(x * x / df))
-        step = x - f / dens if dens > 0 else (lo + hi) / 2
-        if abs(step - x) <= 1e-12 * max(1.0, abs(x)):
-            return step
-        x = step if lo < step < hi else (lo + hi) / 2
-    return x

@@ -14,7 +14,7 @@ from reports.bootstrap import moments, normal_cdf, two_level_bootstrap
 from reports.bootstrap import two_level_bootstrap_many as many
 from reports.collect import Record
 from reports.compare import compare_rows
-from reports.tables import Row
+from reports.rows import Row
 
 
 def _runs(rng: np.random.Generator, accs: list[float], n: int, shared: float = 0.0) -> np.ndarray:
@@ -179,7 +179,7 @@ def test_many_seeds_a_side_take_the_row_at_a_time_path() -> None:
 
 
 def test_predicted_is_argmax() -> None:
-    from reports.compare import predicted
+    from reports.pairs import predicted
 
     rng = np.random.default_rng(1)
     for k in (2, 3):

@@ -4,14 +4,18 @@ collapsed seed, ties, ten test examples, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import scipy.stats as sps
 
+from reports.bootstrap import moments, paired_moments
 from reports.seeds import holm
-from reports.verdict import Verdict, adjust, compare, seeds_needed, t_ppf, t_sf
+from reports.stats import mcnemar_p, mcnemar_p_counts
+from reports.tdist import t_ppf, t_sf
+from reports.verdict import Verdict, adjust, compare, compare_many, seeds_needed
 
 
 def test_student_t_against_scipy() -> None:
@@ -186,3 +190,64 @@ def test_adjust_is_holm_and_drops_winners_it_no_longer_supports() -> None:
     lost = [(b, a) for b, a in zip(verdicts, out, strict=True) if b.winner and not a.winner]
     assert all("after Holm over 3 comparisons" in a.reason for _, a in lost)
     assert isinstance(out[0], Verdict) and out[0].diff == verdicts[0].diff
+
+
+def _same(x: Verdict, y: Verdict) -> bool:
+    """Field by field, nan equal to nan, arrays by value."""
+    for f in dataclasses.fields(Verdict):
+        u, v = getattr(x, f.name), getattr(y, f.name)
+        if isinstance(u, float) and isinstance(v, float) and math.isnan(u) and math.isnan(v):
+            continue
+        if (isinstance(u, tuple) and all(isinstance(e, float) for e in u + v)
+                and all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(u, v, strict=True))):
+            continue
+        if u != v:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("seeds_a, seeds_b", [(5, 5), (1, 5), (5, 1), (1, 1), (3, 2)])
+@pytest.mark.parametrize("seed_sd", [None, 0.01])
+def test_compare_many_gives_compares_verdicts_exactly(seeds_a: int, seeds_b: int, seed_sd: float | None) -> None:
+    """The report compares thousands of rows with `compare_many`: every field as `compare` gives it,
+    bit for bit, right/wrong and scores, over the edge cases (ties, zero spread, one seed)."""
+    rng = np.random.default_rng(seeds_a * 10 + seeds_b)
+    examples = 400
+    a = rng.random((seeds_a, examples)) < 0.8
+    bs = rng.random((12, seeds_b, examples)) < rng.uniform(0.7, 0.9, (12, 1, 1))
+    bs[0] = a[:1].repeat(seeds_b, 0) if seeds_a else bs[0]  # the baseline's first seed, every seed: no spread
+    bs[1] = bs[1][:1]  # every seed the same run
+    bs[2, :, : examples // 2] = ~bs[2, :, : examples // 2]  # the same score by chance, other examples
+    many = compare_many(a, bs, seed_sd=seed_sd)
+    assert len(many) == len(bs)
+    for b, got in zip(bs, many, strict=True):
+        assert _same(got, compare(a, b, seed_sd=seed_sd)), (got, compare(a, b, seed_sd=seed_sd))
+    scores_a, scores_b = a.mean(1), bs.mean(2)
+    for b, got in zip(scores_b, compare_many(scores_a, scores_b, seed_sd=seed_sd), strict=True):
+        assert _same(got, compare(scores_a, b, seed_sd=seed_sd))
+
+
+def test_compare_many_refuses_mixed_kinds() -> None:
+    with pytest.raises(ValueError, match="one kind"):
+        compare_many(np.ones((2, 10), bool), np.ones((3, 2, 11), bool))
+    with pytest.raises(ValueError, match="one kind"):
+        compare_many([0.8, 0.81], np.ones((3, 2, 10), bool))
+    with pytest.raises(ValueError, match="dimensions"):
+        compare_many([0.8, 0.81], np.ones(3))
+
+
+def test_paired_moments_and_mcnemar_counts_match_the_one_pair_functions() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.random(2000) < 0.8
+    bs = rng.random((6, 2000)) < 0.8
+    bs[0] = a  # no informative example
+    bs[1] = a
+    bs[1][:10] = ~bs[1][:10]  # few informative examples: their patterns kept
+    for b, got in zip(bs, paired_moments(a, bs), strict=True):
+        want = moments(a[None], b[None])
+        assert (got.sa, got.sb, got.n) == (want.sa, want.sb, want.n)
+        assert np.array_equal(got.mean, want.mean) and np.array_equal(got.cov, want.cov)
+        assert (got.informative is None) == (want.informative is None)
+        if want.informative is not None:
+            assert np.array_equal(got.informative, want.informative)
+        assert mcnemar_p_counts(int(np.sum(a & ~b)), int(np.sum(~a & b))) == mcnemar_p(a, b)
