@@ -176,6 +176,7 @@ def _unpack(data: dict[str, np.ndarray], prefix: str, rows: list[np.ndarray]) ->
         r = rows[w]
         if len(r) != n:
             raise ValueError(f"{prefix} {key}: {n} bits for {len(r)} rows")
-        out[key] = (tuple(x for x in stamp if x != -1), (r, every[8 * start:8 * start + n]))
+        out[key] = (tuple(stamp) if stamp[-1] != -1 else tuple(x for x in stamp if x != -1),
+                    (r, every[8 * start:8 * start + n]))
         start = end
     return out

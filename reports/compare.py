@@ -54,7 +54,8 @@ def pooled_seed_sd(rows: list[Row]) -> Pooled | None:
     for row in rows:
         scores = [float(r.result["test_acc"]) for r in _scored(row) if r.result]
         if len(scores) > 1:
-            total += float(np.var(scores, ddof=1)) * (len(scores) - 1)
+            mean = sum(scores) / len(scores)  # plain Python: numpy's overhead on a handful of seeds, row after row
+            total += sum((s - mean) ** 2 for s in scores)
             df += len(scores) - 1
             configs += 1
     return Pooled(math.sqrt(total / df), df, configs) if df else None
@@ -135,7 +136,7 @@ class _Pairs:
             side_a = self._side(a, seeds_a, rows_a)
             sides = [self._seeds[i][1] for i in members]
             right = np.stack([np.stack([r.correct for r in side.runs]) for side in sides])  # type: ignore[union-attr]
-            scores = right.sum(2, dtype=np.int64) / right.shape[2]
+            scores = np.count_nonzero(right, axis=2) / right.shape[2]
             verdicts = compare_many(side_a, right, **self._pool(len(runs_a), n))
             for i, verdict, row_scores, side in zip(members, verdicts, scores, sides, strict=True):
                 assert side is not None
@@ -219,11 +220,12 @@ def _headlines(rows: list[Row], base: int, found: list[tuple[int, Verdict]], poo
                effect: float | None) -> None:
     """Each compared row's headline: its verdict, Holm-adjusted over the rows."""
     found.sort(key=lambda f: f[0])
+    unscored_base = _unscored(rows[base])
     for (i, _), verdict in zip(found, adjust([v for _, v in found]), strict=True):
         row = rows[i]
         one = min(verdict.seeds) == 1 and pooled is not None
         row.headline = SeedComparison(verdict, None, prob_better(row.scores[1], row.scores[0]),  # type: ignore[index]
-                                      unscored=(_unscored(rows[base]), _unscored(row)), pooled=pooled if one else None)
+                                      unscored=(unscored_base, _unscored(row)), pooled=pooled if one else None)
         if effect is not None and not math.isnan(verdict.seed_vars[0]):
             row.headline.needed_effect = seeds_needed(*verdict.seed_vars, verdict.test_sd**2, effect)
 

@@ -98,7 +98,7 @@ def runs(x: Sequence[float] | np.ndarray | Runs, name: str = "runs") -> Runs:
         return x
     x = _as_runs(x, name)
     if x.ndim == 2:
-        return _runs_many((x.sum(1, dtype=np.int64) / x.shape[1])[None], (x.sum(0, dtype=np.int64) / len(x))[None])[0]
+        return _runs_many((np.count_nonzero(x, axis=1) / x.shape[1])[None], (np.count_nonzero(x, axis=0) / len(x))[None])[0]
     return _runs_many(x[None], None)[0]
 
 
@@ -173,8 +173,9 @@ def compare_many(a: Sequence[float] | np.ndarray | Runs, bs: np.ndarray, *, alph
             raise ValueError(f"a and bs must be of one kind: bs is right/wrong on {examples} examples, a "
                              + ("scores" if sa.p is None else f"on {len(sa.p)}"))
         right_wrong = _as_runs(bs.reshape(k * n, examples), "bs").reshape(k, n, examples)
-        share = right_wrong.sum(1, dtype=np.int64) / n  # configurations x examples: the share of seeds right
-        side_b = _runs_many(right_wrong.sum(2, dtype=np.int64) / examples, share)
+        # counts (count_nonzero: a fraction of a boolean sum's time), then shares, as `runs` takes them
+        share = np.count_nonzero(right_wrong, axis=1) / n  # configurations x examples: the share of seeds right
+        side_b = _runs_many(np.count_nonzero(right_wrong, axis=2) / examples, share)
         # the test set's share: the expensive part of `_test_var` (a variance over the examples), at once
         diff_vars = (share - sa.p).var(axis=1, ddof=1).tolist() if examples > 1 else [0.0] * k
         test_vars = [_test_var(sa, sb, dv) for sb, dv in zip(side_b, diff_vars, strict=True)]
