@@ -113,25 +113,30 @@ class _Pairs:
             side_a = self._side(a, seeds_a, shared)
             side_b = runs(np.stack([right_on(r, shared) for r in seeds_b.runs]))
             return compare(side_a, side_b, **pool), (side_a.scores, side_b.scores), (seeds_a, seeds_b)
-        scores = (np.array([r.result["test_acc"] for r in runs_a if r.result], dtype=float),
-                  np.array([r.result["test_acc"] for r in runs_b if r.result], dtype=float))
+        scores = (_scores(runs_a), _scores(runs_b))
         return compare(scores[0], scores[1], **pool), scores, None
 
     def against(self, rows: list[Row], a: int, chunk: list[int]) -> dict[int, Got]:
         """`compare(rows, a, i)` for each row i of `chunk`, in order. The rows whose runs all hold
-        row a's test rows (in a sweep, nearly every row) are compared together, by seed count
-        (`compare_many`): the same verdicts, for a fraction of the time."""
+        row a's test rows (in a sweep, nearly every row), and the rows compared on their scores,
+        are compared together by seed count (`compare_many`): the same verdicts, in a fraction
+        of the time."""
         runs_a, seeds_a = self.runs(rows, a)
         rows_a = _aligned(seeds_a)
         out: dict[int, Got] = {}
-        together: dict[int, list[int]] = {}  # seeds of the row -> rows
+        on_rows: dict[int, list[int]] = {}  # seeds of the row -> rows compared on a's test rows
+        on_scores: dict[int, list[int]] = {}  # seeds of the row -> rows compared on scores
         for i in chunk:
             runs_b, seeds_b = self.runs(rows, i, read=seeds_a is not None)
-            if rows_a is not None and runs_b and seeds_b is not None and _aligned(seeds_b) is rows_a:
-                together.setdefault(len(seeds_b.runs), []).append(i)
+            if not runs_a or not runs_b:
+                out[i] = self.compare(rows, a, i)  # why not
+            elif seeds_a is None or seeds_b is None:
+                on_scores.setdefault(len(runs_b), []).append(i)
+            elif rows_a is not None and _aligned(seeds_b) is rows_a:
+                on_rows.setdefault(len(seeds_b.runs), []).append(i)
             else:
                 out[i] = self.compare(rows, a, i)
-        for n, members in together.items():
+        for n, members in on_rows.items():
             assert seeds_a is not None and rows_a is not None
             side_a = self._side(a, seeds_a, rows_a)
             sides = [self._seeds[i][1] for i in members]
@@ -141,6 +146,12 @@ class _Pairs:
             for i, verdict, row_scores, side in zip(members, verdicts, scores, sides, strict=True):
                 assert side is not None
                 out[i] = (verdict, (side_a.scores, row_scores), (seeds_a, side))
+        scores_a = _scores(runs_a)
+        for n, members in on_scores.items():
+            scores_b = np.stack([_scores(self.runs(rows, i, read=False)[0]) for i in members])
+            for i, verdict, row_scores in zip(members, compare_many(scores_a, scores_b, **self._pool(len(runs_a), n)),
+                                              scores_b, strict=True):
+                out[i] = (verdict, (scores_a, row_scores), None)
         return {i: out[i] for i in chunk}
 
     def ensembles(self, a: int, paired: list[int]) -> list[tuple[int, Moments, float, int]]:
@@ -165,6 +176,10 @@ class _Pairs:
             out += [(i, m, mcnemar_p_counts(int(x), y), len(ca)) for i, m, x, y in
                     zip(together, paired_moments(ca, cb), only_a, only_b, strict=True)]
         return sorted(out, key=lambda e: e[0])
+
+
+def _scores(runs: list[Record]) -> np.ndarray:
+    return np.array([r.result["test_acc"] for r in runs if r.result], dtype=float)
 
 
 def _aligned(seeds: Seeds | None) -> np.ndarray | None:

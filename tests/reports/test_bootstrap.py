@@ -12,7 +12,7 @@ from scipy import stats as sps
 from reports import bootstrap
 from reports.bootstrap import moments, normal_cdf, two_level_bootstrap
 from reports.bootstrap import two_level_bootstrap_many as many
-from reports.collect import Record
+from reports.collect import Predictions, Record
 from reports.compare import compare_rows
 from reports.rows import Row
 
@@ -230,3 +230,61 @@ def test_exact_path_tail_against_enumeration() -> None:
         a, b = np.ones((1, 1000), bool), np.ones((1, 1000), bool)
         a[0, :k] = False
         assert two_level_bootstrap(a, b, samples=2_000).p_value < 1e-12
+
+
+def test_rows_compared_together_get_what_one_at_a_time_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare_rows compares the rows on the baseline's test rows, and the rows on scores, in
+    batches: every headline, ensemble and lead as comparing each row alone gives them. The
+    sweep mixes the cases: 5, 3 and 1 seeds, rows with and without predictions, a row on other
+    test rows, a row whose runs all failed."""
+    import reports.compare as compare_module
+
+    rng = np.random.default_rng(5)
+    rows_all = np.arange(300)
+    preds: dict[str, Predictions] = {}
+
+    def row(name: str, seeds: int, acc: float, *, kept: bool = True, rows: np.ndarray = rows_all,
+            status: str = "completed") -> Row:
+        runs = []
+        for s in range(seeds):
+            right = rng.random(len(rows)) < acc
+            labels = rng.integers(0, 2, len(rows))
+            probs = np.zeros((len(rows), 2), np.float32)
+            probs[np.arange(len(rows)), np.where(right, labels, 1 - labels)] = 0.8
+            probs[np.arange(len(rows)), np.where(right, 1 - labels, labels)] = 0.2
+            job = f"{name}-{s}"
+            if kept:
+                preds[job] = Predictions(rows, labels, probs)
+            result = {"test_acc": float(right.mean()), "val_acc": float(right.mean())} if status == "completed" else None
+            runs.append(Record(job, {"name": name, "seed": s}, {"name": name, "seed": s}, status, "", result))
+        return Row(label={"name": name}, runs=runs)
+
+    def sweep() -> list[Row]:
+        rng.bit_generator.state = np.random.default_rng(5).bit_generator.state
+        preds.clear()
+        return [row("base", 5, 0.80), *[row(f"five{i}", 5, 0.78 + 0.01 * i) for i in range(6)],
+                *[row(f"three{i}", 3, 0.80) for i in range(3)], row("one", 1, 0.85),
+                *[row(f"bare{i}", 4, 0.80, kept=False) for i in range(3)], row("other", 5, 0.8, rows=rows_all[50:]),
+                row("failed", 2, 0.8, status="failed")]
+
+    lead = [(0, 3, "best vs baseline"), (3, 11, "model best vs overall best")]
+    together = sweep()
+    leads_together = compare_rows(together, 0, preds.get, lead=lead, effect=0.02)
+    monkeypatch.setattr(compare_module._Pairs, "against",
+                        lambda self, rows, a, chunk: {i: self.compare(rows, a, i) for i in chunk})
+    alone = sweep()
+    leads_alone = compare_rows(alone, 0, preds.get, lead=lead, effect=0.02)
+    assert len(leads_together) == 2 and repr(leads_together) == repr(leads_alone)
+    assert sum(r.headline is not None and r.headline.examples > 0 for r in together) >= 10  # on predictions
+    assert sum(r.headline is not None and r.headline.examples == 0 for r in together) == 3  # on scores
+    for x, y in zip(together, alone, strict=True):
+        assert (x.headline is None) == (y.headline is None) and x.comparison_note == y.comparison_note
+        if x.headline is not None:
+            assert repr(x.headline.result) == repr(y.headline.result)
+            assert (x.headline.aso, x.headline.p_better, x.headline.needed_effect, x.headline.unscored) == (
+                y.headline.aso, y.headline.p_better, y.headline.needed_effect, y.headline.unscored)
+        assert x.ensemble == y.ensemble
+        if x.scores is None:
+            assert y.scores is None
+        else:
+            assert y.scores is not None and all(np.array_equal(u, v) for u, v in zip(x.scores, y.scores, strict=True))
