@@ -14,7 +14,8 @@ from reports.cache import Cache
 from reports.collect import Predictions, load_predictions, load_records, study_summary, trial_states
 from reports.draw import Painter, Plot
 from reports.html import to_html
-from reports.markdown import label_text, runs_cell, to_markdown
+from reports.labels import label_text, runs_cell
+from reports.markdown import to_markdown
 from reports.plots import plan_plots
 from reports.rows import SweepReport
 from reports.tables import compare_report, counts_text, tabulate, to_csv, to_json

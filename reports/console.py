@@ -11,7 +11,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from reports.markdown import label_cells, label_text, lead_sentences, runs_cell
+from reports.labels import label_cells, label_text, runs_cell
+from reports.lead import lead_sentences
 from reports.rows import Row, SweepReport
 from reports.tables import best_note, counts_text
 

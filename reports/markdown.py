@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from reports.budget import budget_points
 from reports.collect import Record, retry_note
-from reports.rows import Lead, Row, SeedComparison, SweepReport
+from reports.labels import label_cells, label_text, p_text, runs_cell
+from reports.lead import lead_sentences
+from reports.rows import Row, SeedComparison, SweepReport
 from reports.seeds import ASO_SAMPLES, ASO_TAU
-from reports.tables import FINISHED, best_note
-from reports.verdict import Verdict
+from reports.tables import best_note
 
-PILOT_SEEDS = 5  # what a report asks for when the seed spread is unknown
 METHOD = "How these figures are computed"  # the last section; report.html folds it away
 
 
@@ -37,29 +35,6 @@ def _best(rows: list[Row], column: str, direction: str | None) -> set[int]:
         return set()
     target = max(means.values()) if direction == "max" else min(means.values())
     return {i for i, m in means.items() if m == target}
-
-
-def _show(key: str, value: object) -> str:
-    if not isinstance(value, str):
-        return json.dumps(value)
-    if key == "model" and value.startswith(("/", "./", "../")):
-        return value.rstrip("/").rsplit("/", 1)[-1]  # a local directory: its name (the path is in config.json)
-    return value
-
-
-def label_cells(report: SweepReport, row: Row) -> list[str]:
-    return [_show(k, row.label[k]) for k in report.keys]
-
-
-def label_text(report: SweepReport, row: Row) -> str:
-    return ", ".join(f"{k}={v}" for k, v in zip(report.keys, label_cells(report, row), strict=True))
-
-
-def runs_cell(row: Row) -> str:
-    """`completed/runs`, then what became of the others."""
-    others = [f"{row.count(s)} {s}" for s in ("collapsed", "diverged", "failed", "pruned", "running", "waiting")
-              if row.count(s)]
-    return f"{row.n}/{len(row.runs)}" + (f" ({', '.join(others)})" if others else "")
 
 
 def _table(header: list[str], align: list[str], body: list[list[str]]) -> list[str]:
@@ -104,64 +79,6 @@ def to_markdown(report: SweepReport, *, description: str = "") -> str:
     if method:
         out += [f"## {METHOD}", "", *method]
     return "\n".join(out).rstrip() + "\n"
-
-
-def _seeds_change(report: SweepReport, n: int) -> str:
-    """The sweep file's `seeds:` with n seeds: the ones it ran, then the next integers."""
-    seeds = list(report.seeds_used)
-    k = max(seeds, default=-1) + 1
-    while len(seeds) < n:
-        seeds.append(k)
-        k += 1
-    seeds = seeds[:max(n, len(report.seeds_used))]
-    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
-    shown = ", ".join(map(str, seeds)) if len(seeds) <= 8 else (
-        f"{seeds[0]}, {seeds[1]}, …, {seeds[-1]}" if contiguous else ", ".join(map(str, seeds[:4])) + f", … ({n} seeds)")
-    return f"`seeds: [{shown}]`"
-
-
-def _decide(report: SweepReport, v: Verdict) -> str:
-    """What would decide an undecided comparison, as the change to make."""
-    if v.seeds_needed is not None:
-        return (f"about {v.seeds_needed} seeds a side would decide it at 80% power: set {_seeds_change(report, v.seeds_needed)} "
-                "in the sweep file and run it again (finished jobs are not run again)")
-    if not v.testable:
-        return (f"run {PILOT_SEEDS} seeds of each to measure the seed spread: set {_seeds_change(report, PILOT_SEEDS)} in "
-                "the sweep file and run it again (finished jobs are not run again)")
-    if v.diff == 0:
-        return "no difference was observed"
-    return "more seeds alone would not decide a difference this small: the test set's own variance is larger"
-
-
-def _means(row: Row, n: int) -> str:
-    collapsed = sum(r.status == "collapsed" for r in row.runs)
-    return f"{n} run{'s' if n != 1 else ''}" + (f" ({collapsed} collapsed, counted as it scored)" if collapsed else "")
-
-
-def lead_sentence(report: SweepReport, lead: Lead, *, markdown: bool = False) -> str:
-    """One sentence: the difference with its interval, the verdict and, undecided, what would decide it."""
-    v = lead.result
-    a, b = report.rows[lead.a], report.rows[lead.b]
-    strong = (lambda t: f"**{t}**") if markdown else (lambda t: t)
-    what = {"best vs baseline": "the best configuration against the baseline",
-            "runner-up vs best": "the runner-up against the best configuration (also the baseline)",
-            "model best vs overall best": "this model's best configuration against the overall best"}[lead.kind]
-    head = f"{label_text(report, b)} against {label_text(report, a)} ({what}): Δ test_acc {v.diff:+.4f}"
-    if v.testable:
-        head += f", 95% CI [{v.low:+.4f}, {v.high:+.4f}], p {_p(v.p_value)}"
-    head += (f", over {_means(b, v.seeds[1])} against {_means(a, v.seeds[0])}"
-             + ("" if v.examples else ", scores only (no per-example predictions: this test set's variance not counted)"))
-    if lead.pooled is not None:
-        head += (f"; one seed on a side, so the seed spread ({lead.pooled.sd:.4f}) is pooled from "
-                 f"{lead.pooled.configurations} configuration(s) with several seeds")
-    if v.winner is not None:
-        winner = b if v.winner == "b" else a
-        return f"{head}: {strong(label_text(report, winner) + ' is better')}."
-    return f"{head}: {strong('cannot tell')}; {_decide(report, v)}."
-
-
-def lead_sentences(report: SweepReport, *, markdown: bool = False) -> list[str]:
-    return [lead_sentence(report, lead, markdown=markdown) for lead in report.lead]
 
 
 def _configurations(report: SweepReport) -> list[str]:
@@ -277,18 +194,13 @@ def _headline_row(report: SweepReport, row: Row, effect: float | None, notes: se
         notes.add("left out: runs that finished without a test score (a diverged run is never tested) are not in "
                   "Δ, which flatters the side that lost them; the runs column counts them.")
     ci = f"[{v.low:+.4f}, {v.high:+.4f}]" if v.testable else "–"
-    p_cells = (_p(v.p_value), _p(v.p_adjusted if v.p_adjusted is not None else v.p_value)) if v.testable else (
+    p_cells = (p_text(v.p_value), p_text(v.p_adjusted if v.p_adjusted is not None else v.p_value)) if v.testable else (
         "–", "–")
     aso = (f"{h.aso.eps_a_over_b:.3f}", f"{h.aso.eps_b_over_a:.3f}") if h.aso else ("–", "–")
     return ([*label_cells(report, row), f"{v.seeds[1]} vs {v.seeds[0]}", f"{v.diff:+.4f}", ci, *p_cells, *aso,
              f"{h.p_better:.2f}", h.verdict + (" (significant)" if h.significant else "") + _left_out(h),
              "–" if v.seeds_needed is None else str(v.seeds_needed)]
             + (["–" if h.needed_effect is None else str(h.needed_effect)] if effect is not None else []))
-
-
-def _p(p: float) -> str:
-    """A p-value: below 1e-16 as such."""
-    return "< 1e-16" if p < 1e-16 else f"{p:.3g}"
 
 
 def _left_out(h: SeedComparison) -> str:
@@ -349,6 +261,3 @@ def _status_reason(record: Record) -> str:
     if record.status == "diverged":
         return "training loss not finite or exploded"
     return ""
-
-
-__all__ = ["FINISHED", "to_markdown", "label_cells", "label_text", "runs_cell"]

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from reports import bootstrap
-from reports.bootstrap import moments, normal_cdf, two_level_bootstrap
+from reports.bootstrap import moments, two_level_bootstrap
 from reports.bootstrap import two_level_bootstrap_many as many
 from reports.collect import Predictions, Record
 from reports.compare import compare_rows
+from reports.multinomial import draw_tails, normal_cdf
 from reports.rows import Row
 
 
@@ -216,14 +216,14 @@ def test_exact_path_tail_against_enumeration() -> None:
         if not ((values > 0).any() and (values < 0).any()):
             continue
         below, above = _sum_of_draws(values, counts, n)
-        got_below, got_above = bootstrap._draw_tails(values[None] * 0.5, counts, n, np.array([0.5]))
+        got_below, got_above = draw_tails(values[None] * 0.5, counts, n, np.array([0.5]))
         assert got_below[0] == pytest.approx(below, rel=0.05) and got_above[0] == pytest.approx(above, rel=0.05)
         checked += 1
     deep = _sum_of_draws(np.array([1, -1]), np.array([30.0, 2.0]), 200)[0]  # ~4e-9
-    assert bootstrap._draw_tails(np.array([[1.0, -1.0]]), np.array([30.0, 2.0]), 200, np.array([1.0]))[0][0] \
+    assert draw_tails(np.array([[1.0, -1.0]]), np.array([30.0, 2.0]), 200, np.array([1.0]))[0][0] \
         == pytest.approx(deep, rel=0.05)
     one_sided = _sum_of_draws(np.array([1, 2]), np.array([3.0, 4.0]), 50)
-    got = bootstrap._draw_tails(np.array([[1.0, 2.0]]), np.array([3.0, 4.0]), 50, np.array([1.0]))
+    got = draw_tails(np.array([[1.0, 2.0]]), np.array([3.0, 4.0]), 50, np.array([1.0]))
     assert (got[0][0], got[1][0]) == pytest.approx(one_sided, rel=1e-9)
     # no floor, and no jump at the switch to the normal limit: 64 and 65 disagreements all one way
     for k in (64, 65):
