@@ -12,6 +12,7 @@ secondary comparison, named as such.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -246,7 +247,11 @@ def _headlines(rows: list[Row], base: int, found: list[tuple[int, Verdict]], poo
 
 
 def _leads(rows: list[Row], base: int, lead: list[tuple[int, int, str]], pairs: _Pairs) -> list[Lead]:
-    out = []
+    """The comparisons the report leads with. Against the baseline: the row's headline (Holm over
+    the table's rows). The others (each model's best against the overall best): Holm over them,
+    one family, so that eight models do not give eight chances of a false winner."""
+    out: list[Lead] = []
+    own: list[int] = []  # positions in `out` of the leads compared here
     for a, b, kind in lead:
         if a == base and rows[b].headline is not None:
             out.append(Lead(a, b, kind, rows[b].headline.result, rows[b].headline.pooled))  # type: ignore[union-attr]
@@ -254,7 +259,11 @@ def _leads(rows: list[Row], base: int, lead: list[tuple[int, int, str]], pairs: 
         got = pairs.compare(rows, a, b)
         if not isinstance(got, str):
             one = min(got[0].seeds) == 1 and pairs.pooled is not None
+            own.append(len(out))
             out.append(Lead(a, b, kind, got[0], pairs.pooled if one else None))
+    if len(own) > 1:
+        for k, verdict in zip(own, adjust([out[k].result for k in own]), strict=True):
+            out[k] = dataclasses.replace(out[k], result=verdict)
     return out
 
 

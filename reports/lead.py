@@ -54,6 +54,8 @@ def lead_sentence(report: SweepReport, lead: Lead, *, markdown: bool = False) ->
     head = f"{label_text(report, b)} against {label_text(report, a)} ({what}): Δ test_acc {v.diff:+.4f}"
     if v.testable:
         head += f", 95% CI [{v.low:+.4f}, {v.high:+.4f}], p {p_text(v.p_value)}"
+        if v.p_adjusted is not None and v.p_adjusted != v.p_value:
+            head += f" ({p_text(v.p_adjusted)} after Holm over the comparisons made with it)"
     head += (f", over {_means(b, v.seeds[1])} against {_means(a, v.seeds[0])}"
              + ("" if v.examples else ", scores only (no per-example predictions: this test set's variance not counted)"))
     if lead.pooled is not None:

@@ -315,6 +315,14 @@ def test_a_model_sweep_leads_with_each_models_best_against_the_overall_best() ->
     lines = to_markdown(report).split("\n")
     assert lines[2].startswith("- model=roberta, pooling=cls against model=bert, pooling=cls (the best configuration")
     assert "this model's best configuration against the overall best" in lines[3]
+    # the two model leads are one family: Holm over them, said in the sentence
+    from reports.seeds import holm
+
+    models = report.lead[1:]
+    assert [x.result.p_adjusted for x in models] == pytest.approx(holm([x.result.p_value for x in models]))
+    assert all(x.result.winner is None or x.result.p_adjusted < 0.05 for x in models)
+    changed = [x for x in models if x.result.p_adjusted != x.result.p_value]
+    assert changed and "after Holm over the comparisons made with it" in lines[2 + report.lead.index(changed[0])]
 
 
 def test_the_budget_curve_counts_failed_and_diverged_runs_at_the_worst_score() -> None:
