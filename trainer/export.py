@@ -23,7 +23,8 @@ import numpy as np
 from trainer import modeling_sweep
 from trainer.config import DATA_SEED, JobConfig
 from trainer.io import atomic_dir, check_output_dir, write_json
-from trainer.model import CLASSIFIER_FILE, WEIGHTS_FILE, label_names
+from trainer.jobdir import CLASSIFIER_FILE, MODEL_DIR, WEIGHTS_FILE
+from trainer.model import label_names
 
 MARKER = "sweep_job.json"  # what says a directory is an export (and may be replaced by a new one)
 PROBE_TEXTS = (
@@ -56,7 +57,7 @@ def _write(job_dir: Path, config: JobConfig, result: dict[str, Any], dest: Path)
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoTokenizer
 
-    model_dir = job_dir / "model"
+    model_dir = job_dir / MODEL_DIR
     spec = json.loads((model_dir / CLASSIFIER_FILE).read_text())
     labels = label_names(model_dir)
     encoder = AutoConfig.from_pretrained(model_dir).to_dict()
