@@ -39,6 +39,7 @@ WAITING = "waiting"
 RUNNING = "running"
 PRUNED = "pruned"  # a study's trial its pruner stopped
 INTERRUPTED = "interrupted"  # a trial stopped by a signal: its job runs again (resumes)
+SURPLUS = "surplus"  # a trial asked past a study's total of trials: ended at once, never run
 
 FINISHED = (COMPLETED, COLLAPSED, DIVERGED)  # a final result: never run again
 SCORED = (COMPLETED, COLLAPSED)  # a final result with a test score
