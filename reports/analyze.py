@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from reports.analysis_page import Example, Findings, markdown
 from reports.collect import Predictions, load_predictions
 from reports.draw import pyplot as _pyplot
 from reports.draw import save as _save
 from reports.stats import mcnemar_p
 from sweeper.jobs import FinishedJob, JobRefError
-from sweeper.texts import excerpt
 from trainer.jobdir import PREDICTIONS_FILE
 
 MARKER = "analysis.json"
@@ -31,19 +31,6 @@ SAME_DATA_KEYS = ("name", "split", "text", "text_pair", "label")
 
 class AnalyzeError(ValueError):
     """Inputs that cannot be analysed (the message says which and why)."""
-
-
-@dataclass(frozen=True)
-class Example:
-    """A test row's text, and its second text for a job trained on sentence pairs."""
-
-    text: str
-    pair: str | None = None
-
-    def shown(self, limit: int = 220) -> str:
-        if self.pair is None:
-            return excerpt(self.text, limit)
-        return f"{excerpt(self.text, limit // 2)} ‖ {excerpt(self.pair, limit // 2)}"
 
 
 @dataclass(frozen=True)
@@ -123,17 +110,11 @@ def analyze(
     top: int = 10, attention_tokens: int = 48, force: bool = False,
 ) -> dict[str, Any]:
     """Write `out/analysis.md`, its PNGs and `analysis.json`; returns the summary."""
-    from trainer.data import load_rows
     from trainer.io import atomic_dir, check_output_dir, write_json
 
     rows = check_inputs(a, against, example)
     check_output_dir(out, marker=MARKER, force=force)
-    cfg = a.job.config
-    merged, _ = load_rows(cfg.data)
-    chosen_rows = merged.select(rows)
-    pairs = chosen_rows[cfg.data.text_pair] if cfg.data.text_pair else [None] * len(rows)
-    text_of = {row: Example(text, pair) for row, text, pair in zip(rows.tolist(), chosen_rows[cfg.data.text], pairs,
-                                                                      strict=True)}
+    text_of = _texts(a, rows)
     labels, probs = _aligned(a, rows)
     summary: dict[str, Any] = {"job": str(a.job.dir), "test_rows": len(rows), "labels": a.names,
                                "accuracy": float((probs.argmax(1) == labels).mean())}
@@ -148,44 +129,60 @@ def analyze(
         boundary = nearest_boundary(probs, top)
         summary["errors"] = {"count": int((probs.argmax(1) != labels).sum()), "listed": rows[errors].tolist()}
         summary["boundary"] = rows[boundary].tolist()
+        chosen, why = _chosen_row(rows, errors, boundary, example)
+        compare = _against(against, rows, labels, probs, example=example, chosen=chosen, top=top) if against else None
 
-        if example is not None:
-            chosen, why = example, "chosen with --example"
-        elif len(errors):
-            chosen, why = int(rows[errors[0]]), "the most confidently wrong test review"
-        else:
-            chosen, why = int(rows[boundary[0]]), "no test review is wrong; the one nearest the decision boundary"
-
-        compare: dict[str, Any] | None = None
-        if against is not None:
-            _, probs_b = _aligned(against, rows)
-            counts = paired_counts(labels, probs, probs_b)
-            disagree = np.flatnonzero(probs.argmax(1) != probs_b.argmax(1))
-            gap = np.abs(probs[disagree, labels[disagree]] - probs_b[disagree, labels[disagree]])
-            disagree = disagree[np.argsort(-gap, kind="stable")]
-            right_a, right_b = probs.argmax(1) == labels, probs_b.argmax(1) == labels
-            side_row = example if example is not None else (int(rows[disagree[0]]) if len(disagree) else chosen)
-            compare = {"job": str(against.job.dir), "counts": counts, "disagreements": len(disagree),
-                       "mcnemar_p": mcnemar_p(right_a, right_b), "listed": rows[disagree[:top]].tolist(),
-                       "attention_row": side_row, "probs_b": probs_b, "disagree": disagree}
-
-        eager = functools.cache(_eager_model)  # A's model serves both attention figures
-        _attention_plot([(a, text_of[chosen], chosen)], tmp / "attention.png", eager, tokens=attention_tokens,
-                        title=f"row {chosen}: last-layer attention, mean over heads")
+        _attention_figures(a, against, text_of, chosen, compare, tmp, tokens=attention_tokens)
         summary["attention_row"] = chosen
-        if compare is not None:
-            row_vs = compare["attention_row"]
-            _attention_plot([(a, text_of[row_vs], row_vs), (against, text_of[row_vs], row_vs)],  # type: ignore[list-item]
-                            tmp / "attention_vs.png", eager, tokens=attention_tokens,
-                            title=f"row {compare['attention_row']}: A (left) vs B (right)")
 
-        md = _markdown(a, against, rows, labels, probs, text_of, errors=errors, boundary=boundary, chosen=chosen,
-                       why=why, tsne=summary["tsne"], compare=compare, top=top)
-        (tmp / "analysis.md").write_text(md)
+        described = [f"A: {_describe(a)}"] + ([f"B: {_describe(against)}"] if against else [])
+        found = Findings(job_id=a.job.id, described=described, names=a.names,
+                         names_b=against.names if against else None, text_column=a.job.config.data.text,
+                         pair_column=a.job.config.data.text_pair, rows=rows, labels=labels, probs=probs,
+                         text_of=text_of, errors=errors, boundary=boundary, chosen=chosen, why=why,
+                         tsne=summary["tsne"], compare=compare, top=top)
+        (tmp / "analysis.md").write_text(markdown(found))
         if compare is not None:
             summary["against"] = {k: v for k, v in compare.items() if k not in ("probs_b", "disagree")}
         write_json(tmp / MARKER, summary)
     return summary
+
+
+def _texts(side: Side, rows: np.ndarray) -> dict[int, Example]:
+    """The test texts (and second texts, for a pair job) of `rows`, read from the job's data."""
+    from trainer.data import load_rows
+
+    cfg = side.job.config
+    merged, _ = load_rows(cfg.data)
+    chosen_rows = merged.select(rows)
+    pairs = chosen_rows[cfg.data.text_pair] if cfg.data.text_pair else [None] * len(rows)
+    return {row: Example(text, pair) for row, text, pair in zip(rows.tolist(), chosen_rows[cfg.data.text], pairs,
+                                                                 strict=True)}
+
+
+def _chosen_row(rows: np.ndarray, errors: np.ndarray, boundary: np.ndarray, example: int | None) -> tuple[int, str]:
+    """The row whose attention is drawn, and why that one."""
+    if example is not None:
+        return example, "chosen with --example"
+    if len(errors):
+        return int(rows[errors[0]]), "the most confidently wrong test review"
+    return int(rows[boundary[0]]), "no test review is wrong; the one nearest the decision boundary"
+
+
+def _against(b: Side, rows: np.ndarray, labels: np.ndarray, probs: np.ndarray, *, example: int | None, chosen: int,
+             top: int) -> dict[str, Any]:
+    """A against B on the shared rows: the paired counts, McNemar's p, the disagreements (largest
+    difference in p(true label) first) and the row both attention maps are drawn for."""
+    _, probs_b = _aligned(b, rows)
+    counts = paired_counts(labels, probs, probs_b)
+    disagree = np.flatnonzero(probs.argmax(1) != probs_b.argmax(1))
+    gap = np.abs(probs[disagree, labels[disagree]] - probs_b[disagree, labels[disagree]])
+    disagree = disagree[np.argsort(-gap, kind="stable")]
+    right_a, right_b = probs.argmax(1) == labels, probs_b.argmax(1) == labels
+    side_row = example if example is not None else (int(rows[disagree[0]]) if len(disagree) else chosen)
+    return {"job": str(b.job.dir), "counts": counts, "disagreements": len(disagree),
+            "mcnemar_p": mcnemar_p(right_a, right_b), "listed": rows[disagree[:top]].tolist(),
+            "attention_row": side_row, "probs_b": probs_b, "disagree": disagree}
 
 
 def _tsne(side: Side, texts: list[Example], labels: np.ndarray, saved: np.ndarray, path: Path) -> dict[str, Any]:
@@ -220,6 +217,18 @@ def _tsne(side: Side, texts: list[Example], labels: np.ndarray, saved: np.ndarra
     plt.close(fig)
     return {"misclassified": int(wrong.sum()), "saved_vs_rerun_agreement": agree,
             "max_prob_diff": float(np.abs(outputs.probs - saved).max()) if n else 0.0}
+
+
+def _attention_figures(a: Side, b: Side | None, text_of: dict[int, Example], chosen: int,
+                       compare: dict[str, Any] | None, out: Path, *, tokens: int) -> None:
+    """attention.png (A on the chosen row) and, with B, attention_vs.png (both on one row)."""
+    eager = functools.cache(_eager_model)  # A's model serves both attention figures
+    _attention_plot([(a, text_of[chosen], chosen)], out / "attention.png", eager, tokens=tokens,
+                    title=f"row {chosen}: last-layer attention, mean over heads")
+    if compare is not None and b is not None:
+        row_vs = compare["attention_row"]
+        _attention_plot([(a, text_of[row_vs], row_vs), (b, text_of[row_vs], row_vs)], out / "attention_vs.png", eager,
+                        tokens=tokens, title=f"row {row_vs}: A (left) vs B (right)")
 
 
 def _eager_model(job_dir: Path) -> tuple[Any, Any]:
@@ -272,76 +281,3 @@ def _describe(side: Side) -> str:
     return (f"`{side.job.dir}`: {Path(c.model_path).name}, {c.pooling} pooling, batch {c.batch_size}, lr {c.lr:g}, "
             f"dropout {c.dropout:g}, max_len {c.max_len}, seed {c.seed}; status {r.get('status')}, "
             f"val acc {r.get('val_acc', float('nan')):.4f}, test acc {r.get('test_acc', float('nan')):.4f}")
-
-
-def _markdown(
-    a: Side, b: Side | None, rows: np.ndarray, labels: np.ndarray, probs: np.ndarray, text_of: dict[int, Example], *,
-    errors: np.ndarray, boundary: np.ndarray, chosen: int, why: str, tsne: dict[str, Any],
-    compare: dict[str, Any] | None, top: int,
-) -> str:
-    names = a.names
-    pred = probs.argmax(1)
-    n_wrong = int((pred != labels).sum())
-    lines = [f"# Analysis of job {a.job.id}", "", f"- A: {_describe(a)}"]
-    if b is not None:
-        lines.append(f"- B: {_describe(b)}")
-    lines += [
-        "",
-        f"Test rows analysed: {len(rows)}" + (" (those both jobs were tested on)" if b is not None else "")
-        + f"; A gets {n_wrong} wrong (accuracy {1 - n_wrong / len(rows):.4f}), from its saved test predictions "
-        "(best checkpoint). Row ids are positions in the merged train+test data.",
-        "",
-        "## t-SNE of the pooled test vectors",
-        "",
-        "![t-SNE](tsne.png)",
-        "",
-        f"The vectors the head sees, for the first {tsne['rows']} test rows, computed again from the best checkpoint; "
-        f"crosses are the {tsne['misclassified']} misclassified reviews. The re-run agrees with the saved predictions on "
-        f"{tsne['saved_vs_rerun_agreement']:.2%} of them (largest probability difference {tsne['max_prob_diff']:.1e}).",
-        "",
-        f"## Most confident errors ({len(errors)} of {n_wrong})",
-        "",
-    ]
-    if len(errors):
-        lines += ["| Row | True | Predicted | p(predicted) | Review |", "| ---: | --- | --- | ---: | --- |"]
-        lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} | {probs[i].max():.4f} "
-                  f"| {text_of[int(rows[i])].shown()} |" for i in errors]
-    else:
-        lines.append("None: every analysed test review is classified correctly.")
-    lines += ["", f"## Nearest the decision boundary ({len(boundary)})", "",
-              "| Row | True | Predicted | Probabilities | Review |", "| ---: | --- | --- | --- | --- |"]
-    lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} | "
-              + " / ".join(f"{names[k]} {p:.3f}" for k, p in enumerate(probs[i])) + f" | {text_of[int(rows[i])].shown()} |"
-              for i in boundary]
-    lines += ["", "## Attention", "", f"Row {chosen} ({why}): last layer, averaged over heads, eager attention.", "",
-              f"> {text_of[chosen].shown(600)}", "", "![attention](attention.png)", ""]
-    if b is not None and compare is not None:
-        counts = compare["counts"]
-        probs_b = compare["probs_b"]
-        pred_b = probs_b.argmax(1)
-        lines += [
-            "## A against B",
-            "",
-            "| | B right | B wrong |",
-            "| --- | ---: | ---: |",
-            f"| **A right** | {counts['both_right']} | {counts['only_a']} |",
-            f"| **A wrong** | {counts['only_b']} | {counts['both_wrong']} |",
-            "",
-            f"They disagree on {compare['disagreements']} of {len(rows)} reviews; exact McNemar test on the "
-            f"{counts['only_a'] + counts['only_b']} discordant ones: p = {compare['mcnemar_p']:.4g}. One seed each: "
-            "a sweep over seeds (`sweep report`) says more.",
-            "",
-            f"### Where they disagree ({min(top, compare['disagreements'])} of {compare['disagreements']}, "
-            "largest difference in p(true label) first)",
-            "",
-        ]
-        if compare["disagreements"]:
-            lines += ["| Row | True | A says | B says | Review |", "| ---: | --- | --- | --- | --- |"]
-            lines += [f"| {int(rows[i])} | {names[labels[i]]} | {names[pred[i]]} ({probs[i].max():.3f}) | "
-                      f"{b.names[pred_b[i]]} ({probs_b[i].max():.3f}) | {text_of[int(rows[i])].shown()} |"
-                      for i in compare["disagree"][:top]]
-        else:
-            lines.append("None.")
-        lines += ["", f"### Attention side by side (row {compare['attention_row']})", "",
-                  "![attention, A vs B](attention_vs.png)", ""]
-    return "\n".join(lines)

@@ -9,7 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.jobdir import CLASSIFIER_FILE, FINISHED, METRICS, PREDICTIONS_FILE, RESULT_FILE, WEIGHTS_FILE
+from trainer.jobdir import (
+    CLASSIFIER_FILE,
+    COMPLETED,
+    CONFIG_FILE,
+    FINISHED,
+    METRICS,
+    MODEL_DIR,
+    PENDING,
+    PREDICTIONS_FILE,
+    RESULT_FILE,
+    WEIGHTS_FILE,
+)
 
 JOB_ID = re.compile(r"[0-9a-f]{12}")
 
@@ -30,7 +41,7 @@ class FinishedJob:
 
     @property
     def model_dir(self) -> Path:
-        return self.dir / "model"
+        return self.dir / MODEL_DIR
 
     @property
     def weights(self) -> Path:
@@ -83,11 +94,11 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
         if isinstance(trials[0].user_attrs.get("seeds"), list):  # a study trial run once per seed: each seed's job
             for trial in trials:
                 for row in trial.user_attrs.get("seeds") or []:
-                    if row.get("status") == "completed" and row.get("result"):
+                    if row.get("status") == COMPLETED and row.get("result"):
                         done[str(row["job_id"])] = row["result"]
             continue
         states[job_id] = state = store.state(trials)
-        if state.status == "completed" and state.result:
+        if state.status == COMPLETED and state.result:
             done[job_id] = state.result
     metrics = {str(r.get("metric") or "val_acc") for r in done.values()}
     metric = metrics.pop() if len(metrics) == 1 else "val_acc"
@@ -97,7 +108,7 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
         for s in states.values():
             counts[s.status] = counts.get(s.status, 0) + 1
         seen = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none"
-        if counts and not {"waiting", "running"} & set(counts):
+        if counts and not set(PENDING) & set(counts):
             raise JobRefError(f"JOB: sweep {sweep!r} finished with no completed job (its jobs: {seen}); a collapsed "
                               "or diverged job is used by its directory or job id, with a warning")
         raise JobRefError(f"JOB: sweep {sweep!r} has no completed job yet (its jobs: {seen})")
@@ -108,8 +119,8 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
 
 def finished(path: Path) -> FinishedJob:
     """The job in `path`, if it has finished with a best checkpoint."""
-    if not (path / "config.json").is_file():
-        raise JobRefError(f"JOB: {path} is not a job directory (no config.json); "
+    if not (path / CONFIG_FILE).is_file():
+        raise JobRefError(f"JOB: {path} is not a job directory (no {CONFIG_FILE}); "
                           "expected a directory written by `sweep run`, `sweep grid` or `sweep optuna`")
     result_path = path / RESULT_FILE
     result = json.loads(result_path.read_text()) if result_path.is_file() else {}
@@ -117,11 +128,11 @@ def finished(path: Path) -> FinishedJob:
     if status not in FINISHED:
         raise JobRefError(f"JOB: {path} has not finished (status: {status}); wait for it, or resume it with "
                           "the same command that started it")
-    for needed in (path / WEIGHTS_FILE, path / "model" / CLASSIFIER_FILE):
+    for needed in (path / WEIGHTS_FILE, path / MODEL_DIR / CLASSIFIER_FILE):
         if not needed.is_file():
             raise JobRefError(f"JOB: {path} has no best checkpoint ({needed.name} is missing)")
     try:
-        config = build_job(json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+        config = build_job(json.loads((path / CONFIG_FILE).read_text()), source=str(path / CONFIG_FILE))
     except ConfigError as exc:
         raise JobRefError(f"JOB: {exc}") from None
     return FinishedJob(dir=path, config=config, result=result)

@@ -30,7 +30,7 @@ import torch
 
 from trainer.config import ConfigError, JobConfig, defaults_filled, id_fields
 from trainer.io import atomic_write, write_json
-from trainer.jobdir import PREDICTIONS_FILE, STATE_FILE, set_aside  # noqa: F401 - re-exported
+from trainer.jobdir import CONFIG_FILE, LOCK_FILE, PREDICTIONS_FILE, STATE_FILE, set_aside  # noqa: F401 - re-exported
 from trainer.model import WEIGHTS_FILE, Classifier
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def lock(out_dir: Path) -> None:
     The kernel drops it when the process dies (even by kill -9), so a second runner of the
     same directory is refused only while the first one is alive.
     """
-    path = (out_dir / ".lock").resolve()
+    path = (out_dir / LOCK_FILE).resolve()
     if path in _held_locks:
         return
     f = open(path, "w")  # noqa: SIM115 - held open on purpose
@@ -75,14 +75,14 @@ def lock(out_dir: Path) -> None:
 
 
 def unlock(out_dir: Path) -> None:
-    f = _held_locks.pop((out_dir / ".lock").resolve(), None)
+    f = _held_locks.pop((out_dir / LOCK_FILE).resolve(), None)
     if f is not None:
         f.close()
 
 
 def claim(out_dir: Path, cfg: JobConfig) -> None:
     """Write `config.json`, or check that the directory already belongs to this job."""
-    path = out_dir / "config.json"
+    path = out_dir / CONFIG_FILE
     if path.exists():
         try:
             stored = defaults_filled(json.loads(path.read_text()))  # written before a key was added

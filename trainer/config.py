@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainer import yamlfile
+from trainer import maxlen, yamlfile
 from trainer.jobdir import METRICS
 from trainer.yamlfile import ConfigError
 
@@ -389,11 +389,10 @@ def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
     if not 0 <= dropout < 1:
         raise ConfigError(f"{_where(source, 'dropout')}: {dropout:g} is out of range; expected 0 <= dropout < 1")
     max_len = _int(source, "max_len", get("max_len", d.max_len))
-    if not MIN_MAX_LEN <= max_len <= MAX_MAX_LEN:
-        raise ConfigError(
-            f"{_where(source, 'max_len')}: {max_len} is out of range; expected {MIN_MAX_LEN} <= max_len <= "
-            "the model's maximum"
-        )
+    if not MIN_MAX_LEN <= max_len <= MAX_MAX_LEN:  # the message names the model's maximum (trainer/maxlen.py)
+        model = get("model", d.model)
+        path = MODEL_ALIASES.get(model, model) if isinstance(model, str) else None
+        raise ConfigError(_where(source, "") + maxlen.above_any(max_len, low=MIN_MAX_LEN, high=MAX_MAX_LEN, path=path))
     lr = _float(source, "lr", get("lr", d.lr))
     if not lr > 0:
         raise ConfigError(f"{_where(source, 'lr')}: {lr:g} is out of range; expected lr > 0")

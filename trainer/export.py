@@ -23,7 +23,8 @@ import numpy as np
 from trainer import modeling_sweep
 from trainer.config import DATA_SEED, JobConfig
 from trainer.io import atomic_dir, check_output_dir, write_json
-from trainer.model import CLASSIFIER_FILE, WEIGHTS_FILE, label_names
+from trainer.jobdir import CLASSIFIER_FILE, MODEL_DIR, WEIGHTS_FILE
+from trainer.model import label_names
 
 MARKER = "sweep_job.json"  # what says a directory is an export (and may be replaced by a new one)
 PROBE_TEXTS = (
@@ -56,7 +57,7 @@ def _write(job_dir: Path, config: JobConfig, result: dict[str, Any], dest: Path)
     from safetensors.torch import load_file, save_file
     from transformers import AutoConfig, AutoTokenizer
 
-    model_dir = job_dir / "model"
+    model_dir = job_dir / MODEL_DIR
     spec = json.loads((model_dir / CLASSIFIER_FILE).read_text())
     labels = label_names(model_dir)
     encoder = AutoConfig.from_pretrained(model_dir).to_dict()
@@ -111,33 +112,9 @@ def _fmt(value: Any) -> str:
 
 
 def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: list[str]) -> str:
-    cfg = config.to_dict()
-    data = cfg.pop("data")
-    hub_model = not Path(config.model_path).exists()
-    hub_data = not Path(config.data.name).exists()
-    front = ["---", "library_name: transformers", "pipeline_tag: text-classification", "tags:", "- sweep",
-             "- text-classification"]
-    if hub_model:
-        front.append(f"base_model: {config.model_path}")
-    if hub_data:
-        front += ["datasets:", f"- {config.data.name}"]
-    front += ["metrics:", "- accuracy", "---", ""]
+    """The export's README.md: front matter for the Hub, what the model is, its results, its data,
+    its training configuration and how to use it."""
     rows = result.get("rows", {})
-    data_cfg = config.data
-    if isinstance(data_cfg.split, str):
-        sources = (result.get("data") or {}).get("splits") or {}
-        where = ", ".join(f"{role} from `{src}`" for role, src in sources.items()) or "train, validation, test"
-        split_text = f"its own splits ({where}), each shuffled with the fixed data seed {DATA_SEED}"
-    else:
-        fractions = " / ".join(f"{f:g}" for f in data_cfg.split)
-        split_text = (f"train and test merged, shuffled with the fixed data seed {DATA_SEED} and split "
-                      f"train / validation / test = {fractions}")
-    subset = f" (configuration `{data_cfg.config}`)" if data_cfg.config else ""
-    columns = (f"text columns `{data_cfg.text}` and `{data_cfg.text_pair}` (sentence pairs)" if data_cfg.text_pair
-               else f"text column `{data_cfg.text}`")
-    caps = [f"data.limit {config.data.limit}" if config.data.limit else "",
-            f"data.eval_limit {config.data.eval_limit}" if config.data.eval_limit else ""]
-    limits = f" (the first rows of each split: {', '.join(c for c in caps if c)})" if any(caps) else ""
     lines = [
         f"# {Path(config.model_path).name} text classifier (sweep job `{job_id}`)",
         "",
@@ -159,17 +136,62 @@ def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: l
         "",
         "## Data",
         "",
-        f"`{config.data.name}`{subset}: {split_text}; {columns}, label column `{config.data.label}`. "
-        f"Rows used: {rows.get('train', '—')} train, {rows.get('val', '—')} validation, {rows.get('test', '—')} test"
-        f"{limits}.",
+        _data_text(config, result),
         "",
         "## Training configuration",
         "",
         "| Key | Value |",
         "| --- | --- |",
-        *(f"| {k} | {_fmt(v)} |" for k, v in cfg.items()),
-        *(f"| data.{k} | {_fmt(v)} |" for k, v in data.items()),
+        *_config_rows(config),
         "",
+        *_use(config),
+    ]
+    return "\n".join(_front_matter(config) + lines)
+
+
+def _front_matter(config: JobConfig) -> list[str]:
+    front = ["---", "library_name: transformers", "pipeline_tag: text-classification", "tags:", "- sweep",
+             "- text-classification"]
+    if not Path(config.model_path).exists():  # a Hub model
+        front.append(f"base_model: {config.model_path}")
+    if not Path(config.data.name).exists():  # a Hub data set
+        front += ["datasets:", f"- {config.data.name}"]
+    return front + ["metrics:", "- accuracy", "---", ""]
+
+
+def _data_text(config: JobConfig, result: dict[str, Any]) -> str:
+    """Which data, split how, which columns, how many rows."""
+    rows = result.get("rows", {})
+    data_cfg = config.data
+    if isinstance(data_cfg.split, str):
+        sources = (result.get("data") or {}).get("splits") or {}
+        where = ", ".join(f"{role} from `{src}`" for role, src in sources.items()) or "train, validation, test"
+        split_text = f"its own splits ({where}), each shuffled with the fixed data seed {DATA_SEED}"
+    else:
+        fractions = " / ".join(f"{f:g}" for f in data_cfg.split)
+        split_text = (f"train and test merged, shuffled with the fixed data seed {DATA_SEED} and split "
+                      f"train / validation / test = {fractions}")
+    subset = f" (configuration `{data_cfg.config}`)" if data_cfg.config else ""
+    columns = (f"text columns `{data_cfg.text}` and `{data_cfg.text_pair}` (sentence pairs)" if data_cfg.text_pair
+               else f"text column `{data_cfg.text}`")
+    caps = [f"data.limit {config.data.limit}" if config.data.limit else "",
+            f"data.eval_limit {config.data.eval_limit}" if config.data.eval_limit else ""]
+    limits = f" (the first rows of each split: {', '.join(c for c in caps if c)})" if any(caps) else ""
+    return (f"`{config.data.name}`{subset}: {split_text}; {columns}, label column `{config.data.label}`. "
+            f"Rows used: {rows.get('train', '—')} train, {rows.get('val', '—')} validation, {rows.get('test', '—')} test"
+            f"{limits}.")
+
+
+def _config_rows(config: JobConfig) -> list[str]:
+    cfg = config.to_dict()
+    data = cfg.pop("data")
+    return [*(f"| {k} | {_fmt(v)} |" for k, v in cfg.items()), *(f"| data.{k} | {_fmt(v)} |" for k, v in data.items())]
+
+
+def _use(config: JobConfig) -> list[str]:
+    """How to load and run the export: transformers alone, then a pipeline."""
+    data_cfg = config.data
+    return [
         "## Use",
         "",
         "The head is defined in `modeling_sweep.py` (torch and transformers only), hence `trust_remote_code`:",
@@ -204,4 +226,3 @@ def model_card(job_id: str, config: JobConfig, result: dict[str, Any], labels: l
            "truncated first." if data_cfg.text_pair else "."),
         "",
     ]
-    return "\n".join(front + lines)

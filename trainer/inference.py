@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from trainer.data import collate, encode_texts, eval_batches
-from trainer.model import WEIGHTS_FILE, Classifier, load_classifier
+from trainer.jobdir import MODEL_DIR, WEIGHTS_FILE
+from trainer.model import Classifier, load_classifier
 
 
 def default_device() -> torch.device:
@@ -27,7 +28,7 @@ def default_device() -> torch.device:
 def load(job_dir: Path, *, device: torch.device | None = None, attention: str = "sdpa") -> tuple[Classifier, Any]:
     """The job's best classifier (eval mode) and its tokenizer."""
     device = device or default_device()
-    return load_classifier(job_dir / "model", job_dir / WEIGHTS_FILE, str(device), attention=attention)
+    return load_classifier(job_dir / MODEL_DIR, job_dir / WEIGHTS_FILE, str(device), attention=attention)
 
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

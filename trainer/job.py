@@ -23,12 +23,15 @@ from trainer.jobdir import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_TERMINATED,
+    FAILED,
     FINISHED,
     LOG_FILE,
     RESULT_FILE,
     finished_result,
     out_of_memory,
 )
+from trainer.preflight import check
 from trainer.signals import exit_code, stop_signals
 
 log = logging.getLogger("sweep")
@@ -69,7 +72,7 @@ def execute(cfg: JobConfig, out: Path, *, cache_dir: Path | None = None,
             raise  # bad input: the caller says so (exit 2), no failure result
         except KeyboardInterrupt as exc:
             log.warning("stopped (%s): run the same command again to resume from the last finished epoch",
-                        "SIGTERM" if exit_code(exc) == 143 else "SIGINT")
+                        "SIGTERM" if exit_code(exc) == EXIT_TERMINATED else "SIGINT")
             return exit_code(exc), None
         except Exception as exc:
             log.exception("job failed")
@@ -91,7 +94,7 @@ def _record_failure(cfg: JobConfig, out: Path, exc: Exception) -> dict[str, Any]
     if finished_result(out) is not None:
         return None
     error = f"{type(exc).__name__}: {exc}"
-    failure = {"status": "failed", "job_id": cfg.job_id(), "config": cfg.to_dict(), "error": error,
+    failure = {"status": FAILED, "job_id": cfg.job_id(), "config": cfg.to_dict(), "error": error,
                "out_of_memory": out_of_memory(error), "traceback": traceback.format_exc().splitlines()[-30:]}
     try:
         write_json(out / RESULT_FILE, failure)
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_job(args.job, args.overrides)
+        check([cfg], strict=True, source=str(args.job))  # the pre-flight (trainer/preflight.py), as `sweep run` runs it
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -28,8 +28,25 @@ CLASSIFIER_FILE = "classifier.json"  # inside MODEL_DIR
 PREDICTIONS_FILE = "test_predictions.npz"
 LOCK_FILE = ".lock"
 
-# -- statuses and exit codes --------------------------------------------------------------------
-FINISHED = ("completed", "collapsed", "diverged")  # a final result: never run again
+# -- statuses -----------------------------------------------------------------------------------
+# A job's own, in result.json's `status`:
+COMPLETED = "completed"
+COLLAPSED = "collapsed"  # ran to its end, but its validation predictions collapsed onto one class
+DIVERGED = "diverged"  # stopped when the training loss was not finite or exploded; no test
+FAILED = "failed"  # an exception: `error` and `traceback` in result.json
+# What the sweeper records of a job besides those (its storage, `sweep status`, the report):
+WAITING = "waiting"
+RUNNING = "running"
+PRUNED = "pruned"  # a study's trial its pruner stopped
+INTERRUPTED = "interrupted"  # a trial stopped by a signal: its job runs again (resumes)
+SURPLUS = "surplus"  # a trial asked past a study's total of trials: ended at once, never run
+
+FINISHED = (COMPLETED, COLLAPSED, DIVERGED)  # a final result: never run again
+SCORED = (COMPLETED, COLLAPSED)  # a final result with a test score
+PENDING = (WAITING, RUNNING)  # not ended yet
+STATUSES = (COMPLETED, COLLAPSED, DIVERGED, FAILED, PRUNED, RUNNING, WAITING)  # in the order a report lists them
+
+# -- exit codes ---------------------------------------------------------------------------------
 EXIT_OK = 0
 EXIT_FAILED = 1  # an exception: `error` and `traceback` in result.json
 EXIT_CONFIG = 2  # bad input, found before any work: never retried

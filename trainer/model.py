@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.config import ConfigError, JobConfig
+from trainer.config import MIN_MAX_LEN, ConfigError, JobConfig
 from trainer.io import write_json
 from trainer.jobdir import CLASSIFIER_FILE, WEIGHTS_FILE  # noqa: F401 - re-exported
+from trainer.maxlen import limits_of, out_of_range
 from trainer.modeling_sweep import accepts_token_type_ids, pool
 from trainer.modeling_sweep import masked_mean as masked_mean  # re-exported: one pooling for training and export
 
@@ -82,20 +83,20 @@ def load_encoder(path: str, *, pretrained: bool = True, attention: str = "sdpa")
 def model_max_len(encoder: nn.Module, tokenizer: Any) -> int:
     """Longest input the model takes: the tokenizer's limit where it gives a real one, else
     the position table (RoBERTa's 514 positions hold 512 tokens; its tokenizer says so)."""
-    positions = getattr(encoder.config, "max_position_embeddings", None) or 10**9
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < 10**6:
-        return min(limit, positions)
-    return positions
+    found = _max_len(encoder, tokenizer)
+    return found[0] if found is not None else 10**9
+
+
+def _max_len(encoder: nn.Module, tokenizer: Any) -> tuple[int, str] | None:
+    return limits_of(getattr(encoder.config, "max_position_embeddings", None),
+                     getattr(tokenizer, "model_max_length", None), config="its config", tokenizer="its tokenizer")
 
 
 def check_encoder(cfg: JobConfig, encoder: nn.Module, tokenizer: Any) -> None:
     """Checks that need the model: its maximum length, and whether it has a pooler."""
-    limit = model_max_len(encoder, tokenizer)
-    if cfg.max_len > limit:
-        raise ConfigError(
-            f"max_len: {cfg.max_len} is out of range; expected 8 <= max_len <= {limit} for model {cfg.model!r}"
-        )
+    limit = _max_len(encoder, tokenizer)
+    if limit is not None and cfg.max_len > limit[0]:
+        raise ConfigError(out_of_range(cfg.max_len, low=MIN_MAX_LEN, limit=limit, model=cfg.model))
     if cfg.pooling == "pooler" and getattr(encoder, "pooler", None) is None:
         raise ConfigError(
             f"pooling: 'pooler' is not available for model {cfg.model!r} ({type(encoder).__name__} has no "

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.config import ConfigError, DataConfig, JobConfig, is_dir
+from trainer.config import MIN_MAX_LEN, ConfigError, DataConfig, JobConfig, is_dir
+from trainer.maxlen import MODEL_CONFIG_FILE, local_max_len, out_of_range
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model",
                    "vocab.json")
@@ -40,8 +41,7 @@ def check(jobs: Sequence[JobConfig], *, strict: bool, source: str = "") -> list[
         elif (limit := local_max_len(path)) is not None:
             longest = max(j.max_len for j in jobs if j.model == model)
             if longest > limit[0]:
-                problems.append(f"{where}max_len: {longest} is out of range; expected 8 <= max_len <= {limit[0]} for "
-                                f"model {model!r} ({limit[1]})")
+                problems.append(where + out_of_range(longest, low=MIN_MAX_LEN, limit=limit, model=model))
     for data in _distinct_data(jobs):
         kind, message = _data(data, hub)
         if message:
@@ -50,33 +50,6 @@ def check(jobs: Sequence[JobConfig], *, strict: bool, source: str = "") -> list[
         head = f"{len(problems)} problems before any job started:\n  " if len(problems) > 1 else ""
         raise ConfigError(head + "\n  ".join(problems))
     return warnings
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > 1 << 20:
-            return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def local_max_len(path: str) -> tuple[int, str] | None:
-    """A local model's longest input, read from its config.json (and its tokenizer's limit, as
-    trainer.model.model_max_len reads it from the loaded model), with where it was read; None when
-    the model is not a local directory or says nothing."""
-    if not is_dir(path):
-        return None
-    local = Path(path).expanduser()
-    positions = _read_json(local / "config.json").get("max_position_embeddings")
-    limit = _read_json(local / "tokenizer_config.json").get("model_max_length")
-    found = []
-    if isinstance(positions, int) and not isinstance(positions, bool) and positions > 0:
-        found.append((positions, f"its config.json: max_position_embeddings {positions}"))
-    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < 10**6:
-        found.append((limit, f"its tokenizer_config.json: model_max_length {limit}"))
-    return min(found) if found else None
 
 
 def _distinct_data(jobs: Sequence[JobConfig]) -> list[DataConfig]:
@@ -138,7 +111,7 @@ def _model(model: str, path: str, hub: _Hub) -> tuple[str, str | None]:
     shown = f"model: {model!r}" + (f" ({path})" if path != model else "")
     local = Path(path).expanduser()
     if is_dir(path):
-        if not (local / "config.json").is_file():
+        if not (local / MODEL_CONFIG_FILE).is_file():
             return "error", (f"{shown}: the directory holds no config.json; expected a Hugging Face model directory "
                              "(config.json, the tokenizer's files, the weights), e.g. one written by save_pretrained")
         if not any((local / f).is_file() for f in TOKENIZER_FILES):
@@ -156,7 +129,7 @@ def _model(model: str, path: str, hub: _Hub) -> tuple[str, str | None]:
         return "ok", None
     from huggingface_hub import constants, try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(path, "config.json"), str):
+    if isinstance(try_to_load_from_cache(path, MODEL_CONFIG_FILE), str):
         return "ok", None
     return "missing", (f"{shown}: not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {hub.why()}; "
                        f"download it where the Hub is reachable (hf download {path}) or point model at a local "

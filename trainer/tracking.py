@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.io import append_jsonl
+from trainer.jobdir import EVENTS_FILE, EXIT_FAILED, EXIT_OK, FAILED
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def wandb_mode() -> str:
 
 class Tracker:
     def __init__(self, out_dir: Path, *, job_id: str, config: dict[str, Any]) -> None:
-        self.events = out_dir / "events.jsonl"
+        self.events = out_dir / EVENTS_FILE
         self.run: Any = None
         mode = wandb_mode()
         if mode == "disabled":
@@ -96,7 +97,7 @@ class Tracker:
         self.event("end", **summary)
         if self.run is not None:
             self.run.summary.update({f"test/{k[5:]}" if k.startswith("test_") else k: v for k, v in summary.items()})
-            self.run.finish(exit_code=0 if result["status"] != "failed" else 1)
+            self.run.finish(exit_code=EXIT_OK if result["status"] != FAILED else EXIT_FAILED)
             self.run = None
 
     def abort(self) -> None:
@@ -104,6 +105,6 @@ class Tracker:
         run, self.run = self.run, None
         if run is not None:
             try:
-                run.finish(exit_code=1)
+                run.finish(exit_code=EXIT_FAILED)
             except Exception:
                 log.warning("the W&B run could not be closed", exc_info=True)

@@ -128,9 +128,18 @@ def test_analyze_of_a_pair_job_runs_the_model_on_the_pairs(finished: dict, tmp_p
     assert code == 0, err
     summary = json.loads((out / "analysis.json").read_text())
     assert summary["tsne"]["saved_vs_rerun_agreement"] == 1.0 and summary["tsne"]["max_prob_diff"] < 1e-4
-    assert " ‖ " in (out / "analysis.md").read_text()
-    from reports.analyze import Example, load_side
+    md = (out / "analysis.md").read_text()
+    assert "| Row | True | Predicted | Probabilities | text | text_b |" in md  # each text in its own column
     from sweeper.jobs import finished as finished_job
+    from sweeper.texts import excerpt
+    from trainer.data import load_rows
+
+    merged, _ = load_rows(finished_job(finished["pairs"]).config.data)
+    for row in summary["boundary"]:
+        line = next(x for x in md.splitlines() if x.startswith(f"| {row} |") and "/" in x)
+        assert line.endswith(f"| {excerpt(merged[row]['text'])} | {excerpt(merged[row]['text_b'])} |"), line
+    assert "> **text:** " in md and "> **text_b:** " in md  # the attention row, both texts
+    from reports.analyze import Example, load_side
     from trainer import inference
 
     side = load_side(finished_job(finished["pairs"]))

@@ -72,7 +72,7 @@ def _rows_per_step(cfg_raw: dict, micro: int | None, job_dir: Path, monkeypatch:
         return step(self, optimizer, *args, **kwargs)
 
     spied: dict = {}
-    prepare = trainer.loop.prepare
+    prepare = trainer.loop.setup.prepare
 
     def spy_prepare(*args, **kwargs):  # type: ignore[no-untyped-def]
         data = prepare(*args, **kwargs)
@@ -82,7 +82,7 @@ def _rows_per_step(cfg_raw: dict, micro: int | None, job_dir: Path, monkeypatch:
     with monkeypatch.context() as m:
         m.setattr(trainer.data, "collate", spy_collate)
         m.setattr(torch.amp.GradScaler, "step", spy_step)
-        m.setattr(trainer.loop, "prepare", spy_prepare)
+        m.setattr(trainer.loop.setup, "prepare", spy_prepare)
         cfg = build_job(cfg_raw)
         run_job(cfg if micro is None else cfg.with_micro_batch(micro), job_dir)
     return steps[:-1]
@@ -189,7 +189,7 @@ def test_a_training_epoch_syncs_with_the_host_once_per_logged_window(
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    train_epoch = trainer.loop._train_epoch
+    train_epoch = trainer.loop.run.train_epoch
 
     def counted_epoch(*args, **kwargs):  # type: ignore[no-untyped-def]
         active[0] = True
@@ -198,7 +198,7 @@ def test_a_training_epoch_syncs_with_the_host_once_per_logged_window(
         finally:
             active[0] = False
 
-    monkeypatch.setattr(trainer.loop, "_train_epoch", counted_epoch)
+    monkeypatch.setattr(trainer.loop.run, "train_epoch", counted_epoch)
     result = run_job(build_job(tiny_job(tiny_models[arch], data, epochs=2, batch_size=8)), tmp_path / "job")
     steps_per_epoch = result["global_steps"] // 2
     windows = sum(1 for step in range(1, result["global_steps"] + 1)
@@ -234,7 +234,7 @@ def test_a_job_saved_where_two_gpus_were_visible_resumes_on_one_or_on_the_cpu(
     from trainer import checkpoint
 
     cfg = build_job(tiny_job(tiny_models["bert"], tiny_data, epochs=1))
-    s = trainer.loop._set_up(cfg, tmp_path, None)  # built on the CPU; only the RNG calls stand in for CUDA
+    s = trainer.loop.setup.set_up(cfg, tmp_path, None)  # built on the CPU; only the RNG calls stand in for CUDA
     with pytest.MonkeyPatch.context() as m:
         _fake_cuda(m, gpus=2, restored=[])
         checkpoint.save_state(tmp_path, s.model, s.optimizer, s.scheduler, s.scaler, {"epoch": 3})
@@ -256,7 +256,7 @@ def test_a_job_saved_where_two_gpus_were_visible_resumes_on_one_or_on_the_cpu(
 def test_peak_memory_on_a_gpu_is_what_the_allocator_reserved(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 1 * 2**30)
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 3 * 2**30)
-    assert trainer.loop._peak_memory_mb(torch.device("cuda", 0)) == 3072
+    assert trainer.loop.devices.peak_memory_mb(torch.device("cuda", 0)) == 3072
 
 
 def test_peak_memory_of_a_resumed_job_is_the_highest_of_its_sessions(
@@ -271,11 +271,11 @@ def test_peak_memory_of_a_resumed_job_is_the_highest_of_its_sessions(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(trainer.loop, "_peak_memory_mb", lambda device: 9000.0)  # the first session: a big peak
+        m.setattr(trainer.loop.devices, "peak_memory_mb", lambda device: 9000.0)  # the first session: a big peak
         m.setattr(checkpoint, "save_state", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             run_job(cfg, tmp_path / "job")
-    monkeypatch.setattr(trainer.loop, "_peak_memory_mb", lambda device: 100.0)
+    monkeypatch.setattr(trainer.loop.devices, "peak_memory_mb", lambda device: 100.0)
     result = run_job(cfg, tmp_path / "job")
     assert result["resumed"] is True and result["peak_memory_mb"] == 9000.0
 

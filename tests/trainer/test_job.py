@@ -43,3 +43,21 @@ def test_the_job_process_exits_2_for_a_bad_configuration_naming_file_and_key(tin
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == EXIT_CONFIG and "bad.yaml: dropout: 1.5 is out of range" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"max_len": 100}, "max_len: 100 is out of range; expected 8 <= max_len <= 64, the maximum of model"),
+    ({"data": {"text": "body"}}, "data.text: column 'body' is not in"),
+])
+def test_the_job_process_runs_the_preflight_before_any_work(tiny_models: dict, tiny_data: Path, tmp_path: Path,
+                                                            change: dict, said: str) -> None:
+    """What `sweep run` refuses before any work, `python -m trainer.job` (the sweeper's job
+    process) refuses too: exit 2, the message, no job directory."""
+    job = tiny_job(tiny_models["bert"], tiny_data)
+    job.update({k: {**job[k], **v} if isinstance(v, dict) else v for k, v in change.items()})
+    bad = tmp_path / "job.yaml"
+    bad.write_text(yaml.safe_dump(job))
+    done = subprocess.run([sys.executable, "-m", "trainer.job", str(bad), "--out", str(tmp_path / "o")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_CONFIG and f"error: {bad}: {said}" in done.stderr, done.stderr
+    assert not (tmp_path / "o").exists()

@@ -141,7 +141,7 @@ def test_a_finished_job_started_again_does_no_work(tiny_models: dict, tiny_data:
     mtime = (tmp_path / "job" / "result.json").stat().st_mtime_ns
     import trainer.loop
 
-    monkeypatch.setattr(trainer.loop, "prepare", lambda *a, **k: pytest.fail("did work again"))
+    monkeypatch.setattr(trainer.loop.setup, "prepare", lambda *a, **k: pytest.fail("did work again"))
     assert run_job(cfg, tmp_path / "job") == json.loads(json.dumps(first))
     assert (tmp_path / "job" / "result.json").stat().st_mtime_ns == mtime
 
