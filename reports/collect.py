@@ -13,7 +13,7 @@ import numpy as np
 import optuna
 
 from sweeper.store import SweepStore
-from trainer.jobdir import PREDICTIONS_FILE
+from trainer.jobdir import COLLAPSED, COMPLETED, DIVERGED, FAILED, FINISHED, PREDICTIONS_FILE, PRUNED, RUNNING, WAITING
 from trainer.npz import read_npz
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def load_records(store: SweepStore) -> list[Record]:
 
 
 # A retried trial runs the same seeds again: keep, per job, the record that got furthest.
-_RANK = {"completed": 4, "collapsed": 4, "diverged": 4, "pruned": 3, "running": 2, "waiting": 1, "failed": 0}
+_RANK = {COMPLETED: 4, COLLAPSED: 4, DIVERGED: 4, PRUNED: 3, RUNNING: 2, WAITING: 1, FAILED: 0}
 
 
 def seed_records(trials: list[Any]) -> list[Record]:
@@ -74,11 +74,11 @@ def seed_records(trials: list[Any]) -> list[Record]:
         for entry in seeds:
             if not isinstance(entry, dict) or not entry.get("job_id"):
                 continue
-            status = str(entry.get("status") or "waiting")
-            result = entry.get("result") if status in ("completed", "collapsed", "diverged") else None
+            status = str(entry.get("status") or WAITING)
+            result = entry.get("result") if status in FINISHED else None
             record = Record(job_id=str(entry["job_id"]), point={**point, "seed": entry.get("seed")},
                             config={**base, "seed": entry.get("seed")}, status=status,
-                            reason=str(entry.get("reason", attrs.get("reason", "")) if status != "completed" else ""),
+                            reason=str(entry.get("reason", attrs.get("reason", "")) if status != COMPLETED else ""),
                             result=dict(result) if isinstance(result, dict) else None)
             rank = (_RANK.get(status, 0), trial.number)
             if record.job_id not in best or rank > best[record.job_id][0]:
@@ -108,7 +108,7 @@ def trial_states(store: SweepStore) -> dict[str, int]:
     counts: dict[str, int] = {}
     for trial in store.study.get_trials(deepcopy=False):
         name = trial.state.name
-        if name == "PRUNED" and trial.user_attrs.get("status") == "diverged":
+        if name == "PRUNED" and trial.user_attrs.get("status") == DIVERGED:
             name = "DIVERGED"
         counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))

@@ -26,9 +26,8 @@ from reports.rows import Lead, Pooled, Row, SeedComparison
 from reports.seeds import Aso, aso_many, prob_better
 from reports.stats import Comparison, mcnemar_p, mcnemar_p_counts
 from reports.verdict import Runs, Verdict, adjust, compare, compare_many, runs, seeds_needed
-from trainer.jobdir import FINISHED
+from trainer.jobdir import FINISHED, SCORED
 
-SCORED = ("completed", "collapsed")  # runs with a test score: a collapsed seed counts as what it scored
 # Past this many rows compared, the seed ensembles' bootstrap draws fewer replicates (the cost is
 # replicates x rows; 2,000 still put the percentile ends within a few % of the width).
 MANY_ROWS, MANY_ROWS_SAMPLES = 200, 2_000

@@ -15,6 +15,7 @@ from reports.labels import label_cells, label_text, runs_cell
 from reports.lead import lead_sentences
 from reports.rows import Row, SweepReport
 from reports.tables import best_note, counts_text
+from trainer.jobdir import COLLAPSED, DIVERGED, FAILED, PRUNED, RUNNING, WAITING
 
 SHOWN = 20  # rows in the terminal; the rest are in report.md
 
@@ -32,7 +33,7 @@ def _runs(row: Row) -> str:
     if row.n or row.stats_all:
         return f"{row.n}/{len(row.runs)}"
     return f"{row.n}/{len(row.runs)} " + ", ".join(
-        f"{row.count(s)} {s}" for s in ("failed", "collapsed", "diverged", "pruned", "running", "waiting") if row.count(s))
+        f"{row.count(s)} {s}" for s in (FAILED, COLLAPSED, DIVERGED, PRUNED, RUNNING, WAITING) if row.count(s))
 
 
 def _shown(report: SweepReport) -> list[int]:

@@ -25,7 +25,7 @@ from reports.verdict import ALPHA, Verdict, adjust, compare, seeds_needed
 from sweeper.experiment import Outcome, label
 from sweeper.store import SweepStore
 from trainer.io import atomic_write
-from trainer.jobdir import METRICS
+from trainer.jobdir import METRICS, SCORED
 
 BAND_RESAMPLES = 1_000
 
@@ -71,7 +71,7 @@ def seed_runs(outcome: Outcome, backend: Any) -> dict[str, SeedRuns]:
             if sweep not in results:
                 results[sweep] = _results(backend, sweep)
             result = results[sweep].get(job)
-            if not result or result.get("status") not in ("completed", "collapsed") or result.get("test_acc") is None:
+            if not result or result.get("status") not in SCORED or result.get("test_acc") is None:
                 continue
             jobs.append(job)
             scores.append(float(result["test_acc"]))

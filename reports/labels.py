@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from reports.rows import Row, SweepReport
+from trainer.jobdir import STATUSES
 
 
 def show_value(key: str, value: object) -> str:
@@ -26,7 +27,7 @@ def label_text(report: SweepReport, row: Row) -> str:
 
 def runs_cell(row: Row) -> str:
     """`completed/runs`, then what became of the others."""
-    others = [f"{row.count(s)} {s}" for s in ("collapsed", "diverged", "failed", "pruned", "running", "waiting")
+    others = [f"{row.count(s)} {s}" for s in STATUSES[1:]
               if row.count(s)]
     return f"{row.n}/{len(row.runs)}" + (f" ({', '.join(others)})" if others else "")
 

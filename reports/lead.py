@@ -7,6 +7,7 @@ from __future__ import annotations
 from reports.labels import label_text, p_text
 from reports.rows import Lead, Row, SweepReport
 from reports.verdict import Verdict
+from trainer.jobdir import COLLAPSED
 
 PILOT_SEEDS = 5  # what a report asks for when the seed spread is unknown
 
@@ -39,7 +40,7 @@ def _decide(report: SweepReport, v: Verdict) -> str:
 
 
 def _means(row: Row, n: int) -> str:
-    collapsed = sum(r.status == "collapsed" for r in row.runs)
+    collapsed = sum(r.status == COLLAPSED for r in row.runs)
     return f"{n} run{'s' if n != 1 else ''}" + (f" ({collapsed} collapsed, counted as it scored)" if collapsed else "")
 
 

@@ -11,6 +11,7 @@ from reports.lead import lead_sentences
 from reports.rows import Row, SeedComparison, SweepReport
 from reports.seeds import ASO_SAMPLES, ASO_TAU
 from reports.tables import best_note
+from trainer.jobdir import COLLAPSED, DIVERGED, FAILED
 
 METHOD = "How these figures are computed"  # the last section; report.html folds it away
 
@@ -92,7 +93,7 @@ def _configurations(report: SweepReport) -> list[str]:
     for i, row in enumerate(rows):
         mark = ""
         if i == report.best:
-            mark = "best" + (" (not every run completed)" if row.unstable or row.count("failed") else "")
+            mark = "best" + (" (not every run completed)" if row.unstable or row.count(FAILED) else "")
         body.append([*label_cells(report, row), runs_cell(row),
                      *(_mean_std(row.stats.get(c), d, i in best[c]) for c, _, _, d in report.columns),
                      *(_mean_std(row.stats_all.get(c), decimals.get(c, 4)) for c in extra), mark])
@@ -255,9 +256,9 @@ def _budget(report: SweepReport) -> list[str]:
 
 
 def _status_reason(record: Record) -> str:
-    if record.status == "collapsed" and record.result:
+    if record.status == COLLAPSED and record.result:
         value = record.result.get("val_acc")
         return f"val_acc {value:.4f} at chance" if isinstance(value, (int, float)) else "at chance"
-    if record.status == "diverged":
+    if record.status == DIVERGED:
         return "training loss not finite or exploded"
     return ""

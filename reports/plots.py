@@ -15,6 +15,7 @@ from reports.collect import Predictions, Record
 from reports.draw import Plot, Series
 from reports.pairs import seed_ensemble
 from reports.rows import Row, SweepReport
+from trainer.jobdir import FINISHED, SCORED
 
 MAX_LINES = 12  # more jobs than this: a median and a 10-90% band instead of one line each
 MAX_SERIES = 8  # more combinations of the other keys than this: the axis's marginal means
@@ -101,7 +102,7 @@ def _axis_plot(report: SweepReport, rows: list[Row], axis: str, path: Path) -> P
     for row in rows:
         name = _name({k: row.label[k] for k in others}) or "all"
         scores = [float(r.result["test_acc"]) for r in row.runs
-                  if r.result and r.result.get("test_acc") is not None and r.status in ("completed", "collapsed", "diverged")]
+                  if r.result and r.result.get("test_acc") is not None and r.status in FINISHED]
         groups.setdefault(name, {}).setdefault(json.dumps(row.label[axis]), []).extend(scores)
     if len(groups) > MAX_SERIES:
         marginal: dict[str, list[float]] = {}
@@ -136,7 +137,7 @@ def _reliability(report: SweepReport, out_dir: Path, predictions: Callable[[str]
     best_row = report.rows[report.best] if report.best is not None else None
     if best_row is None:
         return None
-    averaged = seed_ensemble([r for r in best_row.runs if r.status in ("completed", "collapsed")], predictions)
+    averaged = seed_ensemble([r for r in best_row.runs if r.status in SCORED], predictions)
     if averaged is None:
         return None
     _, labels, probs = averaged

@@ -15,7 +15,7 @@ from reports.collect import Record
 from reports.seeds import Aso
 from reports.stats import Comparison
 from reports.verdict import Verdict
-from trainer.jobdir import METRICS
+from trainer.jobdir import COLLAPSED, COMPLETED, DIVERGED, METRICS
 
 DEFAULT_METRIC = "val_acc"
 
@@ -93,7 +93,7 @@ class Row:
 
     @property
     def completed(self) -> list[Record]:
-        return [r for r in self.runs if r.status == "completed" and r.result is not None]
+        return [r for r in self.runs if r.status == COMPLETED and r.result is not None]
 
     @property
     def n(self) -> int:
@@ -105,7 +105,7 @@ class Row:
     @property
     def unstable(self) -> bool:
         """Any run collapsed or diverged."""
-        return any(r.status in ("collapsed", "diverged") for r in self.runs)
+        return any(r.status in (COLLAPSED, DIVERGED) for r in self.runs)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from reports.collect import Predictions, Record
 from reports.compare import compare_rows
 from reports.rows import DEFAULT_METRIC, Row, SweepReport
 from reports.stats import mean_std
-from trainer.jobdir import METRICS
+from trainer.jobdir import COLLAPSED, COMPLETED, DIVERGED, FAILED, FINISHED, METRICS, PENDING, PRUNED, RUNNING, STATUSES, WAITING
 
 # column, header, which way is better (None: not a quality), decimals; optional columns are shown when present
 COLUMNS: list[tuple[str, str, str | None, int]] = [
@@ -35,8 +35,6 @@ COLUMNS: list[tuple[str, str, str | None, int]] = [
     ("train_samples_per_s", "samples/s", "max", 1),
 ]
 OPTIONAL = ("val_macro_f1", "val_loss", "test_macro_f1")
-FINISHED = ("completed", "collapsed", "diverged")  # a run with a final result
-PENDING = ("waiting", "running")
 
 
 
@@ -143,7 +141,7 @@ def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseli
         base = found[0]
     report = SweepReport(
         name=name, keys=keys, rows=rows, baseline=base,
-        excluded=[r for r in records if r.status not in ("completed", *PENDING)],
+        excluded=[r for r in records if r.status not in (COMPLETED, *PENDING)],
         pending=[r for r in records if r.status in PENDING],
         states=states, several_seeds=any(len(row.runs) > 1 for row in rows), metric=metric, effect=effect,
         columns=columns,
@@ -155,16 +153,15 @@ def tabulate(name: str, records: list[Record], *, states: dict[str, int], baseli
     return report
 
 
-STATUS_ORDER = ("completed", "collapsed", "diverged", "failed", "pruned", "running", "waiting")
 
 
 def job_counts(report: SweepReport) -> dict[str, int]:
     """Jobs by status (completed, failed, collapsed, running and waiting always; others when any)."""
-    counts = dict.fromkeys(("completed", "failed", "collapsed", "running", "waiting"), 0)
+    counts = dict.fromkeys((COMPLETED, FAILED, COLLAPSED, RUNNING, WAITING), 0)
     for row in report.rows:
         for run in row.runs:
             counts[run.status] = counts.get(run.status, 0) + 1
-    return {s: counts[s] for s in (*STATUS_ORDER, *sorted(set(counts) - set(STATUS_ORDER))) if s in counts}
+    return {s: counts[s] for s in (*STATUSES, *sorted(set(counts) - set(STATUSES))) if s in counts}
 
 
 def counts_text(report: SweepReport) -> str:
@@ -221,13 +218,13 @@ def best_note(report: SweepReport) -> str:
     row = report.rows[report.best]
     way = "highest" if report.maximize else "lowest"
     note = f"best: the {way} mean {report.metric} over all of a configuration's runs"
-    bad = [f"{row.count(s)} {s}" for s in ("collapsed", "diverged", "failed") if row.count(s)]
+    bad = [f"{row.count(s)} {s}" for s in (COLLAPSED, DIVERGED, FAILED) if row.count(s)]
     if bad:
         note += f"; the best configuration had {' and '.join(bad)} of {len(row.runs)} runs"
     return note
 
 
-LAUNCHED = ("completed", "collapsed", "diverged", "failed", "pruned")  # runs a budget curve counts
+LAUNCHED = (*FINISHED, FAILED, PRUNED)  # runs a budget curve counts
 
 
 def _budget(report: SweepReport, records: list[Record]) -> tuple[list[Curve], str]:
@@ -263,8 +260,8 @@ def to_rows(report: SweepReport) -> list[dict[str, Any]]:
     """Flat rows for CSV and JSON."""
     rows = []
     for i, row in enumerate(report.rows):
-        flat: dict[str, Any] = {"sweep": report.name, **row.label, "completed": row.n, "runs": len(row.runs),
-                                **{s: row.count(s) for s in ("collapsed", "diverged", "failed")},
+        flat: dict[str, Any] = {"sweep": report.name, **row.label, COMPLETED: row.n, "runs": len(row.runs),
+                                **{s: row.count(s) for s in (COLLAPSED, DIVERGED, FAILED)},
                                 "baseline": i == report.baseline, "best": i == report.best}
         for column, *_ in report.columns:
             mean, std = row.stats.get(column, (None, None))
