@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainer.config import ALL_KEYS, key_text
+from trainer.checks import key_text
+from trainer.config import ALL_KEYS
 from trainer.jobdir import METRICS
 
 # A W&B sweep file's top-level keys; the ones sweep does not use are said so, once.
@@ -134,7 +135,9 @@ class Translation:
     project: str | None
     entity: str | None
     unused: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
+    # Top-level keys that are not W&B's, each at its path: warned about and ignored, as W&B does
+    # ("malformed sweep config"), never refused.
+    ignored: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
 
 
 class Problems:
@@ -228,11 +231,13 @@ def _int_like(value: Any) -> bool:
 def translate(raw: dict[str, Any], *, stem: str) -> tuple[Translation, Problems]:
     """Read a W&B sweep mapping; `stem` (the file's name) names a sweep without a usable `name`."""
     problems = Problems()
+    ignored: list[tuple[tuple[str, ...], str]] = []
     for key in raw:
         if key not in WANDB_KEYS:
             close = difflib.get_close_matches(str(key), WANDB_KEYS, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            problems.add((str(key),), f"{key_text(key)}: not a W&B sweep key; {hint}W&B keys: {', '.join(WANDB_KEYS)}")
+            ignored.append(((str(key),), f"{key_text(key)}: not a W&B sweep key, ignored (as W&B does); {hint}"
+                                         f"W&B keys: {', '.join(WANDB_KEYS)}"))
 
     method = raw.get("method")
     if not isinstance(method, str) or method not in METHODS:
@@ -270,7 +275,7 @@ def translate(raw: dict[str, Any], *, stem: str) -> tuple[Translation, Problems]
         name=name, renamed=renamed, description=strings["description"] or "", method=method,
         parameters=parameters, metric=metric, direction=direction, metric_note=metric_note, target=target,
         hyperband=hyperband, run_cap=run_cap, project=strings["project"], entity=strings["entity"],
-        unused={k: raw[k] for k in NOT_USED if k in raw},
+        unused={k: raw[k] for k in NOT_USED if k in raw}, ignored=ignored,
     ), problems
 
 

@@ -8,7 +8,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from trainer.config import ConfigError, JobConfig, apply_overrides, build_job, load_job
+from trainer.config import ConfigError, JobConfig, build_job
+from trainer.jobfile import apply_overrides, load_job
 
 
 def test_defaults_are_the_users_protocol() -> None:
