@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.spec import Reporter, all_problems, overrides_of, read_header
-from sweeper.wandb_sweep import MAX_VALUES
+from sweeper.wandb_params import MAX_VALUES
 from trainer import yamlfile
 from trainer.checks import SEED_RANGE, key_text
 from trainer.config import ALL_KEYS, ConfigError, JobConfig

@@ -15,7 +15,8 @@ from typing import Any
 
 from sweeper.search import Param, Space
 from sweeper.spec import MAX_JOBS, Grid, Job, Reporter
-from sweeper.wandb_sweep import METHODS, Parameter, Problems, Translation
+from sweeper.wandb_params import Parameter, Problems
+from sweeper.wandb_sweep import METHODS, Translation
 from trainer.config import ConfigError, JobConfig
 from trainer.jobfile import build_point
 

@@ -108,13 +108,16 @@ def load_job(path: Path, overrides: list[str] | None = None) -> JobConfig:
         return build_job(raw, source=str(path))
     except ConfigError as first:
         problems = every_problem(raw)
-        if len(problems) < 2:
+        if not problems:
             raise first from None
         located = []
         for problem in problems:
             line = doc.line(tuple(problem.split(":")[0].split(".")))
             located.append((line or 0, f"line {line}: {problem}" if line else problem))
-        body = "\n  ".join(text for _, text in sorted(located, key=lambda item: item[0]))
+        texts = [text for _, text in sorted(located, key=lambda item: item[0])]
+        if len(texts) == 1:
+            raise ConfigError(f"{path}: {texts[0]}") from None
+        body = "\n  ".join(texts)
         raise ConfigError(f"{path}: {len(problems)} problems:\n  {body}") from None
 
 

@@ -32,6 +32,8 @@ def nearest(key: str, choices: list[str]) -> str:
     prefix, _, leaf = key.rpartition(".")
     meant = [USER_NAMES[leaf]] if leaf in USER_NAMES else list(AMBIGUOUS.get(leaf, ()))
     meant = [m if m.startswith("data.") or not prefix else f"{prefix}.{m}" for m in meant]
-    close = [m for m in meant if m in choices] or difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    # data.name among the top-level keys is under `data` (data: {name: ...})
+    close = ([m for m in meant if m in choices or m.partition(".")[0] in choices]
+             or difflib.get_close_matches(key, choices, n=1, cutoff=0.5))
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     return f"{hint}valid keys: {', '.join(choices)}"

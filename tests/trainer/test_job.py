@@ -42,7 +42,7 @@ def test_the_job_process_exits_2_for_a_bad_configuration_naming_file_and_key(tin
     bad.write_text(yaml.safe_dump({**tiny_job(tiny_models["bert"], tiny_data), "dropout": 1.5}))
     done = subprocess.run([sys.executable, "-m", "trainer.job", str(bad), "--out", str(tmp_path / "o")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == EXIT_CONFIG and "bad.yaml: dropout: 1.5 is out of range" in done.stderr
+    assert done.returncode == EXIT_CONFIG and "bad.yaml: line 4: dropout: 1.5 is out of range" in done.stderr
     assert not (tmp_path / "o").exists()
 
 
