@@ -1,4 +1,4 @@
-"""Optuna search spaces in sweep's own format (W&B sweep files are read by `load_sweep`).
+"""Optuna search spaces in sweep's own format (W&B sweep files: `sweeper.wandb_sweep`).
 
     name: imdb_search
     base: {epochs: 3, max_len: 128}
@@ -13,8 +13,8 @@
 Validated like grid files: every value (and both ends of every range) goes through the
 training core's own checks, and errors name the file, line and key.
 
-`load_sweep` is the one entry point of `sweep grid` and `sweep optuna`: it reads a grid file, a
-space file or a W&B sweep file (`sweeper.wandb_sweep`) and returns the Grid or Space to run.
+`sweeper.sweepfile.read_sweep` is the one entry point of `sweep grid` and `sweep optuna`: it
+reads a grid file, a space file or a W&B sweep file once and returns the Grid or Space to run.
 """
 
 from __future__ import annotations
