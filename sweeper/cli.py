@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from trainer.config import ConfigError, load_job
+from trainer.config import ConfigError
+from trainer.jobfile import load_job
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Hyperparameter sweeps for encoder classifiers.")
 err = Console(stderr=True)
@@ -170,7 +171,8 @@ def grid(
     slurm_extra: SlurmExtra = None,
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
-    from sweeper.search import Space, read_sweep
+    from sweeper.search import Space
+    from sweeper.sweepfile import read_sweep
 
     _check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
     try:
@@ -180,7 +182,7 @@ def grid(
     if isinstance(loaded.sweep, Space):
         raise _fail(ValueError(f"{grid_file}: a search space (sampled, not a grid): run it with "
                                f"sweep optuna --space {grid_file}"))
-    for warning in loaded.sweep.warnings:
+    for warning in loaded.warnings:
         _warn(warning)
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
     _check_slurm(slurm, grid_file, slurm_options)  # the file's own keys first, then what it names
@@ -207,7 +209,7 @@ def _grid(loaded: Any, *, runs_dir: Path, storage: str | None, gpus: str | None,
     spec = loaded.sweep
     if dry_run:
         if loaded.wandb is not None:
-            from sweeper.search import describe
+            from sweeper.sweepfile import describe
 
             typer.echo("\n".join(describe(loaded)))
         Console().print(view.jobs_table(spec))
@@ -331,8 +333,8 @@ def optuna(
     """Search a space with an Optuna study; the same command on other machines shares the study."""
     import dataclasses
 
-    from sweeper.search import describe, read_sweep
     from sweeper.spec import Grid, check_name
+    from sweeper.sweepfile import describe, read_sweep
 
     _check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
     try:
@@ -349,8 +351,8 @@ def optuna(
                                    f"{', '.join(given)}), or give a search space with params"))
         _warn(f"{space_file} is a grid, not a search space: each of its {len(loaded.sweep.jobs)} jobs runs once, as "
               f"sweep grid {space_file} would")
-        for warning in loaded.sweep.warnings:
-            _warn(warning)
+    for warning in loaded.warnings:
+        _warn(warning)
     from trainer.preflight import space_configs
 
     slurm_options = (slurm_partition, slurm_gpus_per_task, slurm_time, slurm_workers, slurm_extra)
@@ -379,7 +381,7 @@ def optuna(
         space = dataclasses.replace(space, sampler=(name, {**kwargs, "seed": sampler_seed}))
         loaded = dataclasses.replace(loaded, sweep=space)
     if dry_run:
-        typer.echo("\n".join(describe(loaded)))
+        typer.echo("\n".join(describe(loaded, trials=trials)))
         Console().print(_slots_table(_slots(gpus, jobs_per_gpu, parallel)))
         return
     trials = trials or space.run_cap
@@ -511,7 +513,7 @@ def compare(
 ) -> None:
     """Is A better than B on my task? Tune each value of --axis equally, run each best on seeds, answer."""
     from sweeper import experiment
-    from sweeper.search import read_sweep
+    from sweeper.sweepfile import read_sweep
 
     _check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
     try:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.search import Loaded, Space
+from sweeper.search import Space
 from sweeper.spec import NAME_PATTERN, Grid, Job
+from sweeper.sweepfile import Loaded
 from trainer.config import ConfigError, build_job
 from trainer.jobdir import METRICS
 

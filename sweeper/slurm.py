@@ -41,7 +41,8 @@ from typing import Any
 import submitit
 
 from trainer import yamlfile
-from trainer.config import ConfigError, _nearest
+from trainer.config import ConfigError
+from trainer.names import nearest
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +134,21 @@ def _check_extra(where: str, key: Any, value: Any) -> tuple[str, str]:
 
 def file_options(path: Path) -> dict[str, Any]:
     """The `slurm:` block of a grid or space file, checked, with the file and line in every message."""
-    from sweeper.spec import _Reporter
+    from sweeper.spec import Reporter
 
     doc = yamlfile.read(path)
     raw = doc.data
     block = raw.get("slurm") if isinstance(raw, dict) else None
     if block is None:
         return {}
-    report = _Reporter(doc)
+    report = Reporter(doc)
     if not isinstance(block, dict):
         raise report.error(("slurm",), f"slurm: expected a mapping with keys {', '.join(SLURM_KEYS)}")
     found: dict[str, Any] = {}
     for key, value in block.items():
         where = ("slurm", str(key))
         if key not in SLURM_KEYS:
-            raise report.error(where, f"slurm.{key}: unknown key; {_nearest(str(key), SLURM_KEYS)}")
+            raise report.error(where, f"slurm.{key}: unknown key; {nearest(str(key), SLURM_KEYS)}")
         try:
             if key == "extra":
                 if not isinstance(value, dict):

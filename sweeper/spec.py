@@ -19,17 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer import yamlfile
-from trainer.config import (
-    ALL_KEYS,
-    SEED_RANGE,
-    ConfigError,
-    JobConfig,
-    _nearest,
-    apply_overrides,
-    build_job,
-    every_problem,
-    key_text,
-)
+from trainer.checks import SEED_RANGE, key_text
+from trainer.config import ALL_KEYS, ConfigError, JobConfig
+from trainer.jobfile import build_point, every_problem, flatten, nest, parse_overrides
+from trainer.names import nearest
 
 GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
@@ -62,7 +55,7 @@ class Grid:
         return [k for k in keys if len({json.dumps(job.point.get(k)) for job in self.jobs}) > 1]
 
 
-class _Reporter:
+class Reporter:
     """Errors located at the YAML line of the key they are about."""
 
     def __init__(self, doc: yamlfile.Document) -> None:
@@ -75,31 +68,20 @@ class _Reporter:
         return ConfigError(f"{self.path}: line {line}: {message}" if line else f"{self.path}: {message}")
 
 
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if key == "data" and not prefix and isinstance(value, Mapping):
-            flat.update(_flatten(value, "data."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def all_problems(path: Path, problems: list[str], limit: int = 20) -> ConfigError:
+    """One error with every problem (the first `limit`), each at its line."""
+    if len(problems) == 1:
+        return ConfigError(problems[0])
+    prefix = f"{path}: "
+    body = [p[len(prefix):] if p.startswith(prefix) else p for p in problems[:limit]]
+    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
+    return ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(body) + more)
 
 
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        target = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[leaf] = value
-    return nested
-
-
-def _check_point_keys(report: _Reporter, where: tuple[str, ...], keys: list[str]) -> None:
+def _check_point_keys(report: Reporter, where: tuple[str, ...], keys: list[str]) -> None:
     for key in keys:
         if key not in ALL_KEYS:
-            raise report.error((*where, key), f"{'.'.join(where)}.{key_text(key)}: unknown key; {_nearest(key, ALL_KEYS)}")
+            raise report.error((*where, key), f"{'.'.join(where)}.{key_text(key)}: unknown key; {nearest(key, ALL_KEYS)}")
 
 
 def check_name(value: Any, what: str) -> str:
@@ -112,21 +94,34 @@ def check_name(value: Any, what: str) -> str:
                       "directory)")
 
 
-def read_sweep_file(path: Path, keys: list[str], overrides: list[str] | None,
-                    doc: yamlfile.Document | None = None) -> tuple[dict[str, Any], _Reporter, str, dict[str, Any]]:
-    """The part grid and search-space files share: read the YAML (keeping line numbers), check
-    the top-level keys and the name, and apply `--set` overrides to `base`.
+def overrides_of(path: Path, overrides: list[str] | None) -> dict[str, Any]:
+    """`--set` overrides as flat job keys, parsed once for the whole sweep file (ConfigError names the file)."""
+    try:
+        return parse_overrides(overrides or [])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
-    Returns the raw mapping, a reporter for located errors, the name and the (nested) base.
-    `doc`: the file already read (`yamlfile.read`), so it is read once.
-    """
-    doc = doc or yamlfile.read(path)
-    raw, report = doc.data, _Reporter(doc)
+
+@dataclass(frozen=True)
+class Header:
+    """What grid and space files share: the file's mapping, its name, and its base with the overrides
+    set (flat job keys, the one form a parameter keeps up to `build_point`)."""
+
+    raw: dict[str, Any]
+    report: Reporter
+    name: str
+    base: dict[str, Any]
+
+
+def read_header(doc: yamlfile.Document, keys: list[str], fixed: Mapping[str, Any]) -> Header:
+    """Check the top-level keys, the name and the base of a grid or space file, and set the `--set`
+    overrides (`fixed`, from `overrides_of`) in its base."""
+    raw, report = doc.data, Reporter(doc)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with keys {', '.join(keys)}, got {type(raw).__name__}")
+        raise ConfigError(f"{doc.path}: expected a mapping with keys {', '.join(keys)}, got {_type(raw)}")
     for key in raw:
         if key not in keys:
-            raise report.error((str(key),), f"{key_text(key)}: unknown key; {_nearest(str(key), keys)}")
+            raise report.error((str(key),), f"{key_text(key)}: unknown key; {nearest(str(key), keys)}")
     try:
         name = check_name(raw.get("name"), "name")
     except ConfigError as exc:
@@ -139,12 +134,9 @@ def read_sweep_file(path: Path, keys: list[str], overrides: list[str] | None,
     if not isinstance(data, dict):
         raise report.error(("base", "data"), f"base.data: {data!r} ({_type(data)}) is not allowed; expected a mapping "
                                              "of data keys, e.g. {name: stanfordnlp/imdb, limit: 2000}")
-    _check_point_keys(report, ("base",), list(_flatten(base)))
-    try:
-        base = apply_overrides(base, overrides or [])
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return raw, report, name, base
+    flat = flatten(base)
+    _check_point_keys(report, ("base",), list(flat))
+    return Header(raw=raw, report=report, name=name, base={**flat, **fixed})
 
 
 def _type(value: Any) -> str:
@@ -154,12 +146,35 @@ def _type(value: Any) -> str:
 MAX_JOBS = 10_000
 
 
-def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS,
-              doc: yamlfile.Document | None = None) -> Grid:
-    """Read, validate and expand a grid file. Raises ConfigError naming file, line and key; a
-    grid of more than `max_jobs` jobs is refused with its size before it is expanded."""
-    raw, report, name, base = read_sweep_file(path, GRID_KEYS, overrides, doc)
+def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int = MAX_JOBS) -> Grid:
+    """Read, validate and expand a grid file (`sweeper.sweepfile.read_sweep` reads any sweep file)."""
+    return grid_from(yamlfile.read(path), overrides_of(path, overrides), max_jobs=max_jobs)
 
+
+def grid_from(doc: yamlfile.Document, fixed: Mapping[str, Any], *, max_jobs: int = MAX_JOBS) -> Grid:
+    """A grid file read once (`doc`), with the `--set` overrides parsed once (`fixed`), validated and
+    expanded. ConfigError names file, line and key of every problem; a grid of more than
+    `max_jobs` jobs is refused with its size before it is expanded."""
+    head = read_header(doc, GRID_KEYS, fixed)
+    raw, report, path = head.raw, head.report, doc.path
+    axes = _axes(report, raw)
+    seeds = _seeds(report, raw, head.base)
+    includes, excluded = _sections(report, raw)
+    _check_size(path, axes, includes, seeds, max_jobs)
+    located = _points(axes, includes)
+    warnings = [str(report.error(("exclude", str(i)), f"exclude[{i}]: {entry!r} matches no point, so drops nothing "
+                                                      f"({_why_no_match(entry, axes, includes)})"))
+                for i, entry in enumerate(excluded) if not any(_matches(entry, p) for p, _ in located)]
+    located = [(p, w) for p, w in located if not any(_matches(e, p) for e in excluded)]
+    problems = _each_value(report, head.base, axes, includes, seeds)
+    if problems:
+        raise all_problems(path, problems)
+    jobs = _expand(report, head.base, located, seeds, axes)
+    return Grid(name=head.name, description=str(raw.get("description") or ""), path=path,
+                axes={k: list(v) for k, v in axes.items()}, jobs=jobs, warnings=warnings)
+
+
+def _axes(report: Reporter, raw: dict[str, Any]) -> dict[str, list[Any]]:
     axes = raw.get("axes", {})
     if not isinstance(axes, dict):
         raise report.error(("axes",), f"axes: {axes!r} ({_type(axes)}) is not allowed; expected a mapping of key -> "
@@ -170,7 +185,10 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
             raise report.error(("axes", key), f"axes.{key}: {values!r} is not a non-empty list of values")
         if key == "seed":
             raise report.error(("axes", key), "axes.seed: use the top-level 'seeds' list for seeds")
+    return axes
 
+
+def _seeds(report: Reporter, raw: dict[str, Any], base: dict[str, Any]) -> list[int]:
     seeds = raw.get("seeds", [base.get("seed", 42)])
     if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise report.error(("seeds",), f"seeds: {seeds!r} is not a non-empty list of integers")
@@ -179,7 +197,11 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
     for i, seed in enumerate(seeds):
         if not SEED_RANGE[0] <= seed < SEED_RANGE[1]:
             raise report.error(("seeds", str(i)), f"seeds: {seed} is out of range; expected integers 0 <= seed < 2**32")
+    return seeds
 
+
+def _sections(report: Reporter, raw: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The include and exclude entries, each a non-empty mapping of job keys."""
     for section in ("include", "exclude"):
         entries = raw.get(section, [])
         if not isinstance(entries, list) or any(not isinstance(e, dict) or not e for e in entries):
@@ -187,43 +209,39 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
                                            "mappings of key -> value")
         for i, entry in enumerate(entries):
             _check_point_keys(report, (section, str(i)), list(entry))
-    includes: list[Any] = raw.get("include", [])
-    sizes = [len(v) for v in axes.values()]
-    size = (math.prod(sizes) + len(includes)) * len(seeds)
+    return list(raw.get("include", [])), [dict(e) for e in raw.get("exclude", [])]
+
+
+def _check_size(path: Path, axes: dict[str, list[Any]], includes: list[Any], seeds: list[int], max_jobs: int) -> None:
+    size = (math.prod(len(v) for v in axes.values()) + len(includes)) * len(seeds)
     if size > max_jobs:
         shape = " x ".join(f"{len(v)} {k}" for k, v in axes.items()) or "1 point"
         extra = f" + {len(includes)} included" if includes else ""
         raise ConfigError(f"{path}: the grid has {size:,} jobs (({shape}{extra}) x {len(seeds)} seed(s)), more than "
                           f"--max-jobs {max_jobs:,}; shrink an axis, or raise --max-jobs if you mean it")
 
-    # Each point with the YAML path that locates it: its last axis value, or its include entry.
+
+def _points(axes: dict[str, list[Any]], includes: list[Any]) -> list[tuple[dict[str, Any], tuple[str, ...]]]:
+    """Each point with the YAML path that locates it: its last axis value, or its include entry."""
     located: list[tuple[dict[str, Any], tuple[str, ...]]] = [({}, ("base",))]
     if axes:
         located = [
             ({k: axes[k][i] for k, i in zip(axes, combo, strict=False)}, ("axes", list(axes)[-1], str(combo[-1])))
             for combo in itertools.product(*(range(len(v)) for v in axes.values()))
         ]
-    for i, entry in enumerate(includes):
-        located.append((dict(entry), ("include", str(i))))
-    excluded = [dict(e) for e in raw.get("exclude", [])]
-    warnings = []
-    for i, entry in enumerate(excluded):
-        if not any(_matches(entry, p) for p, _ in located):
-            warnings.append(report.error(("exclude", str(i)), f"exclude[{i}]: {entry!r} matches no point, so drops "
-                                                              f"nothing ({_why_no_match(entry, axes, includes)})"))
-    located = [(p, w) for p, w in located if not any(_matches(e, p) for e in excluded)]
+    located.extend((dict(entry), ("include", str(i))) for i, entry in enumerate(includes))
+    return located
 
-    base_flat = _flatten(base)
-    problems = _each_value(report, base_flat, axes, includes, seeds)
-    if problems:
-        raise _all(path, problems)
+
+def _expand(report: Reporter, base: dict[str, Any], located: list[tuple[dict[str, Any], tuple[str, ...]]],
+            seeds: list[int], axes: dict[str, list[Any]]) -> list[Job]:
+    """Every point once per seed, each built (and checked) once, here in the parent."""
     jobs: list[Job] = []
     seen: dict[str, dict[str, Any]] = {}
     for point, where in located:
         for seed in seeds:
-            flat = {**base_flat, **point, "seed": seed}
             try:
-                config = build_job(_nest(flat))
+                config = build_point({**base, **point, "seed": seed})
             except ConfigError as exc:  # a rule between values of different axes
                 raise _locate(report, exc, point, where, axes) from None
             job = Job(config=config, point={**point, "seed": seed})
@@ -234,8 +252,7 @@ def load_grid(path: Path, overrides: list[str] | None = None, *, max_jobs: int =
             jobs.append(job)
     if not jobs:
         raise report.error(("exclude",), "exclude: drops every point; nothing would run")
-    return Grid(name=name, description=str(raw.get("description") or ""), path=path,
-                axes={k: list(v) for k, v in axes.items()}, jobs=jobs, warnings=[str(w) for w in warnings])
+    return jobs
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -258,7 +275,7 @@ def _why_no_match(entry: dict[str, Any], axes: dict[str, list[Any]], includes: l
     return "no point has all of these values together"
 
 
-def _locate(report: _Reporter, exc: ConfigError, point: dict[str, Any], where: tuple[str, ...],
+def _locate(report: Reporter, exc: ConfigError, point: dict[str, Any], where: tuple[str, ...],
             axes: dict[str, list[Any]]) -> ConfigError:
     """Turn the core's 'key: problem' into 'file: line N: axes.key: problem' (or base., include[i].)."""
     message = str(exc)
@@ -272,13 +289,13 @@ def _locate(report: _Reporter, exc: ConfigError, point: dict[str, Any], where: t
     return report.error(("base", *key.split(".")), f"base.{message}")
 
 
-def _each_value(report: _Reporter, base: dict[str, Any], axes: dict[str, list[Any]], includes: list[dict[str, Any]],
+def _each_value(report: Reporter, base: dict[str, Any], axes: dict[str, list[Any]], includes: list[dict[str, Any]],
                 seeds: list[int]) -> list[str]:
     """Every problem of the base, of each axis value and of each include entry, each checked on
     its own against the base (the product is checked after, for rules between axes)."""
     problems: list[str] = []
     failing = set()
-    for text in every_problem(_nest(base)):
+    for text in every_problem(nest(base)):
         key = text.split(":")[0]
         failing.add(key.split(".")[0])
         problems.append(str(report.error(("base", *key.split(".")), f"base.{text}")))
@@ -296,28 +313,18 @@ def _each_value(report: _Reporter, base: dict[str, Any], axes: dict[str, list[An
     for key, values in axes.items():
         for i, value in enumerate(values):
             try:
-                build_job(_nest({**ok, **seed, key: value}))
+                build_point({**ok, **seed, key: value})
             except ConfigError as exc:
                 if not about_failing(str(exc)):
                     problems.append(str(report.error(("axes", key, str(i)), f"axes.{exc}")))
     for i, entry in enumerate(includes):
         try:
-            build_job(_nest({**ok, **seed, **entry}))
+            build_point({**ok, **seed, **entry})
         except ConfigError as exc:
             if not about_failing(str(exc)):
                 key = str(exc).split(":")[0]
                 problems.append(str(report.error(("include", str(i), key), f"include[{i}].{exc}")))
     return list(dict.fromkeys(problems))
-
-
-def _all(path: Path, problems: list[str], limit: int = 20) -> ConfigError:
-    """One error with every problem (the first `limit`), each at its line."""
-    if len(problems) == 1:
-        return ConfigError(problems[0])
-    prefix = f"{path}: "
-    body = [p[len(prefix):] if p.startswith(prefix) else p for p in problems[:limit]]
-    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-    return ConfigError(f"{path}: {len(problems)} problems:\n  " + "\n  ".join(body) + more)
 
 
 def _describe(where: tuple[str, ...]) -> str:

@@ -1,9 +1,10 @@
 """One job's configuration: a frozen dataclass, built and checked in one place.
 
-Every key has the users' protocol as its default. `load_job` / `build_job` reject unknown
-keys (naming the nearest valid one), wrong types, out-of-range values and cross-field
-mistakes, so that a bad job fails before any model or data is touched. The sweeper validates
-grid points with the same `build_job`.
+Every key has the users' protocol as its default. `build_job` rejects unknown keys (naming
+the nearest valid one), wrong types, out-of-range values and cross-field mistakes, so that a
+bad job fails before any model or data is touched; the sweeper builds every job with it, once,
+and the job process trusts the `job.json` it is given (`trainer.jobfile` reads job files and
+`--set` overrides, with every problem at once).
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from trainer import maxlen, yamlfile
+from trainer import checks, maxlen
+from trainer.checks import is_dir
 from trainer.jobdir import METRICS
+from trainer.names import nearest
 from trainer.yamlfile import ConfigError
 
 __all__ = ["ConfigError"]  # defined with the one reader of input files (trainer.yamlfile), raised here too
@@ -46,10 +46,6 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Absolute bounds for max_len; the model's own maximum is checked once its config is read.
 MIN_MAX_LEN = 8
 MAX_MAX_LEN = 8192
-
-
-# An integer seed as numpy and torch take it.
-SEED_RANGE = (0, 2**32)
 
 
 @dataclass(frozen=True)
@@ -180,115 +176,8 @@ _DATA_KEYS = [f.name for f in dataclasses.fields(DataConfig)]
 ALL_KEYS = [k for k in _JOB_KEYS if k != "data"] + [f"data.{k}" for k in _DATA_KEYS]
 
 
-# Names users bring from the HF Trainer and their own scripts.
-SYNONYMS = {
-    "learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "max_length": "max_len",
-    "max_seq_length": "max_len", "per_device_train_batch_size": "batch_size", "bs": "batch_size",
-    "gradient_accumulation_steps": "grad_accum", "max_grad_norm": "clip", "grad_clip": "clip",
-    "wd": "weight_decay", "lr_scheduler_type": "scheduler", "lr_scheduler": "scheduler", "warmup": "warmup_ratio",
-    "model_name": "model", "model_name_or_path": "model", "pool": "pooling", "dataset": "data.name",
-}
-
-
-def _nearest(key: str, choices: list[str]) -> str:
-    prefix, _, leaf = key.rpartition(".")
-    synonym = SYNONYMS.get(leaf)
-    synonym = synonym if synonym is None or synonym.startswith("data.") or not prefix else f"{prefix}.{synonym}"
-    close = [synonym] if synonym in choices else difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"{hint}valid keys: {', '.join(choices)}"
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """A user's value in a message: its repr, cut to `limit` characters (with its full length)."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
-
-
-def key_text(key: Any) -> str:
-    """A user's key as written; repr'd where it would not show (a line break, spaces around, not a string)."""
-    if isinstance(key, str) and key and key.isprintable() and key.strip() == key and len(key) <= 80:
-        return key
-    return shown(key)
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _where(source: str, key: str) -> str:
-    return f"{source}: {key}" if source else key
-
-
-def _int(source: str, key: str, value: Any, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not an integer")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{_where(source, key)}: {value} is out of range; expected {key} >= {minimum}")
-    return value
-
-
-def _float(source: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not a number")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = math.inf
-    if not math.isfinite(number):
-        raise ConfigError(f"{_where(source, key)}: {value!r} is not a finite number; NaN and infinity are not allowed")
-    return number
-
-
-def is_dir(value: str) -> bool:
-    """Whether a user's string names a directory (a name too long for the file system names none)."""
-    try:
-        return Path(value).expanduser().is_dir()
-    except (OSError, ValueError):  # ENAMETOOLONG, a NUL byte
-        return False
-
-
-# A Hub id has at most 96 characters; a local path at most the file system's PATH_MAX.
-MAX_NAME_CHARS = 4096
-
-
-def _name(source: str, key: str, value: Any) -> str:
-    """A non-empty string short enough for a path, without NUL bytes or line breaks."""
-    value = _str(source, key, value)
-    if len(value) > MAX_NAME_CHARS or any(c in value for c in "\0\n\r"):
-        raise ConfigError(f"{_where(source, key)}: {shown(value)} is not allowed; expected a "
-                          f"name of at most {MAX_NAME_CHARS} characters without NUL bytes or line breaks")
-    return value
-
-
-def _seed(source: str, key: str, value: Any) -> int:
-    """A seed numpy, torch and Python's random all take: an integer in [0, 2**32)."""
-    value = _int(source, key, value)
-    low, high = SEED_RANGE
-    if not low <= value < high:
-        raise ConfigError(f"{_where(source, key)}: {value} is out of range; expected an integer {low} <= {key} < 2**32 "
-                          f"({high})")
-    return value
-
-
-def _choice(source: str, key: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.7)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(
-            f"{_where(source, key)}: {shown(value)} is not allowed{hint}; expected one of: {', '.join(allowed)}"
-        )
-    return str(value)
-
-
-def _str(source: str, key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{_where(source, key)}: {shown(value)} ({_type_name(value)}) is not a non-empty string")
-    return value
-
-
 def _model(source: str, value: Any) -> str:
-    value = _name(source, "model", value)
+    value = checks.name(source, "model", value)
     if value in MODEL_ALIASES or value in LEGACY_HUB_IDS or is_dir(value) or "/" in value:
         # Anything with a '/' that is not a directory is taken as a Hub id (owner/name);
         # a wrong one fails when it is fetched, with the Hub's own message.
@@ -296,7 +185,7 @@ def _model(source: str, value: Any) -> str:
     close = difflib.get_close_matches(value, list(MODEL_ALIASES), n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ConfigError(
-        f"{_where(source, 'model')}: {shown(value)} is not an alias, Hub id or directory{hint}; expected one of "
+        f"{checks.where(source, 'model')}: {checks.shown(value)} is not an alias, Hub id or directory{hint}; expected one of "
         f"the aliases {', '.join(MODEL_ALIASES)}, a Hub id such as 'google-bert/bert-base-uncased', "
         "or an existing local directory"
     )
@@ -305,58 +194,58 @@ def _model(source: str, value: Any) -> str:
 def _check_keys(source: str, raw: Mapping[str, Any], valid: list[str], prefix: str = "") -> None:
     for key in raw:
         if not isinstance(key, str) or key not in valid:
-            shown = [f"{prefix}{k}" for k in valid]
-            raise ConfigError(f"{_where(source, prefix + key_text(key))}: unknown key; "
-                              f"{_nearest(prefix + str(key), shown)}")
+            keys = [f"{prefix}{k}" for k in valid]
+            raise ConfigError(f"{checks.where(source, prefix + checks.key_text(key))}: unknown key; "
+                              f"{nearest(prefix + str(key), keys)}")
 
 
 def _build_data(source: str, raw: Any) -> DataConfig:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{_where(source, 'data')}: {raw!r} is not a mapping of {', '.join(_DATA_KEYS)}")
+        raise ConfigError(f"{checks.where(source, 'data')}: {raw!r} is not a mapping of {', '.join(_DATA_KEYS)}")
     _check_keys(source, raw, _DATA_KEYS, "data.")
     d = DataConfig()
-    name = _name(source, "data.name", raw.get("name", d.name))
+    name = checks.name(source, "data.name", raw.get("name", d.name))
     split = raw.get("split", list(d.split))
     if split == SPLIT_GIVEN:
         fractions: tuple[float, ...] | str = SPLIT_GIVEN
     else:
         if not isinstance(split, (list, tuple)) or len(split) != 3:
-            raise ConfigError(f"{_where(source, 'data.split')}: {split!r} is not three fractions "
+            raise ConfigError(f"{checks.where(source, 'data.split')}: {split!r} is not three fractions "
                               f"[train, val, test] or {SPLIT_GIVEN!r} (the data's own splits)")
-        fractions = tuple(_float(source, "data.split", x) for x in split)
+        fractions = tuple(checks.number(source, "data.split", x) for x in split)
         if any(not 0 < x < 1 for x in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
             raise ConfigError(
-                f"{_where(source, 'data.split')}: {list(split)!r} is not allowed; expected three fractions, "
+                f"{checks.where(source, 'data.split')}: {list(split)!r} is not allowed; expected three fractions, "
                 f"each between 0 and 1, summing to 1 (these sum to {sum(fractions):g})"
             )
     limits = {}
     for key in ("limit", "eval_limit"):
         value = raw.get(key)
-        limits[key] = None if value is None else _int(source, f"data.{key}", value, minimum=1)
-    text = _str(source, "data.text", raw.get("text", d.text))
-    label = _str(source, "data.label", raw.get("label", d.label))
+        limits[key] = None if value is None else checks.integer(source, f"data.{key}", value, minimum=1)
+    text = checks.string(source, "data.text", raw.get("text", d.text))
+    label = checks.string(source, "data.label", raw.get("label", d.label))
     config = raw.get("config")
     if config is not None:
-        config = _name(source, "data.config", config)
+        config = checks.name(source, "data.config", config)
         if is_dir(name):
-            raise ConfigError(f"{_where(source, 'data.config')}: {config!r} is not allowed with the local directory "
+            raise ConfigError(f"{checks.where(source, 'data.config')}: {config!r} is not allowed with the local directory "
                               f"data.name {name!r} (a configuration names one of a Hub data set's subsets); "
                               "remove data.config, or point data.name at the directory of that subset's files")
     text_pair = raw.get("text_pair")
     if text_pair is not None:
-        text_pair = _str(source, "data.text_pair", text_pair)
+        text_pair = checks.string(source, "data.text_pair", text_pair)
         if text_pair == text:
-            raise ConfigError(f"{_where(source, 'data.text_pair')}: {text_pair!r} is data.text itself; "
+            raise ConfigError(f"{checks.where(source, 'data.text_pair')}: {text_pair!r} is data.text itself; "
                               "expected the second text column")
     if label in (text, text_pair):
-        raise ConfigError(f"{_where(source, 'data.label')}: {label!r} is also a text column; expected another column")
+        raise ConfigError(f"{checks.where(source, 'data.label')}: {label!r} is also a text column; expected another column")
     split_names = _split_names(source, raw.get("split_names"), fractions)
     return DataConfig(name=name, split=fractions, text=text, label=label, config=config,  # type: ignore[arg-type]
                       split_names=split_names, text_pair=text_pair, **limits)
 
 
 def _split_names(source: str, raw: Any, split: Any) -> dict[str, str] | None:
-    where = _where(source, "data.split_names")
+    where = checks.where(source, "data.split_names")
     if raw is None:
         return None
     if split != SPLIT_GIVEN:
@@ -369,7 +258,7 @@ def _split_names(source: str, raw: Any, split: Any) -> dict[str, str] | None:
     for role, value in raw.items():
         if role not in SPLIT_ROLES:
             raise ConfigError(f"{where}.{role}: unknown split; expected one of {', '.join(SPLIT_ROLES)}")
-        out[role] = _str(source, f"data.split_names.{role}", value)
+        out[role] = checks.string(source, f"data.split_names.{role}", value)
     if len(set(out.values())) < len(out):
         raise ConfigError(f"{where}: {out!r} uses one of the data's splits twice; each of ours needs its own")
     return out
@@ -378,153 +267,83 @@ def _split_names(source: str, raw: Any, split: Any) -> dict[str, str] | None:
 def build_job(raw: Mapping[str, Any], *, source: str = "") -> JobConfig:
     """Check a mapping of job keys (YAML/JSON shape) and return the frozen configuration.
 
-    `source` (a file name) prefixes every message. Raises ConfigError on the first problem.
+    `source` (a file name) prefixes every message. Raises ConfigError on the first problem
+    (`trainer.jobfile.every_problem` finds them all).
     """
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source or 'job'}: expected a mapping of job keys, got {_type_name(raw)}")
+        raise ConfigError(f"{source or 'job'}: expected a mapping of job keys, got {checks.typename(raw)}")
     _check_keys(source, raw, _JOB_KEYS)
     d = JobConfig()
     get = raw.get
-    dropout = _float(source, "dropout", get("dropout", d.dropout))
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"{_where(source, 'dropout')}: {dropout:g} is out of range; expected 0 <= dropout < 1")
-    max_len = _int(source, "max_len", get("max_len", d.max_len))
-    if not MIN_MAX_LEN <= max_len <= MAX_MAX_LEN:  # the message names the model's maximum (trainer/maxlen.py)
-        model = get("model", d.model)
-        path = MODEL_ALIASES.get(model, model) if isinstance(model, str) else None
-        raise ConfigError(_where(source, "") + maxlen.above_any(max_len, low=MIN_MAX_LEN, high=MAX_MAX_LEN, path=path))
-    lr = _float(source, "lr", get("lr", d.lr))
-    if not lr > 0:
-        raise ConfigError(f"{_where(source, 'lr')}: {lr:g} is out of range; expected lr > 0")
-    nonneg = {}
-    for key in ("weight_decay", "clip"):
-        nonneg[key] = _float(source, key, get(key, getattr(d, key)))
-        if nonneg[key] < 0:
-            raise ConfigError(f"{_where(source, key)}: {nonneg[key]:g} is out of range; expected {key} >= 0")
-    warmup = _float(source, "warmup_ratio", get("warmup_ratio", d.warmup_ratio))
-    if not 0 <= warmup < 1:
-        raise ConfigError(
-            f"{_where(source, 'warmup_ratio')}: {warmup:g} is out of range; expected 0 <= warmup_ratio < 1"
-        )
-    batch_size = _int(source, "batch_size", get("batch_size", d.batch_size), minimum=1)
-    micro = get("micro_batch_size")
-    if micro is not None:
-        micro = _int(source, "micro_batch_size", micro, minimum=1)
-        if batch_size % micro:
-            raise ConfigError(f"{_where(source, 'micro_batch_size')}: {micro} does not divide batch_size {batch_size}; "
-                              "expected a divisor of batch_size (or null)")
-    patience = get("patience", d.patience)
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-        raise ConfigError(
-            f"{_where(source, 'patience')}: {patience!r} is not allowed; expected an integer >= 1 (epochs without "
-            "improvement before stopping) or null (no early stopping)"
-        )
-    eval_batch = get("eval_batch_size", d.eval_batch_size)
-    eval_batch = None if eval_batch is None else _int(source, "eval_batch_size", eval_batch, minimum=1)
-    warmup_steps = _int(source, "warmup_steps", get("warmup_steps", d.warmup_steps), minimum=0)
-    if warmup_steps and warmup:
-        raise ConfigError(
-            f"{_where(source, 'warmup_steps')}: {warmup_steps} with warmup_ratio {warmup:g}: give one of the two "
-            "(the other 0)"
-        )
+    numbers = _rates(source, get, d)
+    sizes = _sizes(source, get, d, warmup=numbers["warmup_ratio"])
     return JobConfig(
         model=_model(source, get("model", d.model)),
-        pooling=_choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
-        dropout=dropout,
-        max_len=max_len,
-        batch_size=batch_size,
-        micro_batch_size=micro,
-        grad_accum=_int(source, "grad_accum", get("grad_accum", d.grad_accum), minimum=1),
-        lr=lr,
-        optimizer=_choice(source, "optimizer", get("optimizer", d.optimizer), OPTIMIZERS),
-        scheduler=_choice(source, "scheduler", get("scheduler", d.scheduler), SCHEDULERS),
-        warmup_ratio=warmup,
-        epochs=_int(source, "epochs", get("epochs", d.epochs), minimum=1),
-        seed=_seed(source, "seed", get("seed", d.seed)),
-        precision=_choice(source, "precision", get("precision", d.precision), PRECISIONS),
+        pooling=checks.choice(source, "pooling", get("pooling", d.pooling), POOLINGS),
+        grad_accum=checks.integer(source, "grad_accum", get("grad_accum", d.grad_accum), minimum=1),
+        optimizer=checks.choice(source, "optimizer", get("optimizer", d.optimizer), OPTIMIZERS),
+        scheduler=checks.choice(source, "scheduler", get("scheduler", d.scheduler), SCHEDULERS),
+        epochs=checks.integer(source, "epochs", get("epochs", d.epochs), minimum=1),
+        seed=checks.seed(source, "seed", get("seed", d.seed)),
+        precision=checks.choice(source, "precision", get("precision", d.precision), PRECISIONS),
         data=_build_data(source, get("data", {})),
-        metric=_choice(source, "metric", get("metric", d.metric), tuple(METRICS)),
-        patience=patience,
-        eval_batch_size=eval_batch,
-        warmup_steps=warmup_steps,
-        **nonneg,
+        metric=checks.choice(source, "metric", get("metric", d.metric), tuple(METRICS)),
+        **numbers,
+        **sizes,
     )
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: list[str], *, source: str = "--set") -> dict[str, Any]:
-    """Apply `key=value` strings (dotted keys for nested ones; values parsed as YAML, as plain data)."""
-    merged: dict[str, Any] = json.loads(json.dumps(raw))  # deep copy of plain data
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{source} {item!r}: expected key=value, e.g. --set lr=3e-5 or --set data.limit=2000")
-        value = yamlfile.value(text, f"{source} {key}")
-        if key not in ALL_KEYS:
-            raise ConfigError(f"{source} {key_text(key)}: unknown key; {_nearest(key, ALL_KEYS)}")
-        target = merged
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if not isinstance(target.setdefault(part, {}), dict):
-                raise ConfigError(f"{source} {key}: {part} is {target[part]!r} ({_type_name(target[part])}), not a "
-                                  f"mapping of {part} keys, so {key} cannot be set in it; expected {part}: "
-                                  f"{{{leaf}: ...}}")
-            target = target[part]
-        target[leaf] = value
-    return merged
+def _out_of_range(source: str, key: str, value: float, expected: str) -> ConfigError:
+    said = f"{value:g}" if isinstance(value, float) else str(value)
+    return ConfigError(f"{checks.where(source, key)}: {said} is out of range; expected {expected}")
 
 
-def read_mapping(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON file into a mapping; ConfigError names the file (and line) if not."""
-    return _read_job_file(path).data
+def _rates(source: str, get: Any, d: JobConfig) -> dict[str, Any]:
+    """dropout, max_len, lr, weight_decay, clip and warmup_ratio, each in its range."""
+    out: dict[str, Any] = {"dropout": checks.number(source, "dropout", get("dropout", d.dropout))}
+    if not 0 <= out["dropout"] < 1:
+        raise _out_of_range(source, "dropout", out["dropout"], "0 <= dropout < 1")
+    out["max_len"] = checks.integer(source, "max_len", get("max_len", d.max_len))
+    if not MIN_MAX_LEN <= out["max_len"] <= MAX_MAX_LEN:  # the message names the model's maximum (trainer/maxlen.py)
+        model = get("model", d.model)
+        path = MODEL_ALIASES.get(model, model) if isinstance(model, str) else None
+        raise ConfigError(checks.where(source, "") + maxlen.above_any(out["max_len"], low=MIN_MAX_LEN, high=MAX_MAX_LEN,
+                                                                       path=path))
+    out["lr"] = checks.number(source, "lr", get("lr", d.lr))
+    if not out["lr"] > 0:
+        raise _out_of_range(source, "lr", out["lr"], "lr > 0")
+    for key in ("weight_decay", "clip"):
+        out[key] = checks.number(source, key, get(key, getattr(d, key)))
+        if out[key] < 0:
+            raise _out_of_range(source, key, out[key], f"{key} >= 0")
+    out["warmup_ratio"] = checks.number(source, "warmup_ratio", get("warmup_ratio", d.warmup_ratio))
+    if not 0 <= out["warmup_ratio"] < 1:
+        raise _out_of_range(source, "warmup_ratio", out["warmup_ratio"], "0 <= warmup_ratio < 1")
+    return out
 
 
-def _read_job_file(path: Path) -> yamlfile.Document:
-    doc = yamlfile.read(path)  # JSON is YAML
-    if doc.data is None:
-        return dataclasses.replace(doc, data={})
-    if not isinstance(doc.data, dict):
-        raise ConfigError(f"{path}: expected a mapping of job keys, got {_type_name(doc.data)}")
-    return doc
-
-
-def load_job(path: Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a job file (YAML or JSON), apply `--set` overrides, and validate; ConfigError lists
-    every problem of the file at once, each with its line."""
-    doc = _read_job_file(path)
-    raw = apply_overrides(doc.data, overrides or [])
-    try:
-        return build_job(raw, source=str(path))
-    except ConfigError as first:
-        problems = every_problem(raw)
-        if len(problems) < 2:
-            raise first from None
-        located = []
-        for problem in problems:
-            line = doc.line(tuple(problem.split(":")[0].split(".")))
-            located.append((line or 0, f"line {line}: {problem}" if line else problem))
-        body = "\n  ".join(text for _, text in sorted(located, key=lambda item: item[0]))
-        raise ConfigError(f"{path}: {len(problems)} problems:\n  {body}") from None
-
-
-def every_problem(raw: Mapping[str, Any], *, source: str = "") -> list[str]:
-    """Each key's problem, each key checked with the keys that pass (so that rules between keys,
-    such as micro_batch_size dividing batch_size, are checked in context, in any order)."""
-    accepted: dict[str, Any] = {}
-    failing = dict(raw)
-    changed = True
-    while changed:  # a key refused beside fewer keys may pass beside more (at most len(raw) rounds)
-        changed = False
-        problems = {}
-        for key, value in list(failing.items()):
-            try:
-                build_job({**accepted, key: value}, source=source)
-            except ConfigError as exc:
-                problems[key] = str(exc)
-                continue
-            accepted[key] = value
-            del failing[key]
-            changed = True
-    # A rule between two keys, one of them refused itself (micro_batch_size against a batch_size
-    # of 0), is judged against the default: said once the other key is right.
-    return [text for key, text in problems.items()
-            if not any(re.search(rf"\b{re.escape(str(other))}\b", text.split(": ", 1)[-1]) for other in problems if other != key)]
+def _sizes(source: str, get: Any, d: JobConfig, *, warmup: float) -> dict[str, Any]:
+    """batch_size, micro_batch_size, patience, eval_batch_size and warmup_steps, and the rules between them."""
+    batch_size = checks.integer(source, "batch_size", get("batch_size", d.batch_size), minimum=1)
+    micro = get("micro_batch_size")
+    if micro is not None:
+        micro = checks.integer(source, "micro_batch_size", micro, minimum=1)
+        if batch_size % micro:
+            raise ConfigError(f"{checks.where(source, 'micro_batch_size')}: {micro} does not divide batch_size "
+                              f"{batch_size}; expected a divisor of batch_size (or null)")
+    patience = get("patience", d.patience)
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(
+            f"{checks.where(source, 'patience')}: {patience!r} is not allowed; expected an integer >= 1 (epochs "
+            "without improvement before stopping) or null (no early stopping)"
+        )
+    eval_batch = get("eval_batch_size", d.eval_batch_size)
+    eval_batch = None if eval_batch is None else checks.integer(source, "eval_batch_size", eval_batch, minimum=1)
+    warmup_steps = checks.integer(source, "warmup_steps", get("warmup_steps", d.warmup_steps), minimum=0)
+    if warmup_steps and warmup:
+        raise ConfigError(
+            f"{checks.where(source, 'warmup_steps')}: {warmup_steps} with warmup_ratio {warmup:g}: give one of the "
+            "two (the other 0)"
+        )
+    return {"batch_size": batch_size, "micro_batch_size": micro, "patience": patience, "eval_batch_size": eval_batch,
+            "warmup_steps": warmup_steps}

@@ -11,13 +11,14 @@ finished epoch).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-from trainer.config import ConfigError, JobConfig, load_job
+from trainer.config import ConfigError, JobConfig
 from trainer.jobdir import (
     EXIT_BUSY,
     EXIT_CONFIG,
@@ -26,11 +27,13 @@ from trainer.jobdir import (
     EXIT_TERMINATED,
     FAILED,
     FINISHED,
+    JOB_FILE,
     LOG_FILE,
     RESULT_FILE,
     finished_result,
     out_of_memory,
 )
+from trainer.jobfile import load_job, trusted
 from trainer.preflight import check
 from trainer.signals import exit_code, stop_signals
 
@@ -103,6 +106,20 @@ def _record_failure(cfg: JobConfig, out: Path, exc: Exception) -> dict[str, Any]
     return failure
 
 
+def read_config(job_file: Path, out: Path, overrides: list[str]) -> JobConfig:
+    """The job's configuration. The sweeper's `job.json` in its own directory was built and checked
+    in the sweeper: it is taken as it is once its id is the directory's. Any other file (or one
+    with overrides) is read and checked here (`load_job`)."""
+    if not overrides and job_file.name == JOB_FILE and job_file.parent.resolve() == out.resolve():
+        try:
+            cfg = trusted(json.loads(job_file.read_text()))
+        except (OSError, ValueError, TypeError, KeyError):
+            cfg = None  # not the sweeper's file after all: checked below, with every problem named
+        if cfg is not None and cfg.job_id() == out.name:
+            return cfg
+    return load_job(job_file, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer.job", description=__doc__.splitlines()[0])
     parser.add_argument("job", type=Path, help="job configuration file (YAML or JSON)")
@@ -111,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None, help="tokenization cache")
     args = parser.parse_args(argv)
     try:
-        cfg = load_job(args.job, args.overrides)
+        cfg = read_config(args.job, args.out, args.overrides)
         check([cfg], strict=True, source=str(args.job))  # the pre-flight (trainer/preflight.py), as `sweep run` runs it
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -328,3 +328,69 @@ def test_every_problem_of_a_search_space_in_one_message(tmp_path: Path, model: P
     refused(invoke(["optuna", "--space", str(path), "--dry-run"]), f"{path}: 6 problems", "line 2: base.lr: -1",
             "line 4: params.dropout: 2 is out of range", "line 5: params.pooling: 'x' is not allowed",
             "line 6: metric: 'acc' is not allowed", "line 7: sampler.seed: -1", "line 8: pruner.interval_steps: 0")
+
+
+# -- issue 27: every problem at once, in every kind of file ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["grid", "space", "wandb"])
+def test_lr_batch_size_and_epochs_wrong_at_once_give_three_problems_and_run_nothing(tmp_path: Path, model: Path,
+                                                                                    kind: str) -> None:
+    runs = tmp_path / "runs"
+    if kind == "wandb":
+        path = write(tmp_path, f"method: random\nparameters:\n  model: {{value: '{model}'}}\n  lr: {{value: -1}}\n"
+                               "  batch_size: {value: 0}\n  epochs: {value: 0}\n  dropout: {min: 0.0, max: 0.3}\n")
+        lines = ("line 4: parameters.lr: lr -1 is out of range", "line 5: parameters.batch_size: batch_size 0 is out",
+                 "line 6: parameters.epochs: epochs 0 is out of range")
+    else:
+        searched = "axes: {dropout: [0.1]}" if kind == "grid" else "params: {dropout: {min: 0.0, max: 0.3}}"
+        path = write(tmp_path, f"name: g\nbase:\n  model: '{model}'\n  lr: -1\n  batch_size: 0\n  epochs: 0\n{searched}\n")
+        lines = ("line 4: base.lr: -1 is out of range; expected lr > 0", "line 5: base.batch_size: 0 is out of range",
+                 "line 6: base.epochs: 0 is out of range; expected epochs >= 1")
+    command = ["grid", str(path)] if kind == "grid" else ["optuna", "--space", str(path), "--trials", "1"]
+    refused(invoke([*command, "--runs-dir", str(runs)]), "3 problems", *lines)
+    assert not runs.exists()  # nothing run, nothing written
+
+
+def test_duplicate_keys_are_refused_in_space_wandb_and_json_files(tmp_path: Path, model: Path) -> None:
+    space = write(tmp_path, f"name: s\nbase: {base(model)}\nparams:\n  lr: {{min: 1.0e-5, max: 1.0e-4}}\n"
+                            "  lr: {min: 2.0e-5, max: 1.0e-4}\n", name="space.yaml")
+    refused(invoke(["optuna", "--space", str(space), "--dry-run"]), "line 5: params.lr: duplicate key (first at line 4, "
+            "again at line 5)")
+    wandb = write(tmp_path, "method: random\nparameters:\n  lr:\n    min: 1.0e-5\n    max: 1.0e-4\n    max: 1.0e-3\n",
+                  name="wandb.yaml")
+    refused(invoke(["optuna", "--space", str(wandb), "--dry-run"]), "line 6: parameters.lr.max: duplicate key (first "
+            "at line 5, again at line 6)")
+    job = write(tmp_path, f'{{"model": "{model}",\n "lr": 1e-5,\n "lr": 2e-5}}\n', name="job.json")
+    refused(invoke(["run", str(job), "--out", str(tmp_path / "o")]), "line 3: lr: duplicate key (first at line 2, "
+            "again at line 3)")
+
+
+def test_unknown_top_level_keys_of_a_wandb_file_are_warned_about_and_ignored(tmp_path: Path, model: Path) -> None:
+    path = write(tmp_path, f"method: random\ngroup: ablations\nrun_cap: 2\nparameters:\n  model: {{value: '{model}'}}\n"
+                           "  learning_rate: {min: 1.0e-5, max: 1.0e-4}\n")
+    result = invoke(["optuna", "--space", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "line 2: group: not a W&B sweep key, ignored (as W&B does)" in result.output
+    assert "study f (W&B sweep file" in result.output and "lr: log-uniform" not in result.output
+    bad = write(tmp_path, "method: random\nparameter:\n  lr: {min: 1.0e-5, max: 1.0e-4}\n", name="bad.yaml")
+    refused(invoke(["optuna", "--space", str(bad), "--dry-run"]), "1 problem", "parameters: expected a mapping",
+            "line 2: parameter: not a W&B sweep key, ignored (as W&B does); did you mean 'parameters'?")
+
+
+def test_the_dry_run_shows_the_trials_that_will_run(tmp_path: Path, model: Path) -> None:
+    path = write(tmp_path, f"method: random\nrun_cap: 10\nparameters:\n  model: {{value: '{model}'}}\n"
+                           "  lr: {min: 1.0e-5, max: 1.0e-4}\n")
+    result = invoke(["optuna", "--space", str(path), "--trials", "3", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "trials: 3 (--trials); the file's run_cap 10 is not used" in result.output
+    assert "trials: 10" not in result.output
+    assert "trials: 10 (run_cap; --trials overrides)" in invoke(["optuna", "--space", str(path), "--dry-run"]).output
+
+
+def test_max_len_out_of_range_gives_the_numbers(tmp_path: Path, model: Path) -> None:
+    path = write(tmp_path, f"model: '{model}'\nmax_len: 100000\n")
+    refused(invoke(["run", str(path), "--out", str(tmp_path / "o")]),
+            "line 2: max_len: 100000 is out of range; expected 8 <= max_len <= 512, the model's maximum")
+    path = write(tmp_path, f"model: '{model}'\nmax_len: 1024\n")  # within 8192, beyond the model's 512 positions
+    refused(invoke(["run", str(path), "--out", str(tmp_path / "o")]), "max_len: 1024 is out of range", "512")

@@ -8,7 +8,10 @@ import yaml
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from trainer.config import ConfigError, JobConfig, apply_overrides, build_job, load_job
+from sweeper.wandb_params import job_key
+from trainer.config import ConfigError, JobConfig, build_job
+from trainer.jobfile import apply_overrides, load_job
+from trainer.names import USER_NAMES
 
 
 def test_defaults_are_the_users_protocol() -> None:
@@ -208,3 +211,21 @@ def test_a_job_with_warmup_steps_and_eval_batch_size_runs(tiny_models: dict, tin
     steps = [e for e in map(json.loads, (tmp_path / "job" / "events.jsonl").read_text().splitlines())
              if e.get("event") == "step"]
     assert steps and steps[0]["lr"] == pytest.approx(cfg.lr * steps[0]["step"] / 30, rel=0.1)  # warming up
+
+
+# -- one table of users' names (trainer/names.py): hints and W&B files agree (issue 27) -------------
+
+
+@pytest.mark.parametrize(("name", "key"), sorted(USER_NAMES.items()))
+def test_every_users_name_is_the_same_job_key_in_hints_and_in_wandb_files(name: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_job({name: 1})
+    assert f"{name}: unknown key; did you mean '{key}'?" in str(info.value)
+    assert job_key(name) == key
+
+
+def test_a_bare_warmup_names_both_keys_it_could_mean() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_job({"warmup": 0.1})
+    assert "warmup: unknown key; did you mean 'warmup_ratio' or 'warmup_steps'?" in str(info.value)
+    assert job_key("warmup") is None  # a W&B parameter named warmup is refused with its nearest key
