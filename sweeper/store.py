@@ -104,14 +104,24 @@ def open_storage(url: str, *, readonly: bool = False, connect_timeout_s: float =
     if url.startswith(GRPC_SCHEME):
         return ReconnectingStorage(_grpc_proxy(url, connect_timeout_s), url)
     if "://" in url:
-        for attempt in range(5):
+        attempt, wait, started = 0, STORAGE_BACKOFF_S[0], time.time()
+        while True:
             try:
                 return ReconnectingStorage(rdb_storage(url), url)
-            except Exception as exc:  # two workers creating the schema at once: one loses, then finds it
-                if attempt == 4 or "already exists" not in str(exc):
+            except Exception as exc:
+                if "already exists" in str(exc) and attempt < 4:  # two workers creating the schema at once
+                    attempt += 1
+                    time.sleep(0.5 + attempt)
+                    continue
+                # A worker waits for a database that is restarting or full (too many clients); a
+                # command that only reads (status, report) says at once that it cannot reach it.
+                if readonly or not transient(exc) or time.time() - started > STORAGE_RETRY_S:
                     raise
-                time.sleep(0.5 + attempt)
-        raise AssertionError("unreachable")
+                if wait == STORAGE_BACKOFF_S[0]:
+                    log.warning("storage %s unreachable (%s); trying again with back-off for up to %.0f s",
+                                _safe_url(url), _first_line(exc), STORAGE_RETRY_S)
+                time.sleep(wait * random.uniform(0.5, 1.0))
+                wait = min(STORAGE_BACKOFF_S[1], wait * 2)
     path = _journal_path(url)
     if not readonly:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,12 +131,15 @@ def open_storage(url: str, *, readonly: bool = False, connect_timeout_s: float =
     return optuna.storages.JournalStorage(backend)
 
 
-def rdb_storage(url: str) -> optuna.storages.BaseStorage:
+def rdb_storage(url: str, *, cached: bool = True) -> optuna.storages.BaseStorage:
     """A database as Optuna opens a URL itself (its RDB storage behind its in-process trial cache),
     with connections checked before use: after a database restart the pool's dead connections are
-    replaced instead of failing the next call."""
+    replaced instead of failing the next call.
+
+    `cached=False` for the gRPC proxy: Optuna's cache answers a write to a trial it has not read
+    with KeyError, and a restarted proxy has read none (its clients' next claims failed so)."""
     rdb = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    return optuna.storages._CachedStorage(rdb)
+    return optuna.storages._CachedStorage(rdb) if cached else rdb
 
 
 def _grpc_proxy(url: str, timeout_s: float) -> optuna.storages.BaseStorage:
@@ -140,7 +153,7 @@ def _grpc_proxy(url: str, timeout_s: float) -> optuna.storages.BaseStorage:
         proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
     try:
         proxy.wait_server_ready(timeout=timeout_s)
-    except TimeoutError:
+    except (TimeoutError, ConnectionError):  # Optuna says ConnectionError("GRPC connection timeout")
         raise ConnectionError(f"--storage: no gRPC storage proxy answers at {host}:{port} within {timeout_s:.0f} s; "
                               "start one with `sweep storage serve --storage postgresql://… --port "
                               f"{port}`") from None
@@ -458,13 +471,17 @@ class SweepStore:
             return False
         try:
             self.mark_owner(trial_id)
+            self._record_params(trial, trial_id, distributions or {})
         except optuna.exceptions.UpdateFinishedTrialError:
             # The storage was unreachable between the claim and its owner's name for longer than
             # STALE_S, and another worker took the owner-less trial over: it is theirs now.
             log.warning("trial %d: claimed, then taken over while the storage was unreachable; leaving it", trial_id)
             return False
+        return True
+
+    def _record_params(self, trial: FrozenTrial, trial_id: int, distributions: dict[str, CategoricalDistribution]) -> None:
         for key, value in (trial.user_attrs.get("point") or {}).items():
-            dist = (distributions or {}).get(key)
+            dist = distributions.get(key)
             choice = param_choice(value)
             if dist is None or choice not in dist.choices:
                 continue
@@ -473,7 +490,6 @@ class SweepStore:
             except ValueError:  # the grid file's values changed since earlier trials: Optuna wants one space
                 log.debug("trial %d: %s not recorded as a parameter (its values differ from earlier trials')",
                           trial.number, key)
-        return True
 
     def mark_owner(self, trial_id: int) -> None:
         for key, value in (("host", self.host), ("pid", self.pid), ("heartbeat", time.time())):
