@@ -259,3 +259,20 @@ def test_sweep_grid_over_grpc_with_two_workers_runs_each_job_once(postgres: str,
     finally:
         served.halt()
         time.sleep(0.1)
+
+
+def test_slurm_checks_that_the_proxy_answers_before_submitting(tmp_path: Path) -> None:
+    from sweeper import slurm
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"no gRPC storage proxy answers at 127.0.0.1:\d+"):
+        slurm.check_reachable(tmp_path / "runs", f"grpc://127.0.0.1:{free_port()}")
+    with pytest.raises(ConfigError, match=r"expected grpc://HOST:PORT"):
+        slurm.check_reachable(tmp_path / "runs", "grpc://nohost")
+    served = Served(f"sqlite:///{tmp_path / 'db.sqlite'}", free_port())
+    served.start()
+    try:
+        url = f"grpc://127.0.0.1:{served.port}"
+        assert slurm.check_reachable(tmp_path / "runs", url) == ((tmp_path / "runs").absolute(), url)
+    finally:
+        served.halt()
