@@ -355,6 +355,10 @@ class JobState:
     note: str = ""  # e.g. "interrupted, queued", "worker gone"
 
 
+# What `fail` writes; found on a COMPLETE or PRUNED trial only when it lost a race to a finish.
+FAILED_STATUSES = ("failed", "lost", "interrupted")
+
+
 def owner_gone(trial: FrozenTrial, *, me: int | None = None) -> bool:
     """The one liveness rule: a RUNNING trial's owner is gone when it is a dead pid on this host,
     or when its heartbeat (or, before the first one, its start) is older than STALE_S."""
@@ -438,7 +442,12 @@ class SweepStore:
                                 note=f"its worker {owner} is gone; the next sweep command resumes it")
             return JobState("running", trial, None, owner)
         result = trial.user_attrs.get("result")
-        return JobState(trial.user_attrs.get("status", "completed"), trial, result)
+        status = trial.user_attrs.get("status", "completed")
+        if status in FAILED_STATUSES:
+            # A worker that took the trial over wrote "lost" just before its owner finished it (the
+            # owner's state change won, Optuna takes no attribute after it): the result says.
+            status = (result or {}).get("status") or ("completed" if trial.state == TrialState.COMPLETE else "diverged")
+        return JobState(status, trial, result)
 
     # -- writing ------------------------------------------------------------------------------
 

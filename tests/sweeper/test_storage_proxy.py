@@ -193,18 +193,18 @@ def _nothing_lost_nothing_twice(out: dict, jobs: int) -> None:
 
 
 def test_proxy_with_a_tenth_killed_the_database_restarted_and_the_proxy_restarted(postgres: str) -> None:
-    out = _bench("--backend", "proxy", "--workers", "50", "--jobs", "300", "--procs", "6", "--kill-fraction", "0.2",
+    out = _bench("--backend", "proxy", "--workers", "30", "--jobs", "180", "--procs", "6", "--kill-fraction", "0.2",
                  "--restart-db", "--restart-proxy")
-    _nothing_lost_nothing_twice(out, 300)
-    assert out["killed_workers"] == 10 and out["db_restarts"] == 1 and out["proxy_restarts"] == 1
-    assert "SIGKILL to 1 process(es) of 9 workers; 1 worker thread(s)" in out["events"][0]
+    _nothing_lost_nothing_twice(out, 180)
+    assert out["killed_workers"] == 6 and out["db_restarts"] == 1 and out["proxy_restarts"] == 1
+    assert "SIGKILL to 1 process(es) of 5 workers; 1 worker thread(s)" in out["events"][0]
     # The killed workers' claims (the stopped thread's at least) were taken over after their heartbeat.
     assert out["trial_states"]["lost"] >= 1 and out["claimed_more_than_once"] >= 1
     # Every worker that outlived the faults saw the proxy go (the proxy itself rode out the database
     # restart), said so in a line, and went on to the end.
-    assert out["workers_finished_cleanly"] == out["workers_that_reconnected"] == 40
-    assert 40 <= out["reconnect_warnings"] <= 80
-    assert out["db_connections_peak"] <= 20  # the proxy's pool, not 40 workers' pools
+    assert out["workers_finished_cleanly"] == out["workers_that_reconnected"] == 24
+    assert 24 <= out["reconnect_warnings"] <= 48
+    assert out["db_connections_peak"] <= 20  # the proxy's pool, not 24 workers' pools
     assert out["proxy_exit_code"] == 0
 
 
@@ -276,3 +276,21 @@ def test_slurm_checks_that_the_proxy_answers_before_submitting(tmp_path: Path) -
         assert slurm.check_reachable(tmp_path / "runs", url) == ((tmp_path / "runs").absolute(), url)
     finally:
         served.halt()
+
+
+def test_a_takeover_that_loses_the_race_to_a_finish_leaves_the_job_completed(tmp_path: Path) -> None:
+    """fail() writes its status before its state change; when the owner's finish lands in
+    between, the trial is COMPLETE with status "lost": the job read as unfinished for ever and
+    100 workers polled it without end (bench/storage_scale.py)."""
+    journal = str(tmp_path / "sweeps.journal")
+    owner, taker = SweepStore(open_storage(journal), "s"), SweepStore(open_storage(journal), "s")
+    jobs = grid(1).jobs
+    owner.sync(jobs)
+    trial = owner.trials_by_job()[jobs[0].id][0]
+    assert owner.claim(trial)
+    trial_id = owner.trial_id(trial)
+    taker.storage.set_trial_user_attr(trial_id, "status", "lost")  # the first write of taker.fail()
+    assert owner.finish(trial_id, {"status": "completed", "val_acc": 0.5})
+    assert not taker.fail(trial_id, "worker lost", status="lost")  # its state change comes too late
+    state = taker.state(taker.trials_by_job()[jobs[0].id])
+    assert state.status == "completed" and state.result is not None and state.result["val_acc"] == 0.5
