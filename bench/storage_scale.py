@@ -264,6 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     root = Path(tempfile.mkdtemp(prefix="sweep-scale-"))
     pg = proxy = None
+    workers: list[tuple[subprocess.Popen[bytes], Any]] = []
     try:
         runs = root / "runs"
         runs.mkdir()
@@ -290,7 +291,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         abandon_of = dict(zip([i for i in range(procs) if i not in sigkill], abandon, strict=False))
         env = {**os.environ, "SWEEP_STALE_S": str(args.stale_s), "SWEEP_HEARTBEAT_S": str(args.heartbeat_s),
                "SWEEP_STORAGE_RETRY_S": str(args.retry_s), "OMP_NUM_THREADS": "1"}
-        workers = []
         for i, size in enumerate(sizes):
             cmd = [sys.executable, __file__, "--worker", "--storage", url, "--runs", str(runs), "--jobs", str(args.jobs),
                    "--threads", str(size), "--abandon", str(abandon_of.get(i, 0)), "--out", str(root / f"w{i}.json"),
@@ -390,6 +390,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_avg_at_end": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
         }
     finally:
+        for p, _ in workers:  # stopped early (SIGTERM, an error): leave nothing running
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         if proxy:
             proxy.stop()
         if pg:
