@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,9 +36,11 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl); .ci/run installs Debian's postgresql")
     import tempfile
 
-    server = Postgres(Path(tempfile.mkdtemp(prefix="sweep-pg-")))  # not pytest's tmp: the postgres user runs it
+    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))  # not pytest's tmp: the postgres user runs it
+    server = Postgres(root)
     yield server.url
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 class Served:
