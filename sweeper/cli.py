@@ -898,5 +898,9 @@ def _print_result(result: dict) -> None:
     Console().print(table)
 
 
+from sweeper.storage_cli import app as storage_app  # noqa: E402 - `sweep storage serve` (issue 28)
+
+app.add_typer(storage_app, name="storage")
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -90,8 +90,9 @@ class GridSource:
             trial = self.store.canonical(self.by_job.get(job.id, []))
             if trial is not None and trial.state == TrialState.RUNNING and owner_gone(trial, me=self.store.pid):
                 owner = f"{trial.user_attrs.get('host')}:{trial.user_attrs.get('pid')}"
+                if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status="lost"):
+                    continue  # another worker took it over first, and queues it again: not a second time
                 log.warning("job %s: its worker %s is gone; running it again (it resumes)", job.id, owner)
-                self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status="lost")
                 trial = None
             if trial is None:  # never enqueued, or its last trial failed (an earlier run's): again
                 self.store.sync([job])

@@ -200,6 +200,14 @@ def check_reachable(runs_dir: Path, storage: str | None) -> tuple[Path, str]:
         _writable("--storage", journal.parent)
         _clients()
         return runs, str(journal)
+    if url.startswith("grpc://"):  # a `sweep storage serve` proxy (issue 28)
+        from sweeper.store import open_storage
+
+        try:
+            open_storage(url, connect_timeout_s=10)
+        except (ValueError, ConnectionError, ImportError) as exc:
+            raise ConfigError(str(exc)) from None
+        return runs, url
     if url.startswith("sqlite"):
         raise ConfigError(f"--storage: {url}: SQLite is not safe for several workers on a shared file system; use "
                           "the journal file (the default) or postgresql://")

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ class Job:
     config: JobConfig
     point: dict[str, Any]  # the swept keys' values (and seed) that make this job
 
-    @property
-    def id(self) -> str:
+    @cached_property
+    def id(self) -> str:  # computed once: a worker's every look at the storage asks it of every job (issue 28)
         return self.config.job_id()
 
 

@@ -16,6 +16,13 @@ storage.
 The journal file (the default storage) is repaired when it is opened for writing: a crash in the
 middle of a write leaves a torn last line, which Optuna would glue the next record onto, breaking
 every later read. Reading needs no write access (`sweep status`, `report` on a read-only copy).
+
+A network storage (postgresql://…, or grpc://host:port: Optuna's gRPC proxy, `sweep storage
+serve`, in front of one database for many workers) is wrapped in `ReconnectingStorage`: a call
+that fails because the database or the proxy went away (a restart, a dropped connection, "too
+many clients") waits with back-off and is made again, for up to SWEEP_STORAGE_RETRY_S, with one
+line of log when the outage starts and one when it ends. So every worker rides out a database
+restart in its own claim, heartbeat and finish calls.
 """
 
 from __future__ import annotations
@@ -24,13 +31,16 @@ import fcntl
 import json
 import logging
 import os
+import random
 import socket
+import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import optuna.storages.journal
@@ -47,6 +57,11 @@ log = logging.getLogger(__name__)
 # (environment overrides, for tests and for clusters with slow shared storage).
 HEARTBEAT_S = float(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
 STALE_S = float(os.environ.get("SWEEP_STALE_S", "120"))
+# How long a call to a network storage is retried while the database or proxy is unreachable, and
+# the longest wait between tries (the first is STORAGE_BACKOFF_S[0], doubling, with jitter).
+STORAGE_RETRY_S = float(os.environ.get("SWEEP_STORAGE_RETRY_S", "600"))
+STORAGE_BACKOFF_S = (0.5, 10.0)
+GRPC_SCHEME = "grpc://"
 # Who a worker is: its host (SWEEP_HOST overrides: containers that share a host name) and pid.
 HOST = os.environ.get("SWEEP_HOST") or socket.gethostname()
 
@@ -68,20 +83,45 @@ def missing_storage(url: str) -> str | None:
     return None
 
 
-def open_storage(url: str, *, readonly: bool = False) -> optuna.storages.BaseStorage:
-    """A storage URL (sqlite:///…, postgresql://…) or a journal file path (the default).
+def grpc_address(url: str) -> tuple[str, int]:
+    """grpc://HOST:PORT as (host, port); ValueError saying what is allowed."""
+    rest = url.removeprefix(GRPC_SCHEME)
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")  # grpc://[::1]:13000
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in rest:
+        raise ValueError(f"--storage: {url!r} is not a gRPC proxy address; expected grpc://HOST:PORT "
+                         "(the host and port `sweep storage serve` listens on, a port 1-65535)")
+    return host, int(port)
+
+
+def open_storage(url: str, *, readonly: bool = False, connect_timeout_s: float = 20.0) -> optuna.storages.BaseStorage:
+    """A storage URL (postgresql://…, sqlite:///…, grpc://host:port) or a journal file path (the
+    default). A network storage comes wrapped in `ReconnectingStorage`.
 
     `readonly`: for commands that only read (status, report, a job lookup): nothing is created,
-    locked or repaired, so a read-only runs directory works."""
+    locked or repaired, so a read-only runs directory works. A proxy that does not answer within
+    `connect_timeout_s` is an error (ConnectionError) rather than a wait."""
+    if url.startswith(GRPC_SCHEME):
+        return ReconnectingStorage(_grpc_proxy(url, connect_timeout_s), url)
     if "://" in url:
-        for attempt in range(5):
+        attempt, wait, started = 0, STORAGE_BACKOFF_S[0], time.time()
+        while True:
             try:
-                return optuna.storages.RDBStorage(url)
-            except Exception as exc:  # two workers creating the schema at once: one loses, then finds it
-                if attempt == 4 or "already exists" not in str(exc):
+                return ReconnectingStorage(rdb_storage(url), url)
+            except Exception as exc:
+                if "already exists" in str(exc) and attempt < 4:  # two workers creating the schema at once
+                    attempt += 1
+                    time.sleep(0.5 + attempt)
+                    continue
+                # A worker waits for a database that is restarting or full (too many clients); a
+                # command that only reads (status, report) says at once that it cannot reach it.
+                if readonly or not transient(exc) or time.time() - started > STORAGE_RETRY_S:
                     raise
-                time.sleep(0.5 + attempt)
-        raise AssertionError("unreachable")
+                if wait == STORAGE_BACKOFF_S[0]:
+                    log.warning("storage %s unreachable (%s); trying again with back-off for up to %.0f s",
+                                _safe_url(url), _first_line(exc), STORAGE_RETRY_S)
+                time.sleep(wait * random.uniform(0.5, 1.0))
+                wait = min(STORAGE_BACKOFF_S[1], wait * 2)
     path = _journal_path(url)
     if not readonly:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +129,165 @@ def open_storage(url: str, *, readonly: bool = False) -> optuna.storages.BaseSto
             repair_journal(path)
     backend = optuna.storages.journal.JournalFileBackend(str(path))
     return optuna.storages.JournalStorage(backend)
+
+
+def rdb_storage(url: str, *, cached: bool = True) -> optuna.storages.BaseStorage:
+    """A database as Optuna opens a URL itself (its RDB storage behind its in-process trial cache),
+    with connections checked before use: after a database restart the pool's dead connections are
+    replaced instead of failing the next call.
+
+    `cached=False` for the gRPC proxy: Optuna's cache answers a write to a trial it has not read
+    with KeyError, and a restarted proxy has read none (its clients' next claims failed so)."""
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    return optuna.storages._CachedStorage(rdb) if cached else rdb
+
+
+def _grpc_proxy(url: str, timeout_s: float) -> optuna.storages.BaseStorage:
+    host, port = grpc_address(url)
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise ImportError(f"--storage {url}: the gRPC proxy needs grpcio: pip install -e '.[cluster]'") from None
+    with warnings.catch_warnings():  # "experimental": for Optuna's users, not sweep's
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=timeout_s)
+    except (TimeoutError, ConnectionError):  # Optuna says ConnectionError("GRPC connection timeout")
+        raise ConnectionError(f"--storage: no gRPC storage proxy answers at {host}:{port} within {timeout_s:.0f} s; "
+                              "start one with `sweep storage serve --storage postgresql://… --port "
+                              f"{port}`") from None
+    return proxy
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a storage call failed because the database or the proxy could not be reached (worth
+    trying again) rather than because of what was asked. Looks through the causes: Optuna wraps
+    SQLAlchemy's errors in StorageInternalError."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, StorageUnavailable):
+            return True
+        kind = type(seen).__name__
+        module = type(seen).__module__
+        if module.startswith(("sqlalchemy", "psycopg")) and kind in ("OperationalError", "InterfaceError"):
+            return True
+        if getattr(seen, "connection_invalidated", False):
+            return True
+        code = getattr(seen, "code", None)
+        if module.startswith("grpc") and callable(code):
+            name = getattr(code(), "name", "")
+            if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL"):
+                return True
+            details = getattr(seen, "details", None)
+            details = details() if callable(details) else ""
+            # The proxy's own call to the database failed: it answers UNKNOWN with the error's text.
+            return name == "UNKNOWN" and "storage unreachable" in (details or "")
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class StorageUnavailable(ConnectionError):
+    """A network storage stayed unreachable past its retry budget. Its text starts "storage
+    unreachable", which is how a worker knows the proxy's database is down (the proxy answers
+    UNKNOWN with the text of its error)."""
+
+
+if TYPE_CHECKING:  # its methods are made below, from BaseStorage's: mypy cannot see them
+    _Storage = Any
+else:
+    _Storage = optuna.storages.BaseStorage
+
+
+class ReconnectingStorage(_Storage):
+    """An Optuna storage whose every call rides out an unreachable database or proxy: it waits with
+    back-off (STORAGE_BACKOFF_S, jittered so a thousand workers do not come back at once) and tries
+    again, for up to STORAGE_RETRY_S, then raises the last error. One warning when an outage starts
+    and one line when the storage answers again, per storage object (per worker).
+
+    A call made again after an answer was lost may find its own first attempt done: a claim then
+    loses (the trial is RUNNING with no owner, and is taken over after STALE_S), a finish finds the
+    trial finished (SweepStore.finish checks whose result it holds)."""
+
+    def __init__(self, backend: optuna.storages.BaseStorage, url: str, *, retry_s: float | None = None) -> None:
+        self.backend = backend
+        self.url = url
+        self.retry_s = STORAGE_RETRY_S if retry_s is None else retry_s
+        self.outages = 0
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        method: Callable[..., Any] = getattr(self.backend, name)
+        wait = STORAGE_BACKOFF_S[0]
+        while True:
+            try:
+                result = method(*args, **kwargs)
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                now = time.time()
+                with self._lock:
+                    if self._down_since is None:
+                        self._down_since, self.outages = now, self.outages + 1
+                        log.warning("storage %s unreachable (%s); trying again with back-off for up to %.0f s",
+                                    _safe_url(self.url), _first_line(exc), self.retry_s)
+                    down_since = self._down_since
+                if now - down_since > self.retry_s:
+                    raise StorageUnavailable(f"storage unreachable for {now - down_since:.0f} s: "
+                                             f"{_safe_url(self.url)} ({_first_line(exc)})") from exc
+                time.sleep(wait * random.uniform(0.5, 1.0))
+                wait = min(STORAGE_BACKOFF_S[1], wait * 2)
+                continue
+            if self._down_since is not None:
+                with self._lock:
+                    if self._down_since is not None:
+                        log.info("storage %s reachable again after %.1f s; going on", _safe_url(self.url),
+                                 time.time() - self._down_since)
+                        self._down_since = None
+            return result
+
+    def __getattr__(self, name: str) -> Any:  # anything not part of BaseStorage (e.g. the proxy's close)
+        return getattr(self.backend, name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    def method(self: ReconnectingStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.call(name, *args, **kwargs)
+
+    method.__name__ = name
+    return method
+
+
+for _name, _value in vars(optuna.storages.BaseStorage).items():
+    if callable(_value) and not _name.startswith("__"):
+        setattr(ReconnectingStorage, _name, _retried(_name))
+ReconnectingStorage.__abstractmethods__ = frozenset()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+def _safe_url(url: str) -> str:
+    """A storage URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        return f"{scheme}://{creds.split(':')[0]}@{host}"
+    return url
 
 
 def repair_journal(path: Path) -> str | None:
@@ -154,6 +353,10 @@ class JobState:
     result: dict[str, Any] | None = None
     owner: str = ""
     note: str = ""  # e.g. "interrupted, queued", "worker gone"
+
+
+# What `fail` writes; found on a COMPLETE or PRUNED trial only when it lost a race to a finish.
+FAILED_STATUSES = ("failed", "lost", "interrupted")
 
 
 def owner_gone(trial: FrozenTrial, *, me: int | None = None) -> bool:
@@ -239,7 +442,12 @@ class SweepStore:
                                 note=f"its worker {owner} is gone; the next sweep command resumes it")
             return JobState("running", trial, None, owner)
         result = trial.user_attrs.get("result")
-        return JobState(trial.user_attrs.get("status", "completed"), trial, result)
+        status = trial.user_attrs.get("status", "completed")
+        if status in FAILED_STATUSES:
+            # A worker that took the trial over wrote "lost" just before its owner finished it (the
+            # owner's state change won, Optuna takes no attribute after it): the result says.
+            status = (result or {}).get("status") or ("completed" if trial.state == TrialState.COMPLETE else "diverged")
+        return JobState(status, trial, result)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -270,9 +478,19 @@ class SweepStore:
             return False
         if not won:
             return False
-        self.mark_owner(trial_id)
+        try:
+            self.mark_owner(trial_id)
+            self._record_params(trial, trial_id, distributions or {})
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # The storage was unreachable between the claim and its owner's name for longer than
+            # STALE_S, and another worker took the owner-less trial over: it is theirs now.
+            log.warning("trial %d: claimed, then taken over while the storage was unreachable; leaving it", trial_id)
+            return False
+        return True
+
+    def _record_params(self, trial: FrozenTrial, trial_id: int, distributions: dict[str, CategoricalDistribution]) -> None:
         for key, value in (trial.user_attrs.get("point") or {}).items():
-            dist = (distributions or {}).get(key)
+            dist = distributions.get(key)
             choice = param_choice(value)
             if dist is None or choice not in dist.choices:
                 continue
@@ -281,36 +499,56 @@ class SweepStore:
             except ValueError:  # the grid file's values changed since earlier trials: Optuna wants one space
                 log.debug("trial %d: %s not recorded as a parameter (its values differ from earlier trials')",
                           trial.number, key)
-        return True
 
     def mark_owner(self, trial_id: int) -> None:
         for key, value in (("host", self.host), ("pid", self.pid), ("heartbeat", time.time())):
             self.storage.set_trial_user_attr(trial_id, key, value)
 
-    def heartbeat(self, trial_id: int) -> None:
-        self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+    def heartbeat(self, trial_id: int) -> bool:
+        """False when the trial has finished meanwhile: another worker took it over (this one was
+        silent for longer than STALE_S) and failed it as lost."""
+        try:
+            self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d was taken over by another worker (no heartbeat from here for %.0f s)", trial_id, STALE_S)
+            return False
+        return True
 
     def set_attr(self, trial_id: int, key: str, value: Any) -> None:
-        self.storage.set_trial_user_attr(trial_id, key, value)
+        try:
+            self.storage.set_trial_user_attr(trial_id, key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial %d was taken over by another worker; %s not recorded", trial_id, key)
 
-    def finish(self, trial_id: int, result: dict[str, Any]) -> None:
+    def finish(self, trial_id: int, result: dict[str, Any]) -> bool:
         """Store the job's result with its trial: COMPLETE (value val_acc), or PRUNED when it
-        diverged (no value)."""
+        diverged (no value). True when this call recorded it (or a first try of it whose answer was
+        lost did); False when the trial was taken over meanwhile (the job's result stays in its job
+        directory and the other worker's trial records it): never an error (optuna#5582)."""
         stored = {k: result.get(k) for k in RESULT_KEYS}
-        self.storage.set_trial_user_attr(trial_id, "result", stored)
-        self.storage.set_trial_user_attr(trial_id, "status", result["status"])
-        if result["status"] == "diverged" or result.get("val_acc") is None:
-            self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
-        else:
-            self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(result["val_acc"])])
+        try:
+            self.storage.set_trial_user_attr(trial_id, "result", stored)
+            self.storage.set_trial_user_attr(trial_id, "status", result["status"])
+            if result["status"] == "diverged" or result.get("val_acc") is None:
+                self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
+            else:
+                self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(result["val_acc"])])
+        except optuna.exceptions.UpdateFinishedTrialError:
+            trial = self.storage.get_trial(trial_id)
+            if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) and trial.user_attrs.get("result") == stored:
+                return True  # our own first try, whose answer a dropped connection lost
+            log.warning("trial %d was taken over by another worker (no heartbeat from here for %.0f s); its result "
+                        "is not recorded twice", trial_id, STALE_S)
+            return False
+        return True
 
     def fail(self, trial_id: int, reason: str, log_tail: list[str] | None = None, *, status: str = "failed") -> bool:
         """FAIL the trial (False when it had finished already: another worker got there first)."""
-        self.storage.set_trial_user_attr(trial_id, "status", status)
-        self.storage.set_trial_user_attr(trial_id, "reason", reason)
-        if log_tail is not None:
-            self.storage.set_trial_user_attr(trial_id, "log_tail", log_tail)
-        try:
+        try:  # two workers that both found its owner gone: the second finds it failed already
+            self.storage.set_trial_user_attr(trial_id, "status", status)
+            self.storage.set_trial_user_attr(trial_id, "reason", reason)
+            if log_tail is not None:
+                self.storage.set_trial_user_attr(trial_id, "log_tail", log_tail)
             self.storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:
             return False

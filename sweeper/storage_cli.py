@@ -1,0 +1,177 @@
+"""`sweep storage serve`: Optuna's gRPC storage proxy in front of one database, so that many
+workers (`--storage grpc://HOST:PORT`) share the proxy's few database connections instead of
+opening a pool each (PostgreSQL allows 100 connections by default).
+
+The proxy runs in the foreground until SIGTERM or Ctrl-C, which stop it cleanly (calls in flight
+are given STOP_GRACE_S to finish); it logs each client the first time it calls. A worker whose
+proxy goes away (or whose database does, behind it) waits and reconnects (sweeper/store.py's
+ReconnectingStorage): the proxy keeps no state of its own, so a restarted one goes on where the
+last one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+import typer
+
+log = logging.getLogger("sweeper.storage")
+
+STOP_GRACE_S = 5.0
+DATABASE_RETRY_S = 10.0
+DEFAULT_PORT = 13000
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="A storage for many workers: Optuna's gRPC proxy in front of one database.")
+
+
+class StorageError(ValueError):
+    """Bad --storage, --host or --port: said before anything starts."""
+
+
+def check_database_url(url: str) -> str:
+    """The URL of a database the proxy can front (Optuna's RDB storage); StorageError otherwise."""
+    if url.startswith("grpc://"):
+        raise StorageError(f"--storage: {url!r} is a proxy already; give the database it should front: "
+                           "postgresql://USER@HOST:PORT/DB (or mysql://…, sqlite:///FILE)")
+    if "://" not in url:
+        raise StorageError(f"--storage: {url!r} is a journal file; Optuna's gRPC proxy fronts a database only "
+                           "(optuna#6084): postgresql://USER@HOST:PORT/DB (or mysql://…, sqlite:///FILE)")
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres", "mysql", "sqlite"):
+        raise StorageError(f"--storage: {url!r}: unknown database scheme {scheme!r}; expected postgresql://…, "
+                           "mysql://… or sqlite:///FILE")
+    return url
+
+
+class ConnectionLog:
+    """A gRPC server interceptor that logs each client (its address) the first time it calls."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def interceptor(self) -> Any:
+        import grpc
+
+        outer = self
+
+        class Interceptor(grpc.ServerInterceptor):
+            def intercept_service(self, continuation: Any, details: Any) -> Any:
+                handler = continuation(details)
+                if handler is None or handler.unary_unary is None:
+                    return handler
+                inner = handler.unary_unary
+
+                def logged(request: Any, context: Any) -> Any:
+                    outer.saw(context.peer())
+                    return inner(request, context)
+
+                return handler._replace(unary_unary=logged)
+
+        return Interceptor()
+
+    def saw(self, peer: str) -> None:
+        if peer in self.seen:
+            return
+        with self._lock:
+            if peer in self.seen:
+                return
+            self.seen.add(peer)
+            count = len(self.seen)
+        log.info("client %s connected (%d so far)", peer, count)
+
+
+def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Event | None = None,
+          stop: threading.Event | None = None) -> int:
+    """Run the proxy until `stop` is set (by SIGTERM or SIGINT when this is the main thread);
+    returns how many clients called."""
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    from sweeper.store import ReconnectingStorage, rdb_storage
+
+    stop = stop or threading.Event()
+    # A short database outage (a restart) is ridden out here; a longer one is answered "storage
+    # unreachable", and each worker waits and tries again (sweeper/store.py).
+    storage = ReconnectingStorage(rdb_storage(url, cached=False), url, retry_s=DATABASE_RETRY_S)
+    clients = ConnectionLog()
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="proxy"),
+                         interceptors=[clients.interceptor()])
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:
+        bound, why = 0, f" ({exc})"
+    else:
+        why = ""
+    if not bound:
+        raise StorageError(f"--port: cannot listen on {host}:{port}{why or ' (in use?)'}")
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    server.start()
+    log.info("storage proxy for %s listening on %s:%d (%d threads); stop it with SIGTERM or Ctrl-C",
+             _safe(url), host, bound, threads)
+    if ready is not None:
+        ready.set()
+    stop.wait()
+    log.info("stopping: %d client(s) called; calls in flight get %.0f s", len(clients.seen), STOP_GRACE_S)
+    server.stop(STOP_GRACE_S).wait()
+    log.info("stopped")
+    return len(clients.seen)
+
+
+def _safe(url: str) -> str:
+    from sweeper.store import _safe_url
+
+    return _safe_url(url)
+
+
+@app.command("serve")
+def serve_command(
+    storage: Annotated[str, typer.Option("--storage", envvar="SWEEP_DATABASE",
+                                         help="The database to front: postgresql://USER@HOST:PORT/DB (or mysql://…, "
+                                              "sqlite:///FILE).")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; workers on other "
+                                           "machines need it).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; workers use --storage grpc://HOST:PORT.")] = DEFAULT_PORT,
+    threads: Annotated[int, typer.Option(help="Calls served at once (each holds one database connection "
+                                              "while it runs).")] = 16,
+) -> None:
+    """Run Optuna's gRPC storage proxy in front of a database, in the foreground (SIGTERM or Ctrl-C
+    stop it); workers then take --storage grpc://HOST:PORT."""
+    from sweeper.cli import _fail
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    problems = []
+    try:
+        check_database_url(storage)
+    except StorageError as exc:
+        problems.append(str(exc))
+    if not 0 < port < 65536:
+        problems.append(f"--port: {port} is out of range; expected 1-65535")
+    if threads < 1:
+        problems.append(f"--threads: {threads} is out of range; expected >= 1")
+    if problems:
+        raise _fail(StorageError("\n".join(problems)))
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise _fail(StorageError("sweep storage serve needs grpcio: pip install -e '.[cluster]'")) from None
+    try:
+        from sweeper.store import rdb_storage
+
+        rdb_storage(storage)  # reachable, and its tables created, before listening
+    except Exception as exc:  # any driver's error: say it and stop before serving
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise _fail(StorageError(f"--storage: {_safe(storage)} cannot be reached ({type(exc).__name__}: {first})")) from None
+    try:
+        serve(storage, host=host, port=port, threads=threads)
+    except StorageError as exc:
+        raise _fail(exc) from None
