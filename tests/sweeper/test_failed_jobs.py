@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeper.devices import make_slots
 from sweeper.grid_source import GridSource
-from sweeper.scheduler import Scheduler, make_slots
+from sweeper.scheduler import Scheduler
 from sweeper.spec import load_grid
 from sweeper.store import SweepStore, open_storage
 from tests.conftest import REPO, write_dataset

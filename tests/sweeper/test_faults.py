@@ -66,7 +66,7 @@ def test_two_workers_with_a_seeded_sampler_never_run_the_same_configuration(
 
 
 def test_a_seeded_study_draws_the_same_values_whoever_asks() -> None:
-    from sweeper.study import PerTrialSeeded
+    from sweeper.samplers import PerTrialSeeded
 
     def draws(n_studies: int) -> list[float]:
         storage = optuna.storages.InMemoryStorage()
