@@ -36,6 +36,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff check trainer sweeper tests bench
 	$(BIN)/mypy trainer sweeper
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python bench/trainer_vs_hf.py --model $(SHARED)/models/all-MiniLM-L6-v2 --data $(SHARED)/data/imdb

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from sweeper.store import open_storage  # noqa: E402
+from sweeper.storage import open_storage  # noqa: E402
 from trainer.config import build_job  # noqa: E402
 
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from optuna.trial import TrialState  # noqa: E402
 
 from sweeper.spec import Job  # noqa: E402
-from sweeper.store import SweepStore, open_storage, owner_gone  # noqa: E402
+from sweeper.storage import open_storage  # noqa: E402
+from sweeper.store import SweepStore, owner_gone  # noqa: E402
 from trainer.config import build_job  # noqa: E402
 
 

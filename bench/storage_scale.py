@@ -4,7 +4,7 @@ or 1,000 workers, when a tenth of them are killed, the database restarts or the 
 The bench starts what it needs in a temporary directory: a PostgreSQL server (`initdb`, `pg_ctl`,
 default settings: 100 connections) for `postgres` and `proxy`, and for `proxy` the real
 `sweep storage serve` in front of it; `journal` is the default journal file. N simulated workers
-run through the real worker path: each has its own storage (`sweeper.store.open_storage`: its own
+run through the real worker path: each has its own storage (`sweeper.storage.open_storage`: its own
 connection pool, or its own gRPC channel), its own `SweepStore` and `GridSource` (the grid
 source `sweep grid` uses), and loops as the scheduler does: tick (read the storage), take (claim a
 job: WAITING -> RUNNING, owner, first heartbeat), heartbeat, finish (the result, COMPLETE). The job
@@ -177,7 +177,8 @@ def worker_thread(index: int, args: argparse.Namespace, the_grid: Any, runs: Pat
                   abandon: threading.Event, abandoning: list[int], lock: threading.Lock) -> None:
     """One worker: the scheduler's loop over GridSource with one slot and an instant job."""
     from sweeper.grid_source import GridSource
-    from sweeper.store import SweepStore, open_storage
+    from sweeper.storage import open_storage
+    from sweeper.store import SweepStore
 
     record: dict[str, Any] = {"worker": f"{os.environ.get('SWEEP_HOST')}/{index}", "claims": [], "finished": 0,
                               "error": None, "reconnect_warnings": 0, "abandoned": False}
@@ -260,7 +261,8 @@ def split(n: int, parts: int) -> list[int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from optuna.trial import TrialState
 
-    from sweeper.store import SweepStore, open_storage
+    from sweeper.storage import open_storage
+    from sweeper.store import SweepStore
 
     root = Path(tempfile.mkdtemp(prefix="sweep-scale-"))
     pg = proxy = None

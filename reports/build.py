@@ -19,7 +19,8 @@ from reports.markdown import to_markdown
 from reports.plots import plan_plots
 from reports.rows import SweepReport
 from reports.tables import compare_report, counts_text, tabulate, to_csv, to_json
-from sweeper.store import SweepStore, open_storage, sweep_names
+from sweeper.storage import open_storage, sweep_names
+from sweeper.store import SweepStore
 from trainer.io import atomic_write
 
 

@@ -18,9 +18,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.scheduler import Progress, Ticket
 from sweeper.spec import Grid, Job
-from sweeper.store import FINISHED, SweepStore, owner_gone, param_choice
+from sweeper.store import SweepStore, owner_gone, param_choice
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.jobdir import EVENTS_FILE, JOB_FILE, progress
+from trainer.jobdir import EVENTS_FILE, FINISHED, JOB_FILE, progress
 
 log = logging.getLogger(__name__)
 

@@ -78,7 +78,8 @@ def best_of_sweep(sweep: str, *, runs_dir: Path, storage: str | None) -> Path:
     """The directory of the sweep's completed job with the best selection metric (`metric` of its
     results, val_acc by default; lower is better for val_loss). Ties: the smallest job id, so the
     answer never depends on storage order. Reads the storage without writing to it."""
-    from sweeper.store import SweepStore, default_storage, missing_storage, open_storage, sweep_names
+    from sweeper.storage import default_storage, missing_storage, open_storage, sweep_names
+    from sweeper.store import SweepStore
 
     url = storage or default_storage(runs_dir)
     if why := missing_storage(url):

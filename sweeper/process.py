@@ -199,7 +199,7 @@ def _import_heavy() -> None:
 def run_and_exit(args: list[str]) -> NoReturn:
     """The job process (`trainer.job.main(ARGS)`), then a quick exit with its exit code (see the
     module's docstring)."""
-    from trainer.job import main as job_main
+    from trainer.job import main as job_main  # torch and transformers: a warm process imported them while it waited
 
     try:
         code = job_main(args)

@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from sweeper.devices import Slot
 from sweeper.process import COMMAND, WarmPool, die_with_parent, remove_leftovers, wait_for_exit
-from sweeper.spec import Job
-from trainer.config import ConfigError, JobConfig
+from sweeper.source import Progress, Source, Ticket
+from trainer.config import ConfigError
 from trainer.io import write_json
 from trainer.jobdir import (
     EVENTS_FILE,
@@ -59,169 +59,6 @@ log = logging.getLogger(__name__)
 BUSY_BACKOFF_S = (5.0, 60.0)  # first wait, longest wait (doubling in between)
 STOP_GRACE_S = 30.0  # a stopped job gets this long to reach its safe point before it is killed
 HEARTBEAT_S = float(os.environ.get("SWEEP_HEARTBEAT_S", "10"))
-
-
-@dataclass(frozen=True)
-class Slot:
-    name: str  # "cpu:0", "gpu:1#0", "gpu:MIG-4f1c…#1"
-    env: dict[str, str]
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity (a SLURM allocation, `taskset`, a cgroup
-    cpuset), not the whole node that `os.cpu_count()` counts."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def make_slots(*, gpus: list[str] | None, jobs_per_gpu: int, parallel: int) -> list[Slot]:
-    """GPU shares when there are GPUs (each job sees one device through CUDA_VISIBLE_DEVICES,
-    named as this process was given it: an index, a GPU-… or MIG-… UUID), else CPU lanes.
-
-    The CPUs this process may use are divided among the slots: jobs that each start one thread
-    per core oversubscribe the CPU and run many times slower (two tiny jobs on 2 cores: 50x).
-    """
-    n = len(gpus) * jobs_per_gpu if gpus else parallel
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // n))
-    limits = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    if gpus:
-        return [Slot(f"gpu:{g}#{i}", {"CUDA_VISIBLE_DEVICES": g, **limits})
-                for g in gpus for i in range(jobs_per_gpu)]
-    return [Slot(f"cpu:{i}", {"CUDA_VISIBLE_DEVICES": "", **limits}) for i in range(parallel)]
-
-
-DEVICE_ENTRY = re.compile(r"^(\d+|GPU-[0-9A-Za-z-]+|MIG-[0-9A-Za-z/-]+)$")
-
-
-def visible_gpus() -> list[str]:
-    """The devices this process was given, each as CUDA_VISIBLE_DEVICES names it (an index, a
-    `GPU-…` or `MIG-…` UUID), without importing torch. Unset: what nvidia-smi lists, a GPU's MIG
-    slices by their UUIDs where it is split. CUDA reads the variable up to its first entry it
-    cannot parse (e.g. -1, which hides the rest): so do we."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        entries = []
-        for entry in (x.strip() for x in env.split(",")):
-            if not DEVICE_ENTRY.match(entry):
-                if entry:
-                    log.warning("CUDA_VISIBLE_DEVICES=%s: %r hides it and every device after it (as CUDA reads it)",
-                                env, entry)
-                break
-            entries.append(entry)
-        return entries
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return devices_of_nvidia_smi(out)
-
-
-def devices_of_nvidia_smi(listing: str) -> list[str]:
-    """`nvidia-smi -L`'s devices: a GPU by its index, or by its MIG slices' UUIDs when it has some
-    (a MIG-enabled GPU runs nothing itself)."""
-    devices: list[str] = []
-    for line in listing.splitlines():
-        gpu = re.match(r"GPU (\d+):", line)
-        mig = re.search(r"\bMIG\b.*\(UUID: (MIG-[^)\s]+)\)", line)
-        if gpu:
-            devices.append(gpu[1])
-        elif mig:
-            if devices and devices[-1].isdigit():
-                devices.pop()  # its GPU: replaced by its slices
-            devices.append(mig[1])
-    return devices
-
-
-def select_gpus(selection: str, visible: list[str]) -> list[str]:
-    """The devices `--gpus` picks among the visible ones: a number is a position (0: the first
-    visible device, as torch numbers them: cuda:0), anything else a name (a GPU-… or MIG-… UUID,
-    as CUDA_VISIBLE_DEVICES or nvidia-smi -L shows it). Never a device this process was not given.
-    Raises ValueError naming the visible devices."""
-    shown = ", ".join(visible) or "none"
-    chosen: list[str] = []
-    for item in (x.strip() for x in selection.split(",")):
-        if not item:
-            continue
-        if item.isdigit() and int(item) < len(visible):
-            device = visible[int(item)]
-        elif not item.isdigit() and item in visible:
-            device = item
-        else:
-            raise ValueError(f"--gpus: {item!r} is not a visible device; this process sees {len(visible)} ({shown}): "
-                             f"expected a position 0..{max(0, len(visible) - 1)} or one of those names, or none "
-                             "(the CPU)" if visible else
-                             f"--gpus: {item!r}: no GPU is visible to this process (CUDA_VISIBLE_DEVICES, nvidia-smi); "
-                             "--gpus none runs on the CPU")
-        if device in chosen:
-            raise ValueError(f"--gpus: {item!r} names {device} twice; use --jobs-per-gpu to share a device")
-        chosen.append(device)
-    return chosen
-
-
-@dataclass
-class Progress:
-    """What the live view and the summary show of one job."""
-
-    job: Job
-    state: str = "waiting"
-    epoch: float = 0
-    val_acc: float | None = None
-    started: float | None = None
-    seconds: float | None = None
-    note: str = ""
-
-
-@dataclass
-class Ticket:
-    """One job handed out by a source: claimed for this worker, to be run once here."""
-
-    job: Job  # its id names the job directory
-    config: JobConfig  # what runs: the job's own, or an out-of-memory retry's smaller micro-batch
-    handle: Any  # the source's own (a trial id; a trial group and a seed)
-    env: dict[str, str] = field(default_factory=dict)  # the job's W&B run: group, name, id
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """Unique among the tickets a worker holds (a job id alone is not: see Scheduler.running)."""
-        return self.job.id, repr(self.handle)
-
-
-class Source(Protocol):
-    """Where the jobs come from, and where what they ended with goes."""
-
-    name: str  # the sweep or study: jobs live in RUNS_DIR/<name>/<job id>
-    progress: dict[str, Progress]  # by job id
-
-    def tick(self) -> None:
-        """Read the storage (once per loop turn); take over the jobs of workers that are gone."""
-
-    def exhausted(self) -> bool:
-        """Nothing is left for this worker to start, now or later (the loop ends when nothing runs)."""
-
-    def waiting(self) -> int:
-        """How many jobs may still start here (as many warm processes are worth making)."""
-
-    def take(self) -> Ticket | None:
-        """The next job to run here, claimed; None when there is none now."""
-
-    def heartbeat(self, ticket: Ticket) -> None: ...
-
-    def report(self, ticket: Ticket, epochs: list[dict[str, Any]]) -> str | None:
-        """The job's finished epochs so far; a reason to stop it now (pruned), or None."""
-
-    def finish(self, ticket: Ticket, result: dict[str, Any]) -> None: ...
-
-    def retrying(self, ticket: Ticket, attempt: int, reason: str, tail: list[str]) -> None: ...
-
-    def fail(self, ticket: Ticket, reason: str, tail: list[str]) -> None: ...
-
-    def stopped(self, ticket: Ticket, reason: str) -> None:
-        """The job was stopped for `reason` (from `report`) and has exited."""
-
-    def interrupt(self, ticket: Ticket) -> None:
-        """Ctrl-C or SIGTERM: the job stopped at a safe point; put it back in the queue."""
 
 
 @dataclass

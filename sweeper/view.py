@@ -10,10 +10,14 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from sweeper.scheduler import Progress
+from sweeper.devices import Slot
+from sweeper.slurm import worker_rows
+from sweeper.source import Progress
 from sweeper.spec import Grid, Job
-from sweeper.store import FINISHED, SweepStore
-from trainer.jobdir import EVENTS_FILE
+from sweeper.storage import default_storage, missing_storage, open_storage, sweep_names
+from sweeper.store import SweepStore
+from trainer.config import ConfigError, build_job
+from trainer.jobdir import EVENTS_FILE, FINISHED
 from trainer.jobdir import progress as read_progress
 
 COLOURS = {"completed": "green", "running": "cyan", "waiting": "white", "failed": "red", "collapsed": "red",
@@ -78,8 +82,6 @@ def _duration(seconds: float) -> str:
 
 def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Progress]]:
     """Progress rows of a sweep from its storage alone (plus live epochs from the runs directory)."""
-    from trainer.config import build_job
-
     rows: list[Progress] = []
     points: list[dict[str, Any]] = []
     for job_id, trials in store.trials_by_job().items():
@@ -142,3 +144,36 @@ def workers_table(name: str, rows: list[Any]) -> Table:
     for w in rows:
         table.add_row(w.task, w.state, w.source, w.where, str(w.starts or ""), "" if w.exit_code is None else str(w.exit_code))
     return table
+
+
+def slots_table(slots: list[Slot]) -> Table:
+    """Where the jobs will run: each slot's device as its jobs' CUDA_VISIBLE_DEVICES names it, and their threads."""
+    table = Table(title=f"{len(slots)} slot(s)")
+    for column in ("slot", "CUDA_VISIBLE_DEVICES", "threads"):
+        table.add_column(column, overflow="fold")
+    for slot in slots:
+        table.add_row(slot.name, slot.env["CUDA_VISIBLE_DEVICES"] or "(none: the CPU)", slot.env["OMP_NUM_THREADS"])
+    return table
+
+
+def status_tables(sweep: str | None, *, runs_dir: Path, storage: str | None) -> list[Table]:
+    """`sweep status`: each sweep's (or one sweep's) jobs and states from the storage, read-only,
+    and its SLURM workers. Raises ConfigError when there is no storage or no such sweep."""
+    url = storage or default_storage(runs_dir)
+    submitted = worker_rows(runs_dir / sweep) if sweep else []
+    if (why := missing_storage(url)) and not submitted:
+        raise ConfigError(why)
+    backend = None if why else open_storage(url, readonly=True)
+    names = sweep_names(backend) if backend is not None else []
+    if sweep is not None and sweep not in names:
+        if submitted:  # submitted to SLURM; no worker has started it yet
+            return [workers_table(sweep, submitted)]
+        raise ConfigError(f"no sweep named {sweep!r} in {url}; sweeps: {', '.join(names) or 'none'}")
+    assert backend is not None
+    tables = []
+    for name in [sweep] if sweep else names:
+        keys, rows = status_rows(SweepStore(backend, name, create=False), runs_dir)
+        tables.append(progress_table(name, keys, rows))
+        if workers := worker_rows(runs_dir / name):
+            tables.append(workers_table(name, workers))
+    return tables

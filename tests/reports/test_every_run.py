@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from reports.build import generate
 from sweeper.cli import app
 from sweeper.spec import Job
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from tests.conftest import tiny_job
 from trainer.config import build_job
 

@@ -13,7 +13,8 @@ from rich.console import Console
 from reports.build import generate
 from reports.console import summary
 from sweeper.spec import Job
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from trainer.config import build_job
 from trainer.io import write_json
 

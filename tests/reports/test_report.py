@@ -15,7 +15,8 @@ from reports.build import generate
 from reports.stats import mcnemar_p, mean_std
 from sweeper.cli import app
 from sweeper.spec import Job
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from trainer.config import build_job
 from trainer.io import write_json
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from reports.experiment import p_beats
 from sweeper.cli import app
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from tests.conftest import REPO
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from sweeper import scheduler
 from sweeper.cli import app
-from sweeper.scheduler import make_slots, select_gpus, visible_gpus
+from sweeper.devices import make_slots, select_gpus, visible_gpus
 from tests.sweeper.test_scheduler import grid_file
 
 MIG_A = "MIG-4f1c1a9e-2b7d-5e1f-9c1a-0d3e8b7a6c51"

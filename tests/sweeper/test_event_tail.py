@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from sweeper.scheduler import Progress, Running, Scheduler, make_slots
+from sweeper.devices import make_slots
+from sweeper.scheduler import Running, Scheduler
+from sweeper.source import Progress
 from trainer.io import append_jsonl
 
 

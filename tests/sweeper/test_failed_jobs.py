@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeper.devices import make_slots
 from sweeper.grid_source import GridSource
-from sweeper.scheduler import Scheduler, make_slots
+from sweeper.scheduler import Scheduler
 from sweeper.spec import load_grid
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from tests.conftest import REPO, write_dataset
 from tests.sweeper.test_scheduler import spare_processes, sweep_cmd, trials
 

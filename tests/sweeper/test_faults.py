@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from sweeper.cli import app
 from sweeper.spec import load_grid
-from sweeper.store import SweepStore, open_storage, repair_journal
+from sweeper.storage import open_storage, repair_journal
+from sweeper.store import SweepStore
 from tests.conftest import REPO, write_dataset
 from tests.sweeper.test_scheduler import events, grid_file, spare_processes, sweep_cmd, trials
 from tests.sweeper.test_study import cmd, finished, space_file, study
@@ -66,7 +67,7 @@ def test_two_workers_with_a_seeded_sampler_never_run_the_same_configuration(
 
 
 def test_a_seeded_study_draws_the_same_values_whoever_asks() -> None:
-    from sweeper.study import PerTrialSeeded
+    from sweeper.samplers import PerTrialSeeded
 
     def draws(n_studies: int) -> list[float]:
         storage = optuna.storages.InMemoryStorage()

@@ -8,7 +8,8 @@ import pytest
 
 from sweeper.jobs import JobRefError, resolve
 from sweeper.spec import Job
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from trainer.config import build_job
 
 

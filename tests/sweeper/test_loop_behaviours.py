@@ -12,12 +12,15 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from sweeper.devices import make_slots
 from sweeper.grid_source import GridSource
-from sweeper.scheduler import Running, Scheduler, make_slots
+from sweeper.samplers import open_study
+from sweeper.scheduler import Running, Scheduler
 from sweeper.search import load_space
 from sweeper.spec import load_grid
-from sweeper.store import SweepStore, open_storage
-from sweeper.study import StudySource, open_study
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
+from sweeper.study import StudySource
 from tests.sweeper.test_scheduler import grid_file
 from tests.sweeper.test_study import space_file
 

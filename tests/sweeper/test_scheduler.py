@@ -15,9 +15,10 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.scheduler import make_slots
+from sweeper.devices import make_slots
 from sweeper.spec import load_grid
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from tests.conftest import REPO, sigint_like_a_terminal, write_dataset
 
 

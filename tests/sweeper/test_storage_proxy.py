@@ -22,9 +22,11 @@ from typer.testing import CliRunner
 
 from bench.storage_scale import Postgres, free_port, grid, pg_bin
 from sweeper.cli import app
+from sweeper.proxy import serve
+from sweeper.reconnect import ReconnectingStorage, transient
 from sweeper.spec import load_grid
-from sweeper.storage_cli import serve
-from sweeper.store import ReconnectingStorage, SweepStore, open_storage, transient
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from tests.conftest import REPO
 
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed (pip install -e '.[dev]')")

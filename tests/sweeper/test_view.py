@@ -6,7 +6,8 @@ import datetime
 from pathlib import Path
 
 from sweeper.spec import Job
-from sweeper.store import SweepStore, open_storage
+from sweeper.storage import open_storage
+from sweeper.store import SweepStore
 from sweeper.view import status_rows
 from trainer.config import build_job
 

@@ -1,4 +1,4 @@
-"""`sweep storage serve`: Optuna's gRPC storage proxy in front of one database, so that many
+"""What `sweep storage serve` runs: Optuna's gRPC storage proxy in front of one database, so that many
 workers (`--storage grpc://HOST:PORT`) share the proxy's few database connections instead of
 opening a pool each (PostgreSQL allows 100 connections by default).
 
@@ -15,19 +15,16 @@ import logging
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+from sweeper.reconnect import ReconnectingStorage, safe_url
+from sweeper.storage import rdb_storage
 
 log = logging.getLogger("sweeper.storage")
 
 STOP_GRACE_S = 5.0
 DATABASE_RETRY_S = 10.0
 DEFAULT_PORT = 13000
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="A storage for many workers: Optuna's gRPC proxy in front of one database.")
-
 
 class StorageError(ValueError):
     """Bad --storage, --host or --port: said before anything starts."""
@@ -94,8 +91,6 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
     from optuna.storages._grpc.auto_generated import api_pb2_grpc
     from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
-    from sweeper.store import ReconnectingStorage, rdb_storage
-
     stop = stop or threading.Event()
     # A short database outage (a restart) is ridden out here; a longer one is answered "storage
     # unreachable", and each worker waits and tries again (sweeper/store.py).
@@ -117,7 +112,7 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
             signal.signal(signum, lambda *_: stop.set())
     server.start()
     log.info("storage proxy for %s listening on %s:%d (%d threads); stop it with SIGTERM or Ctrl-C",
-             _safe(url), host, bound, threads)
+             safe_url(url), host, bound, threads)
     if ready is not None:
         ready.set()
     stop.wait()
@@ -127,31 +122,12 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
     return len(clients.seen)
 
 
-def _safe(url: str) -> str:
-    from sweeper.store import _safe_url
-
-    return _safe_url(url)
-
-
-@app.command("serve")
-def serve_command(
-    storage: Annotated[str, typer.Option("--storage", envvar="SWEEP_DATABASE",
-                                         help="The database to front: postgresql://USER@HOST:PORT/DB (or mysql://…, "
-                                              "sqlite:///FILE).")],
-    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; workers on other "
-                                           "machines need it).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; workers use --storage grpc://HOST:PORT.")] = DEFAULT_PORT,
-    threads: Annotated[int, typer.Option(help="Calls served at once (each holds one database connection "
-                                              "while it runs).")] = 16,
-) -> None:
-    """Run Optuna's gRPC storage proxy in front of a database, in the foreground (SIGTERM or Ctrl-C
-    stop it); workers then take --storage grpc://HOST:PORT."""
-    from sweeper.cli import _fail
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+def start(url: str, *, host: str, port: int, threads: int) -> int:
+    """`sweep storage serve`: every problem of the options at once, grpcio there, the database
+    reachable (and its tables created) before listening; then `serve`. Raises StorageError."""
     problems = []
     try:
-        check_database_url(storage)
+        check_database_url(url)
     except StorageError as exc:
         problems.append(str(exc))
     if not 0 < port < 65536:
@@ -159,19 +135,14 @@ def serve_command(
     if threads < 1:
         problems.append(f"--threads: {threads} is out of range; expected >= 1")
     if problems:
-        raise _fail(StorageError("\n".join(problems)))
+        raise StorageError("\n".join(problems))
     try:
         import grpc  # noqa: F401
     except ImportError:
-        raise _fail(StorageError("sweep storage serve needs grpcio: pip install -e '.[cluster]'")) from None
+        raise StorageError("sweep storage serve needs grpcio: pip install -e '.[cluster]'") from None
     try:
-        from sweeper.store import rdb_storage
-
-        rdb_storage(storage)  # reachable, and its tables created, before listening
+        rdb_storage(url)
     except Exception as exc:  # any driver's error: say it and stop before serving
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise _fail(StorageError(f"--storage: {_safe(storage)} cannot be reached ({type(exc).__name__}: {first})")) from None
-    try:
-        serve(storage, host=host, port=port, threads=threads)
-    except StorageError as exc:
-        raise _fail(exc) from None
+        raise StorageError(f"--storage: {safe_url(url)} cannot be reached ({type(exc).__name__}: {first})") from None
+    return serve(url, host=host, port=port, threads=threads)

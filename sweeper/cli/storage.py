@@ -1,0 +1,34 @@
+"""`sweep storage serve`: Optuna's gRPC storage proxy in front of one database (sweeper/proxy.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from sweeper import proxy
+from sweeper.cli.output import fail
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="A storage for many workers: Optuna's gRPC proxy in front of one database.")
+
+
+@app.command("serve")
+def serve(
+    storage: Annotated[str, typer.Option("--storage", envvar="SWEEP_DATABASE",
+                                         help="The database to front: postgresql://USER@HOST:PORT/DB (or mysql://…, "
+                                              "sqlite:///FILE).")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; workers on other "
+                                           "machines need it).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; workers use --storage grpc://HOST:PORT.")] = proxy.DEFAULT_PORT,
+    threads: Annotated[int, typer.Option(help="Calls served at once (each holds one database connection "
+                                              "while it runs).")] = 16,
+) -> None:
+    """Run Optuna's gRPC storage proxy in front of a database, in the foreground (SIGTERM or Ctrl-C
+    stop it); workers then take --storage grpc://HOST:PORT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        proxy.start(storage, host=host, port=port, threads=threads)
+    except proxy.StorageError as exc:
+        raise fail(exc) from None

@@ -1,0 +1,176 @@
+"""One SLURM worker inside its allocation (`Worker`: runs the orchestrator command, stops it on
+SIGTERM and has submitit requeue itself unless cancelled), and the files the workers, `sweep
+status` and `sweep cancel` share under runs/<sweep>/slurm/: `workers.json` (every submitted
+array) and `worker-<id>.json` (each worker's own record)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from sweeper.process import die_with_parent
+from trainer.io import write_json
+from trainer.jobdir import set_aside
+
+log = logging.getLogger(__name__)
+
+STOP_WAIT_S = 60  # how long a worker waits for its orchestrator to stop before killing it
+# When SLURM signals the whole job (preemption, scancel --full) the orchestrator got SIGTERM too and
+# is stopping already: a second signal from the worker could cut its stop short. So the worker
+# gives it this long to exit by itself before it sends SIGINT (needed when only the worker was
+# signalled: the B:TERM@90 warning, scancel --batch).
+SIGNAL_GRACE_S = float(os.environ.get("SWEEP_SLURM_GRACE_S", "10"))  # env: tests shorten it
+
+
+def slurm_dir(sweep_dir: Path) -> Path:
+    return sweep_dir / "slurm"
+
+
+@contextmanager
+def workers_file(folder: Path) -> Iterator[list[dict[str, Any]]]:
+    """workers.json's arrays, to change in place; written back atomically, under a lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".workers.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        arrays = read_arrays(folder)
+        yield arrays
+        write_json(folder / "workers.json", {"arrays": arrays})
+
+
+def read_arrays(folder: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads((folder / "workers.json").read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, json.JSONDecodeError) as exc:
+        moved = set_aside(folder / "workers.json", f"unreadable ({exc})")
+        log.warning("%s was unreadable and is set aside as %s", folder / "workers.json", moved)
+        return []
+    return list(data.get("arrays", []))
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child, between fork and exec
+    """The orchestrator takes SIGINT as Ctrl-C (a batch shell may start us with it ignored) and
+    dies with its worker."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    die_with_parent()
+
+
+class Worker(submitit.helpers.Checkpointable):
+    """One array task: runs the orchestrator command until the sweep is done; on SIGTERM, stops it
+    and has submitit requeue this task (unless it was cancelled)."""
+
+    def __init__(self, *, command: list[str], sweep_dir: Path, env: dict[str, str]) -> None:
+        self.command = command
+        self.sweep_dir = sweep_dir
+        self.env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    def __getstate__(self) -> dict[str, Any]:  # what submitit pickles to requeue: no process handle
+        return {"command": self.command, "sweep_dir": self.sweep_dir, "env": self.env}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _proc=None, _stopping=False)
+
+    def __call__(self, index: int) -> int:
+        task = _task_id()
+        starts = int((read_record(slurm_dir(self.sweep_dir) / f"worker-{task}.json") or {}).get("starts") or 0)
+        self._record(task, state="running", starts=starts + 1, orchestrator_pid=None, exit_code=None, ended=None)
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if "OMP_NUM_THREADS" not in os.environ and cpus and cpus.isdigit():
+            env["OMP_NUM_THREADS"] = str(max(1, int(cpus) // max(1, int(self.env.get("SWEEP_SLURM_SLOTS", "1")))))
+        print(f"worker {task} (SLURM job {os.environ.get('SLURM_JOB_ID')}) on {os.uname().nodename}: "
+              f"{shlex.join(self.command)}", flush=True)
+        self._proc = subprocess.Popen(self.command, env=env, preexec_fn=_child_setup)  # noqa: PLW1509
+        self._record(task, orchestrator_pid=self._proc.pid)
+        while (code := self._proc.poll()) is None:  # not wait(): a SIGTERM handler must be able to wait too
+            time.sleep(0.5)
+        self._record(task, state="done" if code == 0 else "failed", exit_code=code, ended=time.time(), end=True)
+        if code != 0:
+            raise RuntimeError(f"the orchestrator exited with code {code} (its output is above, in this log)")
+        return code
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """SIGTERM: stop the orchestrator like Ctrl-C; requeue this task (the same call, returned for
+        submitit to pickle) unless it was cancelled (None: submitit does not requeue)."""
+        # Requeueing (and scancel) sends SIGTERM again: this worker is stopping already; it exits
+        # right after the requeue, or SLURM's SIGKILL comes KillWait later.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        task = _task_id()
+        cancelled = self._cancelled(task)
+        if not self._stopping:
+            self._stopping = True
+            code = self._stop_orchestrator()
+            self._record(task, state="cancelled" if cancelled else "requeued", exit_code=code, ended=time.time(),
+                         end=True)
+        if cancelled:
+            print(f"worker {task}: cancelled; not requeued", flush=True)
+            return None
+        print(f"worker {task}: stopped; asking SLURM to requeue it", flush=True)
+        return submitit.helpers.DelayedSubmission(Worker(command=self.command, sweep_dir=self.sweep_dir,
+                                                         env=self.env), *args, **kwargs)
+
+    def _stop_orchestrator(self) -> int | None:
+        proc = self._proc
+        if proc is None:
+            return None
+        grace = time.time() + SIGNAL_GRACE_S
+        while proc.poll() is None and time.time() < grace:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        deadline = time.time() + STOP_WAIT_S
+        while proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+        return proc.wait()
+
+    def _cancelled(self, task: str) -> bool:
+        """`sweep cancel` marked this task's array, or SLURM says the job is being cancelled (scancel)."""
+        array = task.split("_")[0]
+        if any(a.get("array_id") == array and a.get("cancelled") for a in read_arrays(slurm_dir(self.sweep_dir))):
+            return True
+        shown = subprocess.run(["scontrol", "show", "job", os.environ.get("SLURM_JOB_ID", task)],
+                               capture_output=True, text=True, check=False).stdout
+        state = next((w for w in shown.split() if w.startswith("JobState=")), "JobState=?")
+        print(f"worker {task}: SIGTERM with SLURM {state}", flush=True)
+        # scancel: COMPLETING (then CANCELLED); scancel --signal, the B:TERM@90 warning: RUNNING.
+        return state in ("JobState=CANCELLED", "JobState=COMPLETING")
+
+    def _record(self, task: str, **changes: Any) -> None:
+        path = slurm_dir(self.sweep_dir) / f"worker-{task}.json"
+        record = read_record(path) or {"task": task}
+        if changes.pop("end", False):  # every start's end, kept: what stopped it, the orchestrator's exit code
+            record.setdefault("history", []).append({"state": changes["state"], "exit_code": changes["exit_code"],
+                                                     "at": changes["ended"]})
+        record.update(changes, slurm_job_id=os.environ.get("SLURM_JOB_ID"), host=os.uname().nodename,
+                      pid=os.getpid(), updated=time.time())
+        write_json(path, record)
+
+
+def _task_id() -> str:
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID", "local")
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+        return record
+    except (OSError, json.JSONDecodeError):
+        return None
