@@ -21,7 +21,7 @@ from sweeper.storage import sweep_names
 from sweeper.store import SweepStore
 from sweeper.study import StudySource
 from trainer.config import build_job
-from trainer.jobdir import FINISHED, METRICS
+from trainer.jobdir import COLLAPSED, COMPLETED, FINISHED, METRICS, SURPLUS
 
 
 def seed_list(first: int, n: int) -> list[int]:
@@ -50,10 +50,10 @@ def pick_best(value: Any, runs: list[tuple[Job, dict[str, Any] | None]], metric:
         if result is not None and result.get(metric) is not None:
             score = float(result[metric])
             status = str(result.get("status"))
-            if status in ("completed", "collapsed") and (status not in best or better(score, best[status][1], metric)):
+            if status in (COMPLETED, COLLAPSED) and (status not in best or better(score, best[status][1], metric)):
                 best[status] = (job, score)
         scored.append((job.id, score))
-    chosen = best.get("completed") or best.get("collapsed")
+    chosen = best.get(COMPLETED) or best.get(COLLAPSED)
     return Tuned(value, scored, chosen[0] if chosen else None, chosen[1] if chosen else None)
 
 
@@ -163,7 +163,7 @@ def _tune(p: Plan, *, backend: Any, runs_dir: Path, run_source: Callable[[Any], 
         runs = []
         for trial in sorted(store.study.get_trials(deepcopy=False), key=lambda t: t.number):
             config = trial.user_attrs.get("config")
-            if not isinstance(config, dict) or trial.user_attrs.get("status") == "surplus":
+            if not isinstance(config, dict) or trial.user_attrs.get("status") == SURPLUS:
                 continue
             job = Job(config=build_job(config), point={**trial.user_attrs.get("point", {}), p.axis: v})
             runs.append((job, trial.user_attrs.get("result")))

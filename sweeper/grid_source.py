@@ -20,7 +20,7 @@ from sweeper.scheduler import Progress, Ticket
 from sweeper.spec import Grid, Job
 from sweeper.store import SweepStore, owner_gone, param_choice
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.jobdir import EVENTS_FILE, FINISHED, JOB_FILE, progress
+from trainer.jobdir import EVENTS_FILE, FAILED, FINISHED, INTERRUPTED, JOB_FILE, LOST, RUNNING, WAITING, progress
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,10 @@ class GridSource:
             if state.result is not None:
                 p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
                 p.epoch = len(state.result.get("epochs") or [])
-            if state.status == "running":
+            if state.status == RUNNING:
                 p.note = f"on {state.owner}"
                 p.epoch, p.val_acc = progress(self.runs_dir / self.name / job.id / EVENTS_FILE)
-            if state.status == "failed" and state.trial is not None:
+            if state.status == FAILED and state.trial is not None:
                 p.note = str(state.trial.user_attrs.get("reason", ""))
             if state.status in FINISHED or job.id in self.gave_up:
                 continue
@@ -79,7 +79,7 @@ class GridSource:
         return not self.remaining
 
     def waiting(self) -> int:
-        return sum(job.id not in self.mine and self.progress[job.id].state != "running" for job in self.remaining)
+        return sum(job.id not in self.mine and self.progress[job.id].state != RUNNING for job in self.remaining)
 
     # -- handing out jobs -------------------------------------------------------------------------
 
@@ -90,7 +90,7 @@ class GridSource:
             trial = self.store.canonical(self.by_job.get(job.id, []))
             if trial is not None and trial.state == TrialState.RUNNING and owner_gone(trial, me=self.store.pid):
                 owner = f"{trial.user_attrs.get('host')}:{trial.user_attrs.get('pid')}"
-                if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status="lost"):
+                if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status=LOST):
                     continue  # another worker took it over first, and queues it again: not a second time
                 log.warning("job %s: its worker %s is gone; running it again (it resumes)", job.id, owner)
                 trial = None
@@ -140,15 +140,15 @@ class GridSource:
         self.mine.discard(ticket.job.id)
         self.gave_up.add(ticket.job.id)
         p = self.progress[ticket.job.id]
-        p.state, p.note = "failed", reason
+        p.state, p.note = FAILED, reason
 
     def stopped(self, ticket: Ticket, reason: str) -> None:  # pragma: no cover - grids never stop a job
         self.interrupt(ticket)
 
     def interrupt(self, ticket: Ticket) -> None:
         """Back in the queue at once: its trial ends `interrupted` and a fresh one waits for it."""
-        self.store.fail(ticket.handle, f"interrupted at {time.strftime('%F %T')}", status="interrupted")
+        self.store.fail(ticket.handle, f"interrupted at {time.strftime('%F %T')}", status=INTERRUPTED)
         self.store.sync([ticket.job])
         self.mine.discard(ticket.job.id)
         p = self.progress[ticket.job.id]
-        p.state, p.note = "waiting", "interrupted, queued (resumes from its last epoch)"
+        p.state, p.note = WAITING, "interrupted, queued (resumes from its last epoch)"

@@ -30,7 +30,7 @@ from sweeper.store import SweepStore
 from sweeper.study import StudySource
 from sweeper.sweepfile import Loaded, describe
 from trainer.config import ConfigError, JobConfig
-from trainer.jobdir import JOB_LOG_FILE, RESULT_FILE, read_result
+from trainer.jobdir import FAILED, JOB_LOG_FILE, RESULT_FILE, read_result
 from trainer.preflight import check, space_configs
 
 
@@ -228,9 +228,9 @@ def run_grid(loaded: Loaded, *, workers: Workers, dry_run: bool, screen: Screen)
                                                    "the sweep")
     screen.show(table())
     job_warnings([runs_dir / spec.name / job.id for job in spec.jobs], screen)
-    failed = [p for p in source.progress.values() if p.state == "failed"]
+    failed = [p for p in source.progress.values() if p.state == FAILED]
     for p in failed:
-        screen.say("failed", "red", f"{p.job.id} {p.job.point}: {p.note} "
+        screen.say(FAILED, "red", f"{p.job.id} {p.job.point}: {p.note} "
                                     f"(log: {runs_dir / spec.name / p.job.id / JOB_LOG_FILE})")
     return 1 if failed else 0
 

@@ -47,6 +47,7 @@ from trainer.jobdir import (
     JOB_FILE,
     JOB_LOG_FILE,
     RESULT_FILE,
+    RUNNING,
     EventTail,
     log_tail,
     out_of_memory,
@@ -180,7 +181,7 @@ class Scheduler:
         run.proc, run.started, run.last_beat = proc, time.time(), 0.0
         p = self.progress[ticket.job.id]
         last = run.epochs[-1] if run.epochs else {}  # a retry resumes after them (events are not read again)
-        p.state, p.started, p.note = "running", time.time(), run.slot.name
+        p.state, p.started, p.note = RUNNING, time.time(), run.slot.name
         p.epoch, p.val_acc = last.get("epoch", 0), last.get("val_acc")
         self.launched += 1
 

@@ -22,7 +22,7 @@ import submitit
 
 from sweeper.process import die_with_parent
 from trainer.io import write_json
-from trainer.jobdir import set_aside
+from trainer.jobdir import FAILED, RUNNING, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Worker(submitit.helpers.Checkpointable):
     def __call__(self, index: int) -> int:
         task = _task_id()
         starts = int((read_record(slurm_dir(self.sweep_dir) / f"worker-{task}.json") or {}).get("starts") or 0)
-        self._record(task, state="running", starts=starts + 1, orchestrator_pid=None, exit_code=None, ended=None)
+        self._record(task, state=RUNNING, starts=starts + 1, orchestrator_pid=None, exit_code=None, ended=None)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if "OMP_NUM_THREADS" not in os.environ and cpus and cpus.isdigit():
@@ -99,7 +99,7 @@ class Worker(submitit.helpers.Checkpointable):
         self._record(task, orchestrator_pid=self._proc.pid)
         while (code := self._proc.poll()) is None:  # not wait(): a SIGTERM handler must be able to wait too
             time.sleep(0.5)
-        self._record(task, state="done" if code == 0 else "failed", exit_code=code, ended=time.time(), end=True)
+        self._record(task, state="done" if code == 0 else FAILED, exit_code=code, ended=time.time(), end=True)
         if code != 0:
             raise RuntimeError(f"the orchestrator exited with code {code} (its output is above, in this log)")
         return code

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from sweeper.spec import Job
 from trainer.config import JobConfig
+from trainer.jobdir import WAITING
 
 
 @dataclass
@@ -15,7 +16,7 @@ class Progress:
     """What the live view and the summary show of one job."""
 
     job: Job
-    state: str = "waiting"
+    state: str = WAITING
     epoch: float = 0
     val_acc: float | None = None
     started: float | None = None

@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.process import pid_alive
 from sweeper.spec import Job
-from trainer.jobdir import RESULT_KEYS
+from trainer.jobdir import COMPLETED, DIVERGED, FAILED, INTERRUPTED, LOST, RESULT_KEYS, RUNNING, WAITING
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class JobState:
 
 
 # What `fail` writes; found on a COMPLETE or PRUNED trial only when it lost a race to a finish.
-FAILED_STATUSES = ("failed", "lost", "interrupted")
+FAILED_STATUSES = (FAILED, LOST, INTERRUPTED)
 
 
 def owner_gone(trial: FrozenTrial, *, me: int | None = None) -> bool:
@@ -135,26 +135,26 @@ class SweepStore:
         trial = self.canonical(trials)
         last = trials[-1] if trials else None
         if trial is None:
-            if last is not None and last.user_attrs.get("status") == "interrupted":
-                return JobState("waiting", last, note="interrupted; runs again (resumes) with the next sweep command")
-            return JobState("failed" if last else "waiting", last, None)
+            if last is not None and last.user_attrs.get("status") == INTERRUPTED:
+                return JobState(WAITING, last, note="interrupted; runs again (resumes) with the next sweep command")
+            return JobState(FAILED if last else WAITING, last, None)
         if trial.state == TrialState.WAITING:
             earlier = [t for t in trials if t.number < trial.number]
-            if earlier and earlier[-1].user_attrs.get("status") == "interrupted":
-                return JobState("waiting", trial, note="interrupted, queued (resumes from its last epoch)")
-            return JobState("waiting", trial)
+            if earlier and earlier[-1].user_attrs.get("status") == INTERRUPTED:
+                return JobState(WAITING, trial, note="interrupted, queued (resumes from its last epoch)")
+            return JobState(WAITING, trial)
         if trial.state == TrialState.RUNNING:
             owner = f"{trial.user_attrs.get('host', '?')}:{trial.user_attrs.get('pid', '?')}"
             if owner_gone(trial):
-                return JobState("waiting", trial, owner=owner,
+                return JobState(WAITING, trial, owner=owner,
                                 note=f"its worker {owner} is gone; the next sweep command resumes it")
-            return JobState("running", trial, None, owner)
+            return JobState(RUNNING, trial, None, owner)
         result = trial.user_attrs.get("result")
-        status = trial.user_attrs.get("status", "completed")
+        status = trial.user_attrs.get("status", COMPLETED)
         if status in FAILED_STATUSES:
             # A worker that took the trial over wrote "lost" just before its owner finished it (the
             # owner's state change won, Optuna takes no attribute after it): the result says.
-            status = (result or {}).get("status") or ("completed" if trial.state == TrialState.COMPLETE else "diverged")
+            status = (result or {}).get("status") or (COMPLETED if trial.state == TrialState.COMPLETE else DIVERGED)
         return JobState(status, trial, result)
 
     # -- writing ------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class SweepStore:
         try:
             self.storage.set_trial_user_attr(trial_id, "result", stored)
             self.storage.set_trial_user_attr(trial_id, "status", result["status"])
-            if result["status"] == "diverged" or result.get("val_acc") is None:
+            if result["status"] == DIVERGED or result.get("val_acc") is None:
                 self.storage.set_trial_state_values(trial_id, TrialState.PRUNED)
             else:
                 self.storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [float(result["val_acc"])])
@@ -250,7 +250,7 @@ class SweepStore:
             return False
         return True
 
-    def fail(self, trial_id: int, reason: str, log_tail: list[str] | None = None, *, status: str = "failed") -> bool:
+    def fail(self, trial_id: int, reason: str, log_tail: list[str] | None = None, *, status: str = FAILED) -> bool:
         """FAIL the trial (False when it had finished already: another worker got there first)."""
         try:  # two workers that both found its owner gone: the second finds it failed already
             self.storage.set_trial_user_attr(trial_id, "status", status)

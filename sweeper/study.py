@@ -34,7 +34,7 @@ from sweeper.search import Space, suggest
 from sweeper.source import Progress, Ticket
 from sweeper.spec import Job
 from sweeper.store import SweepStore, owner_gone
-from trainer.jobdir import METRICS, RESULT_KEYS
+from trainer.jobdir import COMPLETED, DIVERGED, FAILED, INTERRUPTED, LOST, METRICS, PRUNED, RESULT_KEYS, RUNNING, SURPLUS, WAITING
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class StudySource:
         """A dead worker's trial: fail it (one survivor wins) and queue a retry with its parameters."""
         attrs = trial.user_attrs
         owner = f"{attrs.get('host', '?')}:{attrs.get('pid', '?')}"
-        if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status="lost"):
+        if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status=LOST):
             return  # another survivor got there first
         retries = int(attrs.get("retries", 0))
         if not trial.params or len(trial.params) < len(self.space.params) or retries >= max(self.retries, 1):
@@ -135,7 +135,7 @@ class StudySource:
             if under_way >= self.total:
                 return None  # the rest is under way on other workers: wait for them (or their loss)
             asked = self._ask()
-            if asked == "surplus":
+            if asked == SURPLUS:
                 return None  # workers asked at once; the next tick looks again
             if isinstance(asked, TrialGroup):
                 return self._ticket(asked, asked.pending.pop(0))
@@ -148,8 +148,8 @@ class StudySource:
         try:
             self.store.mark_owner(trial_id)  # at once: a trial without an owner is taken over
             if not self._budget_left(trial.number):
-                self.store.fail(trial_id, "asked past the study's total of trials", status="surplus")
-                return "surplus"
+                self.store.fail(trial_id, "asked past the study's total of trials", status=SURPLUS)
+                return SURPLUS
             values = suggest(trial, self.space)
             config = self.space.config(values)
             jobs = {seed: Job(config=replace(config, seed=seed), point={**values, "seed": seed}) for seed in self.seeds}
@@ -158,18 +158,18 @@ class StudySource:
             if isinstance(self.study.sampler, PerTrialSeeded):
                 attrs["sampler_seed"] = self.study.sampler.trial_seed(trial.number)
             if self.several_seeds:
-                attrs["seeds"] = [{"job_id": j.id, "seed": s, "status": "waiting", "result": None} for s, j in jobs.items()]
+                attrs["seeds"] = [{"job_id": j.id, "seed": s, "status": WAITING, "result": None} for s, j in jobs.items()]
             for key, value in attrs.items():
                 self.store.set_attr(trial_id, key, value)
             if self._reuse(trial, trial_id, first.id):
                 return "reused"
         except BaseException:
-            self.store.fail(trial_id, "stopped before it started", status="interrupted")
+            self.store.fail(trial_id, "stopped before it started", status=INTERRUPTED)
             raise
         group = TrialGroup(trial, trial_id, values, jobs, pending=list(self.seeds))
         self.groups[trial.number] = group
         for job in jobs.values():
-            self.progress[job.id] = Progress(job, state="waiting", note=f"#{trial.number}")
+            self.progress[job.id] = Progress(job, state=WAITING, note=f"#{trial.number}")
         return group
 
     def _budget_left(self, number: int) -> bool:
@@ -229,12 +229,12 @@ class StudySource:
                 return group.ended
             group.reported = step
             if step < last and group.trial.should_prune():
-                self.store.set_attr(group.trial_id, "status", "pruned")
+                self.store.set_attr(group.trial_id, "status", PRUNED)
                 self.store.set_attr(group.trial_id, "reason", f"pruned after epoch {step}")
-                self.store.set_attr(group.trial_id, "result", {"status": "pruned", "epochs": epochs})
+                self.store.set_attr(group.trial_id, "result", {"status": PRUNED, "epochs": epochs})
                 _tell(self.study, group.trial, state=TrialState.PRUNED)
                 group.ended = f"pruned after epoch {step}"
-                self._record_seeds(group, "pruned")
+                self._record_seeds(group, PRUNED)
                 return group.ended
 
     def finish(self, ticket: Ticket, result: dict[str, Any]) -> None:
@@ -250,9 +250,9 @@ class StudySource:
         if len(group.results) < len(group.jobs):
             return
         values = [r[self.metric] for r in group.results.values()
-                  if r.get(self.metric) is not None and r.get("status") != "diverged"]
+                  if r.get(self.metric) is not None and r.get("status") != DIVERGED]
         statuses = [r["status"] for r in group.results.values()]
-        status = next((s for s in statuses if s != "completed"), "completed")
+        status = next((s for s in statuses if s != COMPLETED), COMPLETED)
         summary = group.results[self.seeds[0]] if not self.several_seeds else _mean_result(list(group.results.values()))
         self.store.set_attr(group.trial_id, "result", {**summary, "status": status})
         self.store.set_attr(group.trial_id, "status", status)
@@ -280,33 +280,33 @@ class StudySource:
 
     def fail(self, ticket: Ticket, reason: str, tail: list[str]) -> None:
         group = self._group(ticket)
-        self.progress[ticket.job.id].state = "failed"
+        self.progress[ticket.job.id].state = FAILED
         self.progress[ticket.job.id].note = reason
         if group.ended is None:
             group.ended = f"failed: {reason}"
             self.store.fail(group.trial_id, reason, tail)
-            self._record_seeds(group, "failed")
+            self._record_seeds(group, FAILED)
         self._close_if_idle(group)
 
     def stopped(self, ticket: Ticket, reason: str) -> None:
         group = self._group(ticket)
         p = self.progress[ticket.job.id]
-        p.state, p.note = ("pruned" if reason.startswith("pruned") else "stopped"), reason
+        p.state, p.note = (PRUNED if reason.startswith(PRUNED) else "stopped"), reason
         self._close_if_idle(group)
 
     def interrupt(self, ticket: Ticket) -> None:
         """Ctrl-C / SIGTERM: the trial ends `interrupted` and a retry with its parameters is queued."""
         group = self._group(ticket)
         p = self.progress[ticket.job.id]
-        p.state, p.note = "waiting", "interrupted, queued (resumes from its last epoch)"
+        p.state, p.note = WAITING, "interrupted, queued (resumes from its last epoch)"
         if group.ended is None:
-            group.ended = "interrupted"
-            if self.store.fail(group.trial_id, f"interrupted at {time.strftime('%F %T')}", status="interrupted"):
+            group.ended = INTERRUPTED
+            if self.store.fail(group.trial_id, f"interrupted at {time.strftime('%F %T')}", status=INTERRUPTED):
                 self.study.enqueue_trial(group.trial.params, user_attrs={"retry_of": group.trial.number})
 
     def _close_if_idle(self, group: TrialGroup) -> None:
         """Forget a trial once none of its jobs is still being handed out or run here."""
-        busy = any(self.progress[j.id].state == "running" for j in group.jobs.values())
+        busy = any(self.progress[j.id].state == RUNNING for j in group.jobs.values())
         if not busy:
             self._close(group)
 

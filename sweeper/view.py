@@ -17,11 +17,11 @@ from sweeper.spec import Grid, Job
 from sweeper.storage import default_storage, missing_storage, open_storage, sweep_names
 from sweeper.store import SweepStore
 from trainer.config import ConfigError, build_job
-from trainer.jobdir import EVENTS_FILE, FINISHED
+from trainer.jobdir import COLLAPSED, COMPLETED, DIVERGED, EVENTS_FILE, FAILED, FINISHED, RUNNING, WAITING
 from trainer.jobdir import progress as read_progress
 
-COLOURS = {"completed": "green", "running": "cyan", "waiting": "white", "failed": "red", "collapsed": "red",
-           "diverged": "red"}
+COLOURS = {COMPLETED: "green", RUNNING: "cyan", WAITING: "white", FAILED: "red", COLLAPSED: "red",
+           DIVERGED: "red"}
 
 
 def _value(value: Any) -> Text:
@@ -53,7 +53,7 @@ def progress_table(title: str, keys: list[str], rows: list[Progress], *, slots: 
     for p in rows:
         counts[p.state] = counts.get(p.state, 0) + 1
     done = [p for p in rows if p.state in FINISHED and p.seconds]
-    left = len([p for p in rows if p.state in ("waiting", "running")])
+    left = len([p for p in rows if p.state in (WAITING, RUNNING)])
     eta = ""
     if done and left:
         mean = sum(p.seconds or 0 for p in done) / len(done)
@@ -92,12 +92,12 @@ def status_rows(store: SweepStore, runs_dir: Path) -> tuple[list[str], list[Prog
         if state.result is not None:
             p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
             p.epoch = len(state.result.get("epochs") or [])
-        elif state.status == "running":
+        elif state.status == RUNNING:
             p.epoch, p.val_acc = read_progress(runs_dir / store.sweep / job_id / EVENTS_FILE)
             p.note = f"on {state.owner}"
             if state.trial is not None and state.trial.datetime_start is not None:
                 p.started = state.trial.datetime_start.timestamp()
-        if state.status == "failed" and state.trial is not None:
+        if state.status == FAILED and state.trial is not None:
             p.note = str(state.trial.user_attrs.get("reason", ""))
             p.seconds = _trial_seconds(state.trial)
         rows.append(p)

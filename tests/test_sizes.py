@@ -7,36 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / ".ci" / "sizes.py"
-# The modules of the CLI branch (sweeper/cli/ and the scheduling, SLURM, study and comparison
-# modules): within the sizes now, whatever the other branches' files are.
-CLI_BRANCH = ("sweeper/cli/", "sweeper/scheduler.py", "sweeper/devices.py", "sweeper/source.py", "sweeper/slurm",
-              "sweeper/study.py", "sweeper/samplers.py", "sweeper/experiment", "sweeper/launch.py",
-              "sweeper/options.py", "sweeper/predict.py", "sweeper/view.py", "sweeper/process.py",
-              "reports/comparison.py")
-
-
 def sizes(root: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), "--root", str(root)], capture_output=True, text=True,
                           check=False)
 
 
-# Until the merge of the branches that split the other large files (trainer/, the readers,
-# reports/): the lead turns this into a plain test then.
-@pytest.mark.xfail(strict=False, reason="other branches split their files; flipped at the merge")
 def test_no_file_over_350_lines_and_no_function_over_60() -> None:
     done = sizes()
     assert done.returncode == 0, f"over the sizes:\n{done.stdout}"
-
-
-def test_the_cli_branch_modules_are_within_the_sizes() -> None:
-    done = sizes()
-    assert done.returncode in (0, 1), done.stderr
-    over = [line for line in done.stdout.splitlines() if line.startswith(CLI_BRANCH)]
-    assert not over, "over the sizes:\n" + "\n".join(over)
 
 
 def test_the_script_lists_a_long_file_and_a_long_function(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ RUNNING = "running"
 PRUNED = "pruned"  # a study's trial its pruner stopped
 INTERRUPTED = "interrupted"  # a trial stopped by a signal: its job runs again (resumes)
 SURPLUS = "surplus"  # a trial asked past a study's total of trials: ended at once, never run
+LOST = "lost"  # a trial whose worker went away: its job is queued again
 
 FINISHED = (COMPLETED, COLLAPSED, DIVERGED)  # a final result: never run again
 SCORED = (COMPLETED, COLLAPSED)  # a final result with a test score

@@ -13,7 +13,17 @@ from rich.table import Table
 
 from sweeper.cli.output import check_dirs, err, fail, rich_handler, say, warn
 from trainer.config import ConfigError
-from trainer.jobdir import EXIT_BUSY, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED, LOG_FILE
+from trainer.jobdir import (
+    COLLAPSED,
+    COMPLETED,
+    DIVERGED,
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    LOG_FILE,
+)
 from trainer.jobfile import load_job
 from trainer.preflight import check
 
@@ -59,7 +69,7 @@ def run(
 
 def result_table(result: dict[str, Any]) -> Table:
     """A finished job's result.json: its metric, best epoch, scores, runtime and warnings."""
-    colour = {"completed": "green", "collapsed": "red", "diverged": "red"}.get(result["status"], "yellow")
+    colour = {COMPLETED: "green", COLLAPSED: "red", DIVERGED: "red"}.get(result["status"], "yellow")
     table = Table(title=f"job {result['job_id']}: [{colour}]{result['status']}[/]", show_header=False)
     metric = str(result.get("metric") or "val_acc")
     table.add_row("metric", f"{metric} (chose best_epoch)")
@@ -67,8 +77,8 @@ def result_table(result: dict[str, Any]) -> Table:
                 "train_samples_per_s"):
         value = result.get(key)
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    if result.get("status") == "collapsed" and (result.get("collapse") or {}).get("reason"):
-        table.add_row("collapsed", str(result["collapse"]["reason"]))
+    if result.get("status") == COLLAPSED and (result.get("collapse") or {}).get("reason"):
+        table.add_row(COLLAPSED, str(result["collapse"]["reason"]))
     for warning in result.get("warnings") or []:
         table.add_row("warning", str(warning.get("message")))
     return table

@@ -18,6 +18,7 @@ from sweeper.jobs import JobRefError, resolve
 from sweeper.texts import TextsError
 from trainer.config import ConfigError
 from trainer.io import DestinationError
+from trainer.jobdir import COMPLETED
 
 JobRef = Annotated[str, typer.Argument(help="A job directory, a job id (under --runs-dir) or best:<sweep>.")]
 
@@ -28,7 +29,7 @@ def resolve_job(ref: str, runs_dir: Path, storage: str | None) -> Any:
         job = resolve(ref, runs_dir=runs_dir, storage=storage)
     except JobRefError as exc:
         raise fail(exc) from None
-    if job.result.get("status") != "completed":
+    if job.result.get("status") != COMPLETED:
         warn(f"job {job.dir} finished as {job.result.get('status')}: its predictions are not to be trusted")
     return job
 

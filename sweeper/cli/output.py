@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from trainer.io import DestinationError, check_dir_option
+from trainer.jobdir import EXIT_TERMINATED
 from trainer.signals import exit_code
 
 err = Console(stderr=True)
@@ -96,7 +97,7 @@ class Terminal:
                 run()
         except KeyboardInterrupt as exc:
             code = exit_code(exc)
-            err.print(f"{'terminated (SIGTERM)' if code == 143 else 'interrupted'}: {interrupted}")
+            err.print(f"{'terminated (SIGTERM)' if code == EXIT_TERMINATED else 'interrupted (Ctrl-C)'}: {interrupted}")
             raise typer.Exit(code=code) from None
 
     def show_study(self, name: str, store: Any, metric: str) -> None:

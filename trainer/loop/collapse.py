@@ -32,7 +32,7 @@ def judge(s: Setup, state: LoopState) -> dict[str, Any]:
         judged[which] = {"epoch": row["epoch"], "val_acc": row["val_acc"], "val_macro_f1": row["val_macro_f1"],
                          "val_top_share": row.get("val_top_share"), "reason": row_reason(s, row)}
     collapsed = bool(judged) and all(j["reason"] for j in judged.values())
-    return {"collapsed": collapsed, "reason": judged["last"]["reason"] if collapsed else None,
+    return {COLLAPSED: collapsed, "reason": judged["last"]["reason"] if collapsed else None,
             **s.chance.to_dict(), "epochs": judged, "rule": RULE}
 
 
@@ -41,7 +41,7 @@ def status(s: Setup, state: LoopState, *, diverged: bool) -> str:
     if diverged:
         return DIVERGED
     collapse = judge(s, state)
-    if collapse["collapsed"]:
+    if collapse[COLLAPSED]:
         log.error("validation predictions collapsed after epoch 1 and at the end: %s; status collapsed",
                   collapse["reason"])
         return COLLAPSED
