@@ -34,8 +34,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check trainer sweeper tests bench
-	$(BIN)/mypy trainer sweeper
+	$(BIN)/ruff check trainer sweeper reports tests bench
+	$(BIN)/mypy trainer sweeper reports
 	$(BIN)/lint-imports
 
 bench: setup
