@@ -11,7 +11,7 @@ from typing import Any
 from trainer import checkpoint
 from trainer.config import JobConfig
 from trainer.io import remove_temporaries, write_json
-from trainer.jobdir import FINISHED, RESULT_FILE, STATE_FILE, set_aside
+from trainer.jobdir import DIVERGED, FINISHED, RESULT_FILE, STATE_FILE, set_aside
 from trainer.loop import collapse
 from trainer.loop.epoch import end_epoch, train_epoch
 from trainer.loop.evaluation import score_best
@@ -69,7 +69,7 @@ def _run(cfg: JobConfig, out_dir: Path, *, cache_dir: Path | None, progress: boo
             train = train_epoch(s, state, epoch, tracker, progress)
             if train is None:
                 log.error("epoch %d: the training loss is not finite or exploded; stopping (status diverged)", epoch)
-                tracker.event("warning", kind="diverged", epoch=epoch, step=state.global_step)
+                tracker.event("warning", kind=DIVERGED, epoch=epoch, step=state.global_step)
                 diverged = True
                 break
             end_epoch(s, state, epoch, train, tracker, clock)
