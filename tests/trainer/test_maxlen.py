@@ -67,8 +67,8 @@ def test_the_preflight_names_the_model_and_its_maximum(tiny_models: dict[str, Pa
 def test_the_loaded_models_check_says_where_its_maximum_comes_from(tiny_models: dict[str, Path]) -> None:
     from trainer.model import check_encoder, load_encoder
 
-    cfg = build_job({"model": str(tiny_models["bert"]), "max_len": 70})
+    cfg = build_job({"model": str(tiny_models["bert"]), "max_len": 90})
     with pytest.raises(ConfigError) as raised:
         check_encoder(cfg, load_encoder(str(tiny_models["bert"])), build_tokenizer(max_len=1000))
-    assert str(raised.value) == (f"max_len: 70 is out of range; expected 8 <= max_len <= 80, the maximum of model "
+    assert str(raised.value) == (f"max_len: 90 is out of range; expected 8 <= max_len <= 80, the maximum of model "
                                  f"{str(tiny_models['bert'])!r} (its config: max_position_embeddings 80)")
