@@ -224,9 +224,12 @@ def test_postgres_directly_with_a_tenth_killed_and_the_database_restarted(postgr
                  "--restart-db")
     _nothing_lost_nothing_twice(out, 100)
     assert out["killed_workers"] == 7 and out["db_restarts"] == 1
-    # Each surviving worker lost its connections to the restart: a line each, then on to the end.
-    assert out["workers_finished_cleanly"] == out["workers_that_reconnected"] == 13
-    assert 13 <= out["reconnect_warnings"] <= 26
+    # Every surviving worker went on to the end. Those that called during the restart lost their
+    # connections to it and said so in a line; one whose next call came after the database was back
+    # got a fresh connection from its pool without an error (pool_pre_ping), and said nothing.
+    assert out["workers_finished_cleanly"] == 13
+    assert 1 <= out["workers_that_reconnected"] <= 13
+    assert out["workers_that_reconnected"] <= out["reconnect_warnings"] <= 26
 
 
 # -- the path users take ----------------------------------------------------------------------------
