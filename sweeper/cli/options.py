@@ -21,7 +21,9 @@ RunsDir = Annotated[Path, typer.Option("--runs-dir", envvar="SWEEP_RUNS_DIR", he
 Storage = Annotated[
     str | None,
     typer.Option("--storage", envvar="SWEEP_STORAGE",
-                 help="Optuna storage URL (postgresql://…, sqlite:///…) or journal file (default: RUNS_DIR/sweeps.journal)."),
+                 help="Where the sweep's jobs and results are kept: a journal file, a database (postgresql://…, "
+                      "sqlite:///…), or grpc://HOST:PORT, a `sweep storage serve` proxy for many workers "
+                      "(default: RUNS_DIR/sweeps.journal)."),
 ]
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a base key, e.g. --set model=/models/x.")]
 LiveView = Annotated[bool, typer.Option(help="Live table while it runs (on a terminal).")]
