@@ -34,7 +34,7 @@ from trainer.jobdir import METRICS as JOB_METRICS
 from trainer.jobfile import build_point, every_problem, nest
 from trainer.names import nearest
 
-# slurm: sweeper/slurm.py reads it
+# slurm: sweeper/slurm_options.py reads it
 SPACE_KEYS = ["name", "description", "base", "params", "metric", "target", "sampler", "pruner", "seeds", "slurm"]
 METRICS = tuple(JOB_METRICS)  # val_acc, val_macro_f1 (maximised), val_loss (minimised)
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler"}

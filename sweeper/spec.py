@@ -25,7 +25,7 @@ from trainer.config import ALL_KEYS, ConfigError, JobConfig
 from trainer.jobfile import build_point, every_problem, flatten, nest, parse_overrides
 from trainer.names import nearest
 
-GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm.py
+GRID_KEYS = ["name", "description", "base", "axes", "seeds", "include", "exclude", "slurm"]  # slurm: sweeper/slurm_options.py
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # matched whole (fullmatch)
 NAME_MAX = 100
 
