@@ -24,7 +24,6 @@ log = logging.getLogger("sweeper.storage")
 
 STOP_GRACE_S = 5.0
 DATABASE_RETRY_S = 10.0
-DEFAULT_PORT = 13000
 
 class StorageError(ValueError):
     """Bad --storage, --host or --port: said before anything starts."""

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from sweeper.cli.options import SLURM, WORKERS, LiveView, Overrides, sweep_options
-from sweeper.cli.output import Terminal, check_dirs, fail, refused
+from sweeper.cli.output import Terminal, run_sweep
 from sweeper.options import SlurmRequest, Workers
 from sweeper.sweepfile import read_sweep
 from trainer.config import ConfigError
@@ -44,20 +44,14 @@ def compare(
     """Is A better than B on my task? Tune each value of --axis equally, run each best on seeds, answer."""
     from reports.comparison import compare as run_comparison
     from sweeper.experiment import Options
-    from sweeper.slurm import SlurmError
 
-    check_dirs(("--runs-dir", workers.runs_dir), ("--cache-dir", workers.cache_dir), write=not dry_run)
-    try:
+    def run() -> int:
         if seeds != "auto" and not seeds.isdigit():
             raise ConfigError(f"--seeds: {seeds!r} is not allowed; expected a number of seeds (e.g. 3) or auto")
         loaded = read_sweep(space_file, set_ or [])
         options = Options(axis=axis, values=values.split(",") if values else None, budget=budget,
                           seeds=None if seeds == "auto" else int(seeds), max_seeds=max_seeds, target_diff=target_diff)
-        code = run_comparison(loaded, options=options, overrides=set_ or [], json_out=json_out, workers=workers,
+        return run_comparison(loaded, options=options, overrides=set_ or [], json_out=json_out, workers=workers,
                               request=slurm, dry_run=dry_run, screen=Terminal(live=live))
-    except ConfigError as exc:
-        raise fail(exc) from None
-    except SlurmError as exc:  # sbatch refused the workers
-        raise refused(exc) from None
-    if code:
-        raise typer.Exit(code=code)
+
+    run_sweep(workers.runs_dir, workers.cache_dir, dry_run=dry_run, run=run)

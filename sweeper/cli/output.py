@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.logging import RichHandler
 from rich.text import Text
 
+from trainer.config import ConfigError
 from trainer.io import DestinationError, check_dir_option
 from trainer.jobdir import EXIT_TERMINATED
 from trainer.signals import exit_code
@@ -55,6 +56,22 @@ def check_dirs(*options: tuple[str, Path | None], write: bool = True) -> None:
             check_dir_option(path, option, write=write)
         except DestinationError as exc:
             raise fail(exc) from None
+
+
+def run_sweep(runs_dir: Path, cache_dir: Path | None, *, dry_run: bool, run: Callable[[], int]) -> None:
+    """A sweep command's one call below (`run`), after its directories are checked: bad input
+    exits 2, a refused sbatch 1, and the call's own code is the command's."""
+    from sweeper.slurm import SlurmError  # imported when a sweep runs: submitit is not for `sweep --help`
+
+    check_dirs(("--runs-dir", runs_dir), ("--cache-dir", cache_dir), write=not dry_run)
+    try:
+        code = run()
+    except ConfigError as exc:
+        raise fail(exc) from None
+    except SlurmError as exc:  # sbatch refused the workers
+        raise refused(exc) from None
+    if code:
+        raise typer.Exit(code=code)
 
 
 def rich_handler(*, show_time: bool = False) -> logging.Handler:

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from sweeper import proxy
 from sweeper.cli.output import fail
+
+DEFAULT_PORT = 13000
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="A storage for many workers: Optuna's gRPC proxy in front of one database.")
@@ -21,12 +22,14 @@ def serve(
                                               "sqlite:///FILE).")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; workers on other "
                                            "machines need it).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; workers use --storage grpc://HOST:PORT.")] = proxy.DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="Port to listen on; workers use --storage grpc://HOST:PORT.")] = DEFAULT_PORT,
     threads: Annotated[int, typer.Option(help="Calls served at once (each holds one database connection "
                                               "while it runs).")] = 16,
 ) -> None:
     """Run Optuna's gRPC storage proxy in front of a database, in the foreground (SIGTERM or Ctrl-C
     stop it); workers then take --storage grpc://HOST:PORT."""
+    from sweeper import proxy  # imported when it runs: optuna and grpc are not for `sweep --help`
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         proxy.start(storage, host=host, port=port, threads=threads)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from sweeper.cli.options import SLURM, WORKERS, LiveView, Overrides, RunsDir, Storage, sweep_options
-from sweeper.cli.output import Terminal, check_dirs, fail, refused
+from sweeper.cli.output import Terminal, fail, run_sweep
 from sweeper.options import SlurmRequest, Workers
 from sweeper.spec import check_name
 from sweeper.sweepfile import read_sweep
@@ -36,19 +36,13 @@ def grid(
 ) -> None:
     """Run every point of a grid as its own job; the same command again resumes the sweep."""
     from sweeper import launch
-    from sweeper.slurm import SlurmError
 
-    check_dirs(("--runs-dir", workers.runs_dir), ("--cache-dir", workers.cache_dir), write=not dry_run)
-    try:
+    def run() -> int:
         loaded = read_sweep(grid_file, set_ or [], max_jobs=max_jobs)
-        code = launch.grid(loaded, overrides=set_ or [], max_jobs=max_jobs, workers=workers, request=slurm,
+        return launch.grid(loaded, overrides=set_ or [], max_jobs=max_jobs, workers=workers, request=slurm,
                            dry_run=dry_run, screen=Terminal(live=live))
-    except ConfigError as exc:
-        raise fail(exc) from None
-    except SlurmError as exc:  # sbatch refused the workers
-        raise refused(exc) from None
-    if code:
-        raise typer.Exit(code=code)
+
+    run_sweep(workers.runs_dir, workers.cache_dir, dry_run=dry_run, run=run)
 
 
 @sweep_options
@@ -71,21 +65,15 @@ def optuna(
 ) -> None:
     """Search a space with an Optuna study; the same command on other machines shares the study."""
     from sweeper import launch
-    from sweeper.slurm import SlurmError
 
-    check_dirs(("--runs-dir", workers.runs_dir), ("--cache-dir", workers.cache_dir), write=not dry_run)
-    try:
+    def run() -> int:
         if study is not None:
             check_name(study, "--study")
         loaded = read_sweep(space_file, set_ or [])
-        code = launch.optuna_study(loaded, overrides=set_ or [], trials=trials, study=study, sampler_seed=sampler_seed,
+        return launch.optuna_study(loaded, overrides=set_ or [], trials=trials, study=study, sampler_seed=sampler_seed,
                                    workers=workers, request=slurm, dry_run=dry_run, screen=Terminal(live=live))
-    except ConfigError as exc:
-        raise fail(exc) from None
-    except SlurmError as exc:  # sbatch refused the workers
-        raise refused(exc) from None
-    if code:
-        raise typer.Exit(code=code)
+
+    run_sweep(workers.runs_dir, workers.cache_dir, dry_run=dry_run, run=run)
 
 
 def status(
