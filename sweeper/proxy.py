@@ -4,7 +4,7 @@ opening a pool each (PostgreSQL allows 100 connections by default).
 
 The proxy runs in the foreground until SIGTERM or Ctrl-C, which stop it cleanly (calls in flight
 are given STOP_GRACE_S to finish); it logs each client the first time it calls. A worker whose
-proxy goes away (or whose database does, behind it) waits and reconnects (sweeper/store.py's
+proxy goes away (or whose database does, behind it) waits and reconnects (sweeper/reconnect.py's
 ReconnectingStorage): the proxy keeps no state of its own, so a restarted one goes on where the
 last one stopped.
 """
@@ -92,7 +92,7 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
 
     stop = stop or threading.Event()
     # A short database outage (a restart) is ridden out here; a longer one is answered "storage
-    # unreachable", and each worker waits and tries again (sweeper/store.py).
+    # unreachable", and each worker waits and tries again (sweeper/reconnect.py).
     storage = ReconnectingStorage(rdb_storage(url, cached=False), url, retry_s=DATABASE_RETRY_S)
     clients = ConnectionLog()
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="proxy"),
