@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.scheduler import Progress, Ticket
 from sweeper.spec import Grid, Job
 from sweeper.store import SweepStore, owner_gone, param_choice
+from sweeper.trial_view import TrialView
 from trainer.config import ConfigError, JobConfig, build_job
 from trainer.jobdir import EVENTS_FILE, FAILED, FINISHED, INTERRUPTED, JOB_FILE, LOST, RUNNING, WAITING, progress
 
@@ -27,13 +28,11 @@ log = logging.getLogger(__name__)
 
 def distributions(grid: Grid) -> dict[str, CategoricalDistribution]:
     """Each swept key (seed included) as a categorical distribution over the grid's values."""
-    values: dict[str, list[Any]] = {}
+    values: dict[str, dict[Any, None]] = {}  # each key's choices, in order of first use
     for job in grid.jobs:
         for key, value in job.point.items():
-            choice = param_choice(value)
-            if choice not in values.setdefault(key, []):
-                values[key].append(choice)
-    return {key: CategoricalDistribution(choices) for key, choices in values.items()}
+            values.setdefault(key, {})[param_choice(value)] = None
+    return {key: CategoricalDistribution(list(choices)) for key, choices in values.items()}
 
 
 class GridSource:
@@ -47,33 +46,48 @@ class GridSource:
         self.mine: set[str] = set()  # job ids running here
         self.gave_up: set[str] = set()  # failed here after their retries: not again in this run
         self.remaining: list[Job] = []
-        self.by_job: dict[str, list[FrozenTrial]] = {}
         self.runs_dir = runs_dir
-        store.sync(grid.jobs)
+        self.view = TrialView(store, [job.id for job in grid.jobs])
+        self.view.load(store.sync(grid.jobs))
+        self.view.drain_changed()
+        for job in grid.jobs:
+            self._judge(job)
+        self._remaining()
+
+    @property
+    def by_job(self) -> dict[str, list[FrozenTrial]]:
+        return self.view.by_job
 
     # -- reading the storage ----------------------------------------------------------------------
 
     def tick(self) -> None:
-        self.by_job = self.store.trials_by_job()
-        remaining = []
-        for job in self.grid.jobs:
-            if job.id in self.mine:
-                continue
-            p = self.progress[job.id]
-            state = self.store.state(self.by_job.get(job.id, []))
-            p.state, p.note = state.status, state.note
-            if state.result is not None:
-                p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
-                p.epoch = len(state.result.get("epochs") or [])
-            if state.status == RUNNING:
-                p.note = f"on {state.owner}"
-                p.epoch, p.val_acc = progress(self.runs_dir / self.name / job.id / EVENTS_FILE)
-            if state.status == FAILED and state.trial is not None:
-                p.note = str(state.trial.user_attrs.get("reason", ""))
-            if state.status in FINISHED or job.id in self.gave_up:
-                continue
-            remaining.append(job)
-        self.remaining = remaining
+        """Read this turn's trials (sweeper/trial_view.py: all of them in a small sweep, a sample in
+        a big one) and judge the jobs read."""
+        waiting = [job.id for job in self.remaining if self.progress[job.id].state != RUNNING]
+        running = [job.id for job in self.remaining if self.progress[job.id].state == RUNNING]
+        self.view.refresh(waiting, running)
+        for job_id in self.view.drain_changed():
+            if job_id not in self.mine:
+                self._judge(self.progress[job_id].job)
+        self._remaining()
+
+    def _judge(self, job: Job) -> None:
+        """The job's progress, as its trials say."""
+        p = self.progress[job.id]
+        state = self.store.state(self.by_job.get(job.id, []))
+        p.state, p.note = state.status, state.note
+        if state.result is not None:
+            p.val_acc, p.seconds = state.result.get("val_acc"), state.result.get("runtime_s")
+            p.epoch = len(state.result.get("epochs") or [])
+        if state.status == RUNNING:
+            p.note = f"on {state.owner}"
+            p.epoch, p.val_acc = progress(self.runs_dir / self.name / job.id / EVENTS_FILE)
+        if state.status == FAILED and state.trial is not None:
+            p.note = str(state.trial.user_attrs.get("reason", ""))
+
+    def _remaining(self) -> None:
+        self.remaining = [job for job in self.grid.jobs if job.id not in self.mine and job.id not in self.gave_up
+                          and self.progress[job.id].state not in FINISHED]
 
     def exhausted(self) -> bool:
         return not self.remaining
@@ -85,7 +99,7 @@ class GridSource:
 
     def take(self) -> Ticket | None:
         for job in self.remaining:
-            if job.id in self.mine:
+            if job.id in self.mine or job.id not in self.view.fresh:
                 continue
             trial = self.store.canonical(self.by_job.get(job.id, []))
             if trial is not None and trial.state == TrialState.RUNNING and owner_gone(trial, me=self.store.pid):
@@ -95,8 +109,8 @@ class GridSource:
                 log.warning("job %s: its worker %s is gone; running it again (it resumes)", job.id, owner)
                 trial = None
             if trial is None:  # never enqueued, or its last trial failed (an earlier run's): again
-                self.store.sync([job])
-                self.by_job = self.store.trials_by_job()
+                self.view.load(self.store.sync([job]))
+                self.view.read_new()
                 trial = self.store.canonical(self.by_job.get(job.id, []))
             if trial is None or trial.state != TrialState.WAITING or not self.store.claim(trial, self.distributions):
                 continue  # another worker has it

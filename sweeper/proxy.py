@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sweeper.reconnect import ReconnectingStorage, safe_url
-from sweeper.storage import rdb_storage
+from sweeper.storage import database
 
 log = logging.getLogger("sweeper.storage")
 
@@ -88,16 +88,17 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
     returns how many clients called."""
     import grpc
     from optuna.storages._grpc.auto_generated import api_pb2_grpc
-    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    from sweeper.proxy_service import ProxyCache, ProxyService
 
     stop = stop or threading.Event()
     # A short database outage (a restart) is ridden out here; a longer one is answered "storage
     # unreachable", and each worker waits and tries again (sweeper/reconnect.py).
-    storage = ReconnectingStorage(rdb_storage(url, cached=False), url, retry_s=DATABASE_RETRY_S)
+    storage = ReconnectingStorage(ProxyCache(database(url)), url, retry_s=DATABASE_RETRY_S)
     clients = ConnectionLog()
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="proxy"),
                          interceptors=[clients.interceptor()])
-    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    api_pb2_grpc.add_StorageServiceServicer_to_server(ProxyService(storage), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:
@@ -140,7 +141,7 @@ def start(url: str, *, host: str, port: int, threads: int) -> int:
     except ImportError:
         raise StorageError("sweep storage serve needs grpcio: pip install -e '.[cluster]'") from None
     try:
-        rdb_storage(url)
+        database(url)
     except Exception as exc:  # any driver's error: say it and stop before serving
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise StorageError(f"--storage: {safe_url(url)} cannot be reached ({type(exc).__name__}: {first})") from None

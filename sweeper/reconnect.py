@@ -86,10 +86,14 @@ class ReconnectingStorage(_Storage):
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method: Callable[..., Any] = getattr(self.backend, name)
+        return self.run(lambda: method(*args, **kwargs))
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` (a call to `self.backend`), made again while the storage is unreachable."""
         wait = STORAGE_BACKOFF_S[0]
         while True:
             try:
-                result = method(*args, **kwargs)
+                result = fn()
             except Exception as exc:
                 if not transient(exc):
                     raise

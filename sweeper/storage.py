@@ -89,15 +89,17 @@ def open_storage(url: str, *, readonly: bool = False, connect_timeout_s: float =
     return optuna.storages.JournalStorage(backend)
 
 
-def rdb_storage(url: str, *, cached: bool = True) -> optuna.storages.BaseStorage:
-    """A database as Optuna opens a URL itself (its RDB storage behind its in-process trial cache),
-    with connections checked before use: after a database restart the pool's dead connections are
-    replaced instead of failing the next call.
+def rdb_storage(url: str) -> optuna.storages.BaseStorage:
+    """A database as Optuna opens a URL itself: its RDB storage (`database`) behind its in-process
+    trial cache."""
+    return optuna.storages._CachedStorage(database(url))
 
-    `cached=False` for the gRPC proxy: Optuna's cache answers a write to a trial it has not read
-    with KeyError, and a restarted proxy has read none (its clients' next claims failed so)."""
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    return optuna.storages._CachedStorage(rdb) if cached else rdb
+
+def database(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage, with connections checked before use: after a database restart the
+    pool's dead connections are replaced instead of failing the next call. (The gRPC proxy puts a
+    cache of its own on it: sweeper/proxy_service.py.)"""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
 
 
 def _grpc_proxy(url: str, timeout_s: float) -> optuna.storages.BaseStorage:

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.process import pid_alive
 from sweeper.spec import Job
+from sweeper.trial_reads import read_trials
 from trainer.jobdir import COMPLETED, DIVERGED, FAILED, INTERRUPTED, LOST, RESULT_KEYS, RUNNING, WAITING
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ class JobState:
     owner: str = ""
     note: str = ""  # e.g. "interrupted, queued", "worker gone"
 
+
+# User attributes a worker never reads (it has the grid's configurations), left out of its reads.
+WORKER_SKIPS = ("config", "log_tail")
 
 # What `fail` writes; found on a COMPLETE or PRUNED trial only when it lost a race to a finish.
 FAILED_STATUSES = (FAILED, LOST, INTERRUPTED)
@@ -117,8 +121,18 @@ class SweepStore:
     # -- reading ------------------------------------------------------------------------------
 
     def trials_by_job(self) -> dict[str, list[FrozenTrial]]:
+        return self.group(self.study.get_trials(deepcopy=False))
+
+    def read(self, ids: Collection[int] = (), newer_than: int = -1) -> list[FrozenTrial]:
+        """The trials with these storage ids and those newer than `newer_than` (by default: all),
+        fresh from the storage, without what a worker never reads (WORKER_SKIPS)."""
+        return read_trials(self.storage, self.study_id, ids=ids, newer_than=newer_than, skip_attrs=WORKER_SKIPS)
+
+    @staticmethod
+    def group(trials: Iterable[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+        """Trials by job id, each job's by number."""
         by_job: dict[str, list[FrozenTrial]] = {}
-        for trial in self.study.get_trials(deepcopy=False):
+        for trial in trials:
             job_id = trial.user_attrs.get("job_id")
             if job_id:
                 by_job.setdefault(job_id, []).append(trial)
@@ -159,16 +173,15 @@ class SweepStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def sync(self, jobs: list[Job]) -> int:
-        """Enqueue every job that has no live trial yet; returns how many were enqueued."""
+    def sync(self, jobs: list[Job]) -> dict[str, list[FrozenTrial]]:
+        """Enqueue every job that has no live trial yet. Returns the trials it decided on (`read`,
+        every one): the trials it enqueued are newer than any of them."""
         with self._local_lock():
-            by_job = self.trials_by_job()
-            added = 0
+            by_job = self.group(self.read())
             for job in jobs:
                 if self.canonical(by_job.get(job.id, [])) is None:
                     self.enqueue(job, attempt=len(by_job.get(job.id, [])) + 1)
-                    added += 1
-            return added
+            return by_job
 
     def enqueue(self, job: Job, *, attempt: int = 1) -> None:
         self.study.enqueue_trial(

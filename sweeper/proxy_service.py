@@ -1,0 +1,112 @@
+"""What `sweep storage serve` puts between Optuna's gRPC servicer and the database, so that a
+thousand workers reading the sweep each turn do not each cost the database a read of the whole
+sweep (issue 28).
+
+Optuna's servicer answers each `GetTrials` with the backend's `get_all_trials` (every trial of
+the study) turned into protocol buffers, however few the client asked for. `ProxyService`
+answers it so:
+- a small request (a worker's turn, sweeper/trial_view.py: a sample of trials by id and the
+  newest ones) is read as asked, straight from the database;
+- a big one (a worker's first reading of the sweep; Optuna's own client cache, which asks for
+  every unfinished trial) from `ProxyCache`: Optuna's in-process trial cache (`_CachedStorage`,
+  what Optuna's docs advise behind the proxy: a finished trial is read from the database once)
+  with its reads shared: a call waits for a read that started after it arrived (so it sees
+  every write made before it), and the calls that arrive while one read runs share the next;
+- a trial is turned into its protocol buffer once while the cache holds the same trial object,
+  not once per client.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages._grpc.auto_generated import api_pb2
+from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
+from optuna.trial import FrozenTrial
+
+from sweeper.trial_reads import read_trials
+
+# A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
+DIRECT_MAX = 512
+
+
+class ProxyCache(optuna.storages._CachedStorage):
+    def __init__(self, backend: optuna.storages.RDBStorage) -> None:
+        super().__init__(backend)
+        self._flights = threading.Condition()
+        self._started: dict[int, int] = {}  # reads of a study started, and finished
+        self._done: dict[int, int] = {}
+        self._running: set[int] = set()
+
+    def _read_trials_from_remote_storage(self, study_id: int) -> None:
+        with self._flights:
+            wanted = self._started.get(study_id, 0) + 1  # the next read to start: it starts after now
+            while self._done.get(study_id, 0) < wanted:
+                if study_id not in self._running:
+                    self._running.add(study_id)
+                    self._started[study_id] = started = self._started.get(study_id, 0) + 1
+                    break
+                self._flights.wait()
+            else:
+                return
+        try:
+            super()._read_trials_from_remote_storage(study_id)
+        except BaseException:
+            with self._flights:  # a waiter reads again (through the caller's retries, if any)
+                self._running.discard(study_id)
+                self._flights.notify_all()
+            raise
+        with self._flights:
+            self._done[study_id] = started
+            self._running.discard(study_id)
+            self._flights.notify_all()
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        """Optuna's cache answers KeyError for a trial it has not read (a proxy started after the
+        trial was: a restarted one): the database is asked directly then."""
+        with self._lock:
+            known = trial_id in self._trial_id_to_study_id_and_number
+        if known:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        else:
+            self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+
+class ProxyService(OptunaStorageProxyService):
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        super().__init__(storage)
+        self._protos: dict[int, tuple[FrozenTrial, api_pb2.Trial]] = {}
+        self._newest: dict[int, int] = {}  # each study's highest trial id seen
+
+    def GetTrials(self, request: api_pb2.GetTrialsRequest, context: Any) -> api_pb2.GetTrialsReply:  # noqa: N802
+        """A small request (a worker's turn: a sample and the newest trials) is read as asked,
+        straight from the database; a big one (a first reading, Optuna's client cache) from the
+        shared reads of `ProxyCache`."""
+        import grpc
+
+        study_id, newer_than = request.study_id, request.trial_id_greater_than
+        included = set(request.included_trial_ids)
+        newest = self._newest.get(study_id, -1)
+        try:
+            if newest >= 0 and len(included) + max(0, newest - newer_than) <= DIRECT_MAX:
+                trials = read_trials(self._backend, study_id, ids=included, newer_than=newer_than)
+            else:
+                trials = [t for t in self._backend.get_all_trials(study_id, deepcopy=False)
+                          if t._trial_id > newer_than or t._trial_id in included]
+        except KeyError as exc:
+            context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(exc))
+        if trials:
+            self._newest[study_id] = max(newest, max(t._trial_id for t in trials))
+        return api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials])
+
+    def _proto(self, trial: FrozenTrial) -> api_pb2.Trial:
+        held = self._protos.get(trial._trial_id)
+        if held is not None and held[0] is trial:
+            return held[1]
+        proto = _to_proto_trial(trial)
+        self._protos[trial._trial_id] = (trial, proto)
+        return proto
