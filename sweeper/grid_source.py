@@ -35,6 +35,10 @@ def distributions(grid: Grid) -> dict[str, CategoricalDistribution]:
     return {key: CategoricalDistribution(list(choices)) for key, choices in values.items()}
 
 
+# A take that loses this many claims to other workers stops; the next turn samples wider.
+LOST_RACES = 3
+
+
 class GridSource:
     def __init__(self, grid: Grid, store: SweepStore, *, runs_dir: Path, wandb_env: dict[str, str] | None = None) -> None:
         self.grid = grid
@@ -98,6 +102,7 @@ class GridSource:
     # -- handing out jobs -------------------------------------------------------------------------
 
     def take(self) -> Ticket | None:
+        self.view.races = 0
         for job in self.remaining:
             if job.id in self.mine or job.id not in self.view.fresh:
                 continue
@@ -112,8 +117,13 @@ class GridSource:
                 self.view.load(self.store.sync([job]))
                 self.view.read_new()
                 trial = self.store.canonical(self.by_job.get(job.id, []))
-            if trial is None or trial.state != TrialState.WAITING or not self.store.claim(trial, self.distributions):
+            if trial is None or trial.state != TrialState.WAITING:
                 continue  # another worker has it
+            if not self.store.claim(trial, self.distributions):
+                if self.view.lost_race() >= LOST_RACES:
+                    return None  # crowded: read again (a wider sample) before trying more
+                continue
+            self.view.won()
             self.mine.add(job.id)
             trial_id = self.store.trial_id(trial)
             env = {**self.wandb_env, "WANDB_RUN_GROUP": self.name, "WANDB_NAME": f"{self.name}/{job.id}",

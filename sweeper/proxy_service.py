@@ -27,6 +27,7 @@ from optuna.storages._grpc.auto_generated import api_pb2
 from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
 from optuna.trial import FrozenTrial
 
+from sweeper.reconnect import ReconnectingStorage
 from sweeper.trial_reads import read_trials
 
 # A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
@@ -64,6 +65,15 @@ class ProxyCache(optuna.storages._CachedStorage):
             self._running.discard(study_id)
             self._flights.notify_all()
 
+    def whole(self, study_id: int) -> tuple[int, list[FrozenTrial]]:
+        """Every trial of the study, as fresh as `get_all_trials` gives it, with the number of the
+        shared read it is at least as new as."""
+        self._read_trials_from_remote_storage(study_id)
+        with self._flights:
+            version = self._done.get(study_id, 0)
+        with self._lock:
+            return version, sorted(self._studies[study_id].trials.values(), key=lambda t: t.number)
+
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
         """Optuna's cache answers KeyError for a trial it has not read (a proxy started after the
@@ -77,10 +87,14 @@ class ProxyCache(optuna.storages._CachedStorage):
 
 
 class ProxyService(OptunaStorageProxyService):
-    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+    def __init__(self, storage: ReconnectingStorage) -> None:
+        if not isinstance(storage.backend, ProxyCache):
+            raise TypeError("ProxyService serves a ReconnectingStorage(ProxyCache(database))")
         super().__init__(storage)
+        self._storage, self._cache = storage, storage.backend
         self._protos: dict[int, tuple[FrozenTrial, api_pb2.Trial]] = {}
         self._newest: dict[int, int] = {}  # each study's highest trial id seen
+        self._wholes: dict[int, tuple[int, api_pb2.GetTrialsReply]] = {}  # the last whole-study answer
 
     def GetTrials(self, request: api_pb2.GetTrialsRequest, context: Any) -> api_pb2.GetTrialsReply:  # noqa: N802
         """A small request (a worker's turn: a sample and the newest trials) is read as asked,
@@ -95,13 +109,27 @@ class ProxyService(OptunaStorageProxyService):
             if newest >= 0 and len(included) + max(0, newest - newer_than) <= DIRECT_MAX:
                 trials = read_trials(self._backend, study_id, ids=included, newer_than=newer_than)
             else:
-                trials = [t for t in self._backend.get_all_trials(study_id, deepcopy=False)
-                          if t._trial_id > newer_than or t._trial_id in included]
+                return self._shared(study_id, included, newer_than)
         except KeyError as exc:
             context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(exc))
         if trials:
             self._newest[study_id] = max(newest, max(t._trial_id for t in trials))
         return api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials])
+
+    def _shared(self, study_id: int, included: set[int], newer_than: int) -> api_pb2.GetTrialsReply:
+        """From ProxyCache's shared reads; a whole-study answer is built once per read."""
+        cache = self._cache
+        version, trials = self._storage.run(lambda: cache.whole(study_id))
+        if trials:
+            self._newest[study_id] = max(self._newest.get(study_id, -1), max(t._trial_id for t in trials))
+        whole = not included and newer_than < 0
+        if whole and (held := self._wholes.get(study_id)) is not None and held[0] == version:
+            return held[1]
+        reply = api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials
+                                               if t._trial_id > newer_than or t._trial_id in included])
+        if whole:
+            self._wholes[study_id] = (version, reply)
+        return reply
 
     def _proto(self, trial: FrozenTrial) -> api_pb2.Trial:
         held = self._protos.get(trial._trial_id)

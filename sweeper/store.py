@@ -101,7 +101,11 @@ class SweepStore:
         self._ids: dict[int, int] = {}
 
     def trial_id(self, trial: FrozenTrial | optuna.Trial) -> int:
-        """The storage's id of a trial, through the storage's public API (cached: ids never change)."""
+        """The storage's id of a trial: the one it was read with (Optuna's trials carry it), else
+        through the storage's public API (cached: ids never change)."""
+        known = getattr(trial, "_trial_id", None)
+        if isinstance(known, int):
+            return known
         if trial.number not in self._ids:
             self._ids[trial.number] = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         return self._ids[trial.number]

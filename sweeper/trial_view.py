@@ -5,7 +5,9 @@ what the storage holds. Past that (a big sweep, many workers: issue 28, where a 
 each reading 5,000 trials each turn swamped the storage), a turn reads every trial newer than the
 newest it has seen, and a sample of the unfinished ones:
 - of the jobs it believes waiting, SAMPLE drawn from the first 2 x (running + SAMPLE) in grid
-  order: claims stay near grid order, and a thousand workers do not all race for the same few;
+  order, a window that doubles each time a claim is lost to another worker and halves after a
+  claim won at once: claims stay near grid order, and a thousand workers starting together
+  spread over the queue instead of all racing for the same few;
 - of the jobs it believes running, SAMPLE at random: their owners' heartbeats, so that a gone
   worker's job is found and taken over.
 A finished trial never changes (Optuna refuses any write to one), so it is read once. What the
@@ -25,10 +27,10 @@ from optuna.trial import FrozenTrial
 from sweeper.store import SweepStore
 
 READ_ALL = 256
-SAMPLE = 32
+SAMPLE = 16
 # Trials that others create while we read may commit out of id order: each turn reads back this
 # many ids below the newest seen, so that one committed late is not missed for good.
-ID_SLACK = 32
+ID_SLACK = 16
 
 
 class TrialView:
@@ -39,6 +41,8 @@ class TrialView:
         self.newest = -1
         self.fresh: set[str] = set()
         self.changed: set[str] = set()  # jobs whose trials were read since `drain_changed`
+        self.spread = 1  # the waiting sample's window, in units of its narrowest: see `lost_race`
+        self.races = 0  # claims lost in this take
         self.rng = rng or random.Random()
 
     def merge(self, trials: Iterable[FrozenTrial]) -> set[str]:
@@ -82,7 +86,7 @@ class TrialView:
         if len(waiting) + len(running) <= READ_ALL:
             picked = [*waiting, *running]
         else:
-            window = waiting[:2 * (len(running) + SAMPLE)]
+            window = waiting[:self.spread * 2 * (len(running) + SAMPLE)]
             picked = [*self.rng.sample(window, min(SAMPLE, len(window))),
                       *self.rng.sample(running, min(SAMPLE, len(running)))]
         ids = [t._trial_id for job_id in picked for t in self.by_job.get(job_id, []) if not t.state.is_finished()]
@@ -90,3 +94,15 @@ class TrialView:
         touched = self.merge(read)
         self.fresh = set(picked) | touched
         return touched
+
+    def lost_race(self) -> int:
+        """Another worker claimed a job first: the waiting sample's window doubles (a crowd of
+        workers spreads over the queue); returns the races lost in this take."""
+        self.spread = min(self.spread * 2, 1 << 16)
+        self.races += 1
+        return self.races
+
+    def won(self) -> None:
+        """A claim won at the first try narrows the window again (back towards grid order)."""
+        if not self.races:
+            self.spread = max(1, self.spread // 2)

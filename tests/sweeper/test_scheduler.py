@@ -19,8 +19,8 @@ from sweeper.devices import make_slots
 from sweeper.spec import load_grid
 from sweeper.storage import open_storage
 from sweeper.store import SweepStore
-from trainer.jobdir import STATE_FILE
 from tests.conftest import REPO, sigint_like_a_terminal, write_dataset
+from trainer.jobdir import STATE_FILE
 
 
 def grid_file(tmp_path: Path, model: Path, data: Path, *, name: str = "g", seeds: tuple = (1, 2),
