@@ -1,7 +1,13 @@
 """One SLURM worker inside its allocation (`Worker`: runs the orchestrator command, stops it on
-SIGTERM and has submitit requeue itself unless cancelled), and the files the workers, `sweep
-status` and `sweep cancel` share under runs/<sweep>/slurm/: `workers.json` (every submitted
-array) and `worker-<id>.json` (each worker's own record)."""
+SIGTERM and has submitit requeue itself unless cancelled), and the files the workers, the
+sweep's storage proxy (sweeper/slurm_proxy.py), `sweep status` and `sweep cancel` share under
+runs/<sweep>/slurm/: `workers.json` (every submitted array), `worker-<id>.json` (each worker's
+own record) and, with --slurm-proxy, `proxy-<id>-address.json` (where the proxy listens).
+
+With a proxy, a worker waits for its address file when it starts (a requeued worker too: the
+proxy may have moved) and runs its orchestrator with --storage grpc://HOST:PORT; when the
+proxy moves while it runs (it was requeued), the worker restarts its orchestrator on the new
+address (its jobs stop like on Ctrl-C and resume from their last finished epoch)."""
 
 from __future__ import annotations
 
@@ -32,6 +38,10 @@ STOP_WAIT_S = 60  # how long a worker waits for its orchestrator to stop before 
 # gives it this long to exit by itself before it sends SIGINT (needed when only the worker was
 # signalled: the B:TERM@90 warning, scancel --batch).
 SIGNAL_GRACE_S = float(os.environ.get("SWEEP_SLURM_GRACE_S", "10"))  # env: tests shorten it
+# How long a worker waits for the proxy's address: the proxy job started before it (the workers
+# depend on it, `after:`), so this covers the proxy's start and its first database connection.
+PROXY_WAIT_S = float(os.environ.get("SWEEP_PROXY_WAIT_S", "600"))
+PROXY_CHECK_S = 5.0  # how often a running worker looks whether its proxy moved
 
 
 def slurm_dir(sweep_dir: Path) -> Path:
@@ -61,7 +71,58 @@ def read_arrays(folder: Path) -> list[dict[str, Any]]:
     return list(data.get("arrays", []))
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the child, between fork and exec
+def proxy_address_file(folder: Path, job_id: str) -> Path:
+    return folder / f"proxy-{job_id}-address.json"
+
+
+def read_address(path: Path) -> str | None:
+    """HOST:PORT from a `sweep storage serve --address-file` file; None while there is none."""
+    try:
+        data = json.loads(path.read_text())
+        return f"{data['host']}:{int(data['port'])}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def wait_for_address(path: Path, job_id: str, timeout_s: float = PROXY_WAIT_S) -> str:
+    """The proxy's HOST:PORT once its address file is there; RuntimeError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while (address := read_address(path)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sweep's storage proxy (SLURM job {job_id}) did not say where it listens "
+                               f"({path} is absent after {timeout_s:.0f} s); see its log, "
+                               f"{path.parent}/{job_id}_0_log.out and .err, and squeue -j {job_id}")
+        time.sleep(1)
+    return address
+
+
+def with_storage(command: list[str], url: str) -> list[str]:
+    """`command` with the value of its --storage option replaced by `url`."""
+    at = command.index("--storage")
+    return [*command[:at + 1], url, *command[at + 2:]]
+
+
+def slurm_cancelling(job_id: str, who: str) -> bool:
+    """SLURM says the job is being cancelled (scancel: COMPLETING, then CANCELLED); `who` starts the log line."""
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=False).stdout
+    state = next((w for w in shown.split() if w.startswith("JobState=")), "JobState=?")
+    print(f"{who}: SIGTERM with SLURM {state}", flush=True)
+    # scancel: COMPLETING (then CANCELLED); scancel --signal, the B:TERM@90 warning: RUNNING.
+    return state in ("JobState=CANCELLED", "JobState=COMPLETING")
+
+
+def update_record(path: Path, task: str, **changes: Any) -> None:
+    """A worker's (or the proxy's) own record: `changes` over what it holds, with where it runs."""
+    record = read_record(path) or {"task": task}
+    if changes.pop("end", False):  # every start's end, kept: what stopped it, the orchestrator's exit code
+        record.setdefault("history", []).append({"state": changes["state"], "exit_code": changes["exit_code"],
+                                                 "at": changes["ended"]})
+    record.update(changes, slurm_job_id=os.environ.get("SLURM_JOB_ID"), host=os.uname().nodename,
+                  pid=os.getpid(), updated=time.time())
+    write_json(path, record)
+
+
+def child_setup() -> None:  # pragma: no cover - runs in the child, between fork and exec
     """The orchestrator takes SIGINT as Ctrl-C (a batch shell may start us with it ignored) and
     dies with its worker."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -72,15 +133,16 @@ class Worker(submitit.helpers.Checkpointable):
     """One array task: runs the orchestrator command until the sweep is done; on SIGTERM, stops it
     and has submitit requeue this task (unless it was cancelled)."""
 
-    def __init__(self, *, command: list[str], sweep_dir: Path, env: dict[str, str]) -> None:
+    def __init__(self, *, command: list[str], sweep_dir: Path, env: dict[str, str], proxy_job: str | None = None) -> None:
         self.command = command
         self.sweep_dir = sweep_dir
         self.env = env
+        self.proxy_job = proxy_job  # the sweep's storage proxy (--slurm-proxy): its SLURM job id
         self._proc: subprocess.Popen[bytes] | None = None
         self._stopping = False
 
     def __getstate__(self) -> dict[str, Any]:  # what submitit pickles to requeue: no process handle
-        return {"command": self.command, "sweep_dir": self.sweep_dir, "env": self.env}
+        return {"command": self.command, "sweep_dir": self.sweep_dir, "env": self.env, "proxy_job": self.proxy_job}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _proc=None, _stopping=False)
@@ -93,15 +155,37 @@ class Worker(submitit.helpers.Checkpointable):
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if "OMP_NUM_THREADS" not in os.environ and cpus and cpus.isdigit():
             env["OMP_NUM_THREADS"] = str(max(1, int(cpus) // max(1, int(self.env.get("SWEEP_SLURM_SLOTS", "1")))))
-        print(f"worker {task} (SLURM job {os.environ.get('SLURM_JOB_ID')}) on {os.uname().nodename}: "
-              f"{shlex.join(self.command)}", flush=True)
-        self._proc = subprocess.Popen(self.command, env=env, preexec_fn=_child_setup)  # noqa: PLW1509
-        self._record(task, orchestrator_pid=self._proc.pid)
-        while (code := self._proc.poll()) is None:  # not wait(): a SIGTERM handler must be able to wait too
-            time.sleep(0.5)
+        while True:
+            command, address = self.command, None
+            if self.proxy_job:
+                address = wait_for_address(proxy_address_file(slurm_dir(self.sweep_dir), self.proxy_job), self.proxy_job)
+                command = with_storage(command, f"grpc://{address}")
+            print(f"worker {task} (SLURM job {os.environ.get('SLURM_JOB_ID')}) on {os.uname().nodename}: "
+                  f"{shlex.join(command)}", flush=True)
+            self._proc = subprocess.Popen(command, env=env, preexec_fn=child_setup)  # noqa: PLW1509
+            self._record(task, orchestrator_pid=self._proc.pid, proxy=address)
+            if (code := self._wait(address)) is not None:
+                break
         self._record(task, state="done" if code == 0 else FAILED, exit_code=code, ended=time.time(), end=True)
         if code != 0:
             raise RuntimeError(f"the orchestrator exited with code {code} (its output is above, in this log)")
+        return code
+
+    def _wait(self, address: str | None) -> int | None:
+        """The orchestrator's exit code; None when the proxy moved (the orchestrator stopped for a restart)."""
+        assert self._proc is not None
+        checked = time.monotonic()
+        while (code := self._proc.poll()) is None:  # not wait(): a SIGTERM handler must be able to wait too
+            time.sleep(0.5)
+            if address is None or self.proxy_job is None or time.monotonic() - checked < PROXY_CHECK_S:
+                continue
+            checked = time.monotonic()
+            moved = read_address(proxy_address_file(slurm_dir(self.sweep_dir), self.proxy_job))
+            if moved is not None and moved != address and not self._stopping:
+                print(f"worker {_task_id()}: the storage proxy moved from {address} to {moved}; restarting the "
+                      "orchestrator there", flush=True)
+                self._stop_orchestrator()
+                return None
         return code
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -122,7 +206,7 @@ class Worker(submitit.helpers.Checkpointable):
             return None
         print(f"worker {task}: stopped; asking SLURM to requeue it", flush=True)
         return submitit.helpers.DelayedSubmission(Worker(command=self.command, sweep_dir=self.sweep_dir,
-                                                         env=self.env), *args, **kwargs)
+                                                         env=self.env, proxy_job=self.proxy_job), *args, **kwargs)
 
     def _stop_orchestrator(self) -> int | None:
         proc = self._proc
@@ -145,22 +229,10 @@ class Worker(submitit.helpers.Checkpointable):
         array = task.split("_")[0]
         if any(a.get("array_id") == array and a.get("cancelled") for a in read_arrays(slurm_dir(self.sweep_dir))):
             return True
-        shown = subprocess.run(["scontrol", "show", "job", os.environ.get("SLURM_JOB_ID", task)],
-                               capture_output=True, text=True, check=False).stdout
-        state = next((w for w in shown.split() if w.startswith("JobState=")), "JobState=?")
-        print(f"worker {task}: SIGTERM with SLURM {state}", flush=True)
-        # scancel: COMPLETING (then CANCELLED); scancel --signal, the B:TERM@90 warning: RUNNING.
-        return state in ("JobState=CANCELLED", "JobState=COMPLETING")
+        return slurm_cancelling(os.environ.get("SLURM_JOB_ID", task), f"worker {task}")
 
     def _record(self, task: str, **changes: Any) -> None:
-        path = slurm_dir(self.sweep_dir) / f"worker-{task}.json"
-        record = read_record(path) or {"task": task}
-        if changes.pop("end", False):  # every start's end, kept: what stopped it, the orchestrator's exit code
-            record.setdefault("history", []).append({"state": changes["state"], "exit_code": changes["exit_code"],
-                                                     "at": changes["ended"]})
-        record.update(changes, slurm_job_id=os.environ.get("SLURM_JOB_ID"), host=os.uname().nodename,
-                      pid=os.getpid(), updated=time.time())
-        write_json(path, record)
+        update_record(slurm_dir(self.sweep_dir) / f"worker-{task}.json", task, **changes)
 
 
 def _task_id() -> str:
