@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,13 +124,21 @@ def test_a_grid_on_two_workers_through_the_sweeps_proxy_runs_each_job_once(
                  "2", "--slurm-proxy", "--parallel", "1")
     assert done.returncode == 0, done.stderr
     array = submitted(done.stdout)
-    proxy = done.stdout.split("as SLURM job ")[1].split(";")[0]
-    assert "its storage proxy in front of postgresql://sweep@127.0.0.1" in done.stdout
+    announced = re.search(r"and its storage proxy in front of (\S+) as SLURM job (\d+);", done.stdout)
+    assert announced and announced[1] == postgres, done.stdout
+    proxy = announced[2]
     folder = runs / "g" / "slurm"
-    shown = wait_for("the proxy in sweep status", lambda: (out := sweep(env, "status", "g", "--runs-dir", str(runs),
-                                                                         "--storage", postgres).stdout)
-                     and f"{proxy} (proxy)" in out and out)
-    assert f"{array}_0" in shown
+    said: list[str] = []
+
+    def status_shows_the_proxy() -> bool:
+        shown = sweep(env, "status", "g", "--runs-dir", str(runs), "--storage", postgres)
+        said.append(shown.stdout + shown.stderr)
+        return f"{proxy} (proxy)" in shown.stdout and f"{array}_0" in shown.stdout
+
+    try:
+        wait_for("the proxy in sweep status", status_shows_the_proxy, timeout=60)
+    except AssertionError:
+        raise AssertionError(said[-1]) from None
     drained(env, array, runs, "g")
     wait_for("the proxy job to end", lambda: not queued(env, proxy), timeout=60)
     by_job: dict[str, list] = {}
