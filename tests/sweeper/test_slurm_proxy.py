@@ -26,10 +26,10 @@ from sweeper.options import SlurmRequest, Workers
 from sweeper.slurm_worker import Worker, proxy_address_file, read_record, wait_for_address
 from tests import slurm_cluster
 from tests.conftest import REPO
-from tests.sweeper.test_slurm import cluster, drained, env, grid_file, queued, submitted, sweep, wait_for
+from tests.sweeper.test_slurm import cluster, drained, env, grid_file, long_data, queued, submitted, sweep, wait_for
 from trainer.config import ConfigError
 
-__all__ = ["cluster", "env"]  # fixtures, shared with test_slurm.py
+__all__ = ["cluster", "env", "long_data"]  # fixtures, shared with test_slurm.py
 
 pytest.importorskip("grpc", reason="grpcio is not installed (pip install -e '.[dev]')")
 
@@ -153,5 +153,26 @@ def test_a_grid_on_two_workers_through_the_sweeps_proxy_runs_each_job_once(
     proxy_rec = json.loads((folder / f"proxy-{proxy}.json").read_text())
     assert (proxy_rec["state"], proxy_rec["exit_code"], proxy_rec["starts"]) == ("done", 0, 1)
     assert not proxy_address_file(folder, proxy).exists()  # removed when it stopped
-    said = (folder / f"{proxy}_0_log.out").read_text() + (folder / f"{proxy}_0_log.err").read_text()
-    assert "connected (1 so far)" in said and "are done; stopping" in said and "Traceback" not in said, said
+    log = (folder / f"{proxy}_0_log.out").read_text() + (folder / f"{proxy}_0_log.err").read_text()
+    assert "connected (1 so far)" in log and "are done; stopping" in log and "Traceback" not in log, log
+
+
+def test_sweep_cancel_stops_the_proxy_with_its_workers(cluster: slurm_cluster.Cluster, env: dict[str, str],
+                                                       postgres: str, tiny_models: dict, long_data: Path,
+                                                       tmp_path: Path) -> None:
+    env = {**env, "SWEEP_SLURM_GRACE_S": "1"}
+    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1,), name="c")
+    runs = tmp_path / "runs"
+    done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--storage", postgres, "--slurm", "--slurm-proxy",
+                 "--parallel", "1")
+    assert done.returncode == 0, done.stderr
+    array, proxy = submitted(done.stdout), done.stdout.split("as SLURM job ")[-1].split(";")[0]
+    worker = runs / "c" / "slurm" / f"worker-{array}.json"
+    wait_for("the worker's orchestrator on the proxy", lambda: worker.exists() and '"proxy": "' in worker.read_text())
+    cancelled = sweep(env, "cancel", "c", "--runs-dir", str(runs))
+    assert cancelled.returncode == 0 and f"cancelled SLURM job array(s) {array}, {proxy}" in cancelled.stdout
+    drained(env, array, runs, "c")
+    wait_for("the proxy job to end", lambda: not queued(env, proxy), timeout=60)
+    rec = json.loads((runs / "c" / "slurm" / f"proxy-{proxy}.json").read_text())
+    assert (rec["state"], rec["starts"]) == ("cancelled", 1)
+    assert not proxy_address_file(runs / "c" / "slurm", proxy).exists()
