@@ -42,8 +42,17 @@ from sweeper.options import SlurmRequest, Workers
 from sweeper.reconnect import safe_url
 from sweeper.slurm_options import SIGNAL_DELAY_S, SlurmOptions, check_proxy, check_reachable, resolve_options
 from sweeper.slurm_options import parse_time as parse_time  # re-exported: part of this module's interface
-from sweeper.slurm_proxy import Proxy, proxy_record_file
-from sweeper.slurm_worker import Worker, proxy_address_file, read_address, read_arrays, read_record, slurm_dir, workers_file
+from sweeper.slurm_proxy import Proxy
+from sweeper.slurm_worker import (
+    Worker,
+    proxy_address_file,
+    proxy_record_file,
+    read_address,
+    read_arrays,
+    read_record,
+    slurm_dir,
+    workers_file,
+)
 from sweeper.storage import default_storage
 from trainer.config import ConfigError
 

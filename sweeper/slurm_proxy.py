@@ -5,7 +5,8 @@ of the sweep's database, shared by the workers of one array instead of a connect
 `sweep storage serve --host 0.0.0.0 --port 0 --address-file …` (a free port on its node; the
 database URL goes through SWEEP_DATABASE, not the command line, so `ps` does not show a password)
 and watches the array: when SLURM lists none of its tasks any more (every worker done, failed or
-cancelled), it stops the proxy and ends. On SIGTERM (a time limit, preemption, scancel) it stops
+cancelled), it stops the proxy and ends; a proxy that dies before (a crash, a kill) is started
+again, on a new port, up to MAX_RESTARTS times. On SIGTERM (a time limit, preemption, scancel) it stops
 the proxy and, unless it was cancelled or the workers are done, requeues itself like a worker;
 its workers then restart their orchestrators on the address the requeued proxy writes.
 Its record is `proxy-<id>.json` under runs/<sweep>/slurm/, in a worker record's shape.
@@ -27,6 +28,7 @@ import submitit
 from sweeper.slurm_worker import (
     child_setup,
     proxy_address_file,
+    proxy_record_file,
     read_arrays,
     read_record,
     slurm_cancelling,
@@ -38,10 +40,7 @@ from trainer.jobdir import FAILED, RUNNING
 POLL_S = float(os.environ.get("SWEEP_PROXY_POLL_S", "10"))  # how often it asks squeue whether its workers are done
 ARRAY_WAIT_S = 300  # the launcher records the array right after sbatch returns; longer means it failed
 STOP_WAIT_S = 30
-
-
-def proxy_record_file(folder: Path, job_id: str) -> Path:
-    return folder / f"proxy-{job_id}.json"
+MAX_RESTARTS = 5  # a `sweep storage serve` that dies under its workers is started again this many times a run
 
 
 def workers_done(array_ids: list[str]) -> bool:
@@ -86,17 +85,25 @@ class Proxy(submitit.helpers.Checkpointable):
         env = {**os.environ, "SWEEP_DATABASE": self.database, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(command, env=env, preexec_fn=child_setup)  # noqa: PLW1509
         self._arrays = self._wait_for_arrays(job)
-        finished = not self._arrays
-        while not finished and self._proc.poll() is None:
+        finished, restarts = not self._arrays, 0
+        while not finished:
             time.sleep(POLL_S)
             finished = workers_done(self._arrays)
+            if not finished and self._proc.poll() is not None:  # it died under its workers: serve again
+                if restarts == MAX_RESTARTS:
+                    break
+                restarts += 1
+                print(f"storage proxy: exited with code {self._proc.returncode} while its workers run; starting it "
+                      f"again ({restarts} of {MAX_RESTARTS}); the workers follow its new address", flush=True)
+                self._proc = subprocess.Popen(command, env=env, preexec_fn=child_setup)  # noqa: PLW1509
         if finished:
             print(f"storage proxy: the workers of array(s) {', '.join(self._arrays) or 'none'} are done; stopping",
                   flush=True)
         code = self._stop()
         self._record(job, state="done" if finished else FAILED, exit_code=code, ended=time.time(), end=True)
         if not finished:
-            raise RuntimeError(f"the storage proxy exited with code {code} while its workers ran (its output is above)")
+            raise RuntimeError(f"the storage proxy exited with code {code} while its workers ran, {MAX_RESTARTS + 1} "
+                               "times (its output is above)")
         return 0
 
     def _wait_for_arrays(self, job: str) -> list[str]:

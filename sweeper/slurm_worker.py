@@ -17,6 +17,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ SIGNAL_GRACE_S = float(os.environ.get("SWEEP_SLURM_GRACE_S", "10"))  # env: test
 # depend on it, `after:`), so this covers the proxy's start and its first database connection.
 PROXY_WAIT_S = float(os.environ.get("SWEEP_PROXY_WAIT_S", "600"))
 PROXY_CHECK_S = 5.0  # how often a running worker looks whether its proxy moved
+MOVED_STOP_S = 20  # how long an orchestrator whose proxy moved gets to stop before it is killed
 
 
 def slurm_dir(sweep_dir: Path) -> Path:
@@ -84,14 +86,22 @@ def read_address(path: Path) -> str | None:
         return None
 
 
-def wait_for_address(path: Path, job_id: str, timeout_s: float = PROXY_WAIT_S) -> str:
-    """The proxy's HOST:PORT once its address file is there; RuntimeError after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
+def proxy_record_file(folder: Path, job_id: str) -> Path:
+    return folder / f"proxy-{job_id}.json"
+
+
+def wait_for_address(folder: Path, job_id: str, timeout_s: float | None = None) -> str:
+    """The HOST:PORT of the proxy job `job_id` once its address file is there; RuntimeError
+    after `timeout_s` (default PROXY_WAIT_S), or at once when the proxy has ended."""
+    path = proxy_address_file(folder, job_id)
+    deadline = time.monotonic() + (PROXY_WAIT_S if timeout_s is None else timeout_s)
     while (address := read_address(path)) is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the sweep's storage proxy (SLURM job {job_id}) did not say where it listens "
-                               f"({path} is absent after {timeout_s:.0f} s); see its log, "
-                               f"{path.parent}/{job_id}_0_log.out and .err, and squeue -j {job_id}")
+        ended = (read_record(proxy_record_file(folder, job_id)) or {}).get("state") in (FAILED, "done", "cancelled")
+        if ended or time.monotonic() > deadline:
+            why = "has ended" if ended else f"did not say where it listens ({path} is absent after " \
+                                             f"{PROXY_WAIT_S if timeout_s is None else timeout_s:.0f} s)"
+            raise RuntimeError(f"the sweep's storage proxy (SLURM job {job_id}) {why}; see its log, "
+                               f"{folder}/{job_id}_0_log.out and .err, and squeue -j {job_id}")
         time.sleep(1)
     return address
 
@@ -158,7 +168,7 @@ class Worker(submitit.helpers.Checkpointable):
         while True:
             command, address = self.command, None
             if self.proxy_job:
-                address = wait_for_address(proxy_address_file(slurm_dir(self.sweep_dir), self.proxy_job), self.proxy_job)
+                address = wait_for_address(slurm_dir(self.sweep_dir), self.proxy_job)
                 command = with_storage(command, f"grpc://{address}")
             print(f"worker {task} (SLURM job {os.environ.get('SLURM_JOB_ID')}) on {os.uname().nodename}: "
                   f"{shlex.join(command)}", flush=True)
@@ -184,9 +194,33 @@ class Worker(submitit.helpers.Checkpointable):
             if moved is not None and moved != address and not self._stopping:
                 print(f"worker {_task_id()}: the storage proxy moved from {address} to {moved}; restarting the "
                       "orchestrator there", flush=True)
-                self._stop_orchestrator()
+                # Its stop cannot reach the old proxy to record anything: SIGINT at once (the jobs stop
+                # at a safe point), a short wait, then SIGKILL; the next orchestrator takes the trials over.
+                self._stop_orchestrator(grace_s=0, wait_s=MOVED_STOP_S)
                 return None
+        if code != 0 and address is not None and not self._stopping and self._proxy_came_back(address):
+            print(f"worker {_task_id()}: the orchestrator exited with code {code} while its storage proxy moved; "
+                  "restarting it on the new address", flush=True)
+            return None
         return code
+
+    def _proxy_came_back(self, address: str) -> bool:
+        """After the orchestrator failed: whether its proxy is gone from `address` and comes back
+        elsewhere within PROXY_WAIT_S (False at once while it still answers there: the failure was
+        the orchestrator's own)."""
+        assert self.proxy_job is not None
+        folder = slurm_dir(self.sweep_dir)
+        deadline = time.monotonic() + PROXY_WAIT_S
+        while time.monotonic() < deadline:
+            now = read_address(proxy_address_file(folder, self.proxy_job))
+            if now is not None and now != address:
+                return True
+            if now == address and _answers(address):
+                return False
+            if (read_record(proxy_record_file(folder, self.proxy_job)) or {}).get("state") in (FAILED, "done", "cancelled"):
+                return False
+            time.sleep(1)
+        return False
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """SIGTERM: stop the orchestrator like Ctrl-C; requeue this task (the same call, returned for
@@ -208,16 +242,16 @@ class Worker(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(Worker(command=self.command, sweep_dir=self.sweep_dir,
                                                          env=self.env, proxy_job=self.proxy_job), *args, **kwargs)
 
-    def _stop_orchestrator(self) -> int | None:
+    def _stop_orchestrator(self, grace_s: float | None = None, wait_s: float = STOP_WAIT_S) -> int | None:
         proc = self._proc
         if proc is None:
             return None
-        grace = time.time() + SIGNAL_GRACE_S
+        grace = time.time() + (SIGNAL_GRACE_S if grace_s is None else grace_s)
         while proc.poll() is None and time.time() < grace:
             time.sleep(0.2)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        deadline = time.time() + STOP_WAIT_S
+        deadline = time.time() + wait_s
         while proc.poll() is None and time.time() < deadline:
             time.sleep(0.2)
         if proc.poll() is None:
@@ -233,6 +267,16 @@ class Worker(submitit.helpers.Checkpointable):
 
     def _record(self, task: str, **changes: Any) -> None:
         update_record(slurm_dir(self.sweep_dir) / f"worker-{task}.json", task, **changes)
+
+
+def _answers(address: str) -> bool:
+    """Something listens at HOST:PORT (a TCP connection opens)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _task_id() -> str:

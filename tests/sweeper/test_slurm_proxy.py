@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,10 @@ def test_a_worker_runs_on_its_proxys_address_and_follows_it_when_it_moves(tmp_pa
     assert rec is not None and (rec["state"], rec["proxy"]) == ("done", "b:2")
     with pytest.raises(RuntimeError, match=r"storage proxy \(SLURM job 8\) did not say where it listens .*"
                                            r"proxy-8-address.json is absent after 0 s"):
-        wait_for_address(proxy_address_file(folder, "8"), "8", timeout_s=0.5)
+        wait_for_address(folder, "8", timeout_s=0.5)
+    (folder / "proxy-8.json").write_text(json.dumps({"state": "failed"}))
+    with pytest.raises(RuntimeError, match=r"storage proxy \(SLURM job 8\) has ended; see its log, .*/8_0_log.out"):
+        wait_for_address(folder, "8")  # at once, not after PROXY_WAIT_S
 
 
 # -- on a real one-node SLURM, with a real PostgreSQL ----------------------------------------------
@@ -176,3 +180,34 @@ def test_sweep_cancel_stops_the_proxy_with_its_workers(cluster: slurm_cluster.Cl
     rec = json.loads((runs / "c" / "slurm" / f"proxy-{proxy}.json").read_text())
     assert (rec["state"], rec["starts"]) == ("cancelled", 1)
     assert not proxy_address_file(runs / "c" / "slurm", proxy).exists()
+
+
+def test_a_proxy_that_dies_is_served_again_and_its_worker_follows_it(
+        cluster: slurm_cluster.Cluster, env: dict[str, str], postgres: str, tiny_models: dict, long_data: Path,
+        tmp_path: Path) -> None:
+    """`sweep storage serve` killed under a running worker: the proxy job serves again on a new
+    port, the worker restarts its orchestrator there, and the sweep finishes."""
+    env = {**env, "SWEEP_PROXY_POLL_S": "1"}
+    path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1,), name="m")
+    runs = tmp_path / "runs"
+    done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--storage", postgres, "--slurm", "--slurm-proxy",
+                 "--parallel", "1")
+    assert done.returncode == 0, done.stderr
+    array, proxy = submitted(done.stdout), done.stdout.split("as SLURM job ")[-1].split(";")[0]
+    folder = runs / "m" / "slurm"
+    wait_for("the worker to reach the proxy", lambda: "connected (1 so far)" in (folder / f"{proxy}_0_log.err").read_text()
+             if (folder / f"{proxy}_0_log.err").exists() else False)
+    first = json.loads(proxy_address_file(folder, proxy).read_text())
+    os.kill(first["pid"], signal.SIGKILL)
+    drained(env, array, runs, "m")
+    wait_for("the proxy job to end", lambda: not queued(env, proxy), timeout=60)
+    rec = json.loads((folder / f"proxy-{proxy}.json").read_text())
+    assert (rec["state"], rec["starts"]) == ("done", 1), rec
+    assert "exited with code -9 while its workers run; starting it again (1 of 5)" in \
+           (folder / f"{proxy}_0_log.out").read_text()
+    worker = json.loads((folder / f"worker-{array}.json").read_text())
+    assert worker["state"] == "done" and worker["proxy"] != f"{first['host']}:{first['port']}", worker
+    assert f"storage proxy moved from {first['host']}:{first['port']} to {worker['proxy']}" in \
+           (folder / f"{array}_0_log.out").read_text()
+    trials = optuna.load_study(study_name="m", storage=postgres).trials
+    assert [t.state for t in trials if t.state == TrialState.COMPLETE] == [TrialState.COMPLETE], trials
