@@ -6,8 +6,8 @@ own record) and, with --slurm-proxy, `proxy-<id>-address.json` (where the proxy 
 
 With a proxy, a worker waits for its address file when it starts (a requeued worker too: the
 proxy may have moved) and runs its orchestrator with --storage grpc://HOST:PORT; when the
-proxy moves while it runs (it was requeued), the worker restarts its orchestrator on the new
-address (its jobs stop like on Ctrl-C and resume from their last finished epoch)."""
+proxy moves while it runs (requeued, or served again after a crash), the worker restarts its
+orchestrator on the new address (its jobs resume from their last finished epoch)."""
 
 from __future__ import annotations
 
