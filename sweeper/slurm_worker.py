@@ -74,6 +74,8 @@ def read_arrays(folder: Path) -> list[dict[str, Any]]:
 
 
 def proxy_address_file(folder: Path, job_id: str) -> Path:
+    # Named for its proxy job, not one proxy.json per sweep: a worker reads only its own proxy's
+    # address, never one left by an earlier submission's proxy (killed before it could remove it).
     return folder / f"proxy-{job_id}-address.json"
 
 
