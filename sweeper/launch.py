@@ -159,7 +159,7 @@ def _grid_as_space(loaded: Loaded, *, trials: int | None, study: str | None, sam
 def check_slurm(request: SlurmRequest, sweep_file: Path) -> None:
     """The file's `slurm:` block is checked on every run (a local one too); --slurm-… need --slurm."""
     file_options(sweep_file)
-    values = (request.partition, request.gpus_per_task, request.time, request.workers, request.extra)
+    values = (request.partition, request.gpus_per_task, request.time, request.workers, request.extra, request.proxy)
     given = [name for name, value in zip(SLURM_OPTIONS, values, strict=True) if value]
     if given and not request.submit:
         raise ConfigError(f"{', '.join(given)}: only with --slurm (without it the sweep runs here)")

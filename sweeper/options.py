@@ -24,7 +24,8 @@ class Workers:
     warm_start: bool = True
 
 
-SLURM_OPTIONS = ("--slurm-partition", "--slurm-gpus-per-task", "--slurm-time", "--slurm-workers", "--slurm-extra")
+SLURM_OPTIONS = ("--slurm-partition", "--slurm-gpus-per-task", "--slurm-time", "--slurm-workers", "--slurm-extra",
+                 "--slurm-proxy")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class SlurmRequest:
     time: str | None = None
     workers: int | None = None
     extra: list[str] | None = None
+    proxy: bool | None = None
 
 
 class Screen(Protocol):

@@ -11,10 +11,15 @@ last one stopped.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from sweeper.reconnect import ReconnectingStorage, safe_url
@@ -82,10 +87,31 @@ class ConnectionLog:
         log.info("client %s connected (%d so far)", peer, count)
 
 
+def announce(address_file: Path, host: str, port: int) -> str:
+    """Write where the proxy listens (host, port, pid) to `address_file`, atomically: a reader
+    sees the whole file or none. A wildcard host is written as this machine's name, the address
+    other machines reach it by. Returns HOST:PORT."""
+    reach = socket.gethostname() if host in ("0.0.0.0", "::", "[::]", "") else host
+    tmp = address_file.with_name(f".{address_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"host": reach, "port": port, "pid": os.getpid(), "started": time.time()}) + "\n")
+    os.replace(tmp, address_file)
+    return f"{reach}:{port}"
+
+
+def unannounce(address_file: Path) -> None:
+    """Remove the address file if it is still this process's (a newer proxy may have written it)."""
+    try:
+        if json.loads(address_file.read_text()).get("pid") == os.getpid():
+            address_file.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Event | None = None,
-          stop: threading.Event | None = None) -> int:
+          stop: threading.Event | None = None, address_file: Path | None = None) -> int:
     """Run the proxy until `stop` is set (by SIGTERM or SIGINT when this is the main thread);
-    returns how many clients called."""
+    returns how many clients called. Port 0: a free port, chosen when it listens. With
+    `address_file`, where it listens is written there once it does, and removed when it stops."""
     import grpc
     from optuna.storages._grpc.auto_generated import api_pb2_grpc
 
@@ -113,16 +139,20 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
     server.start()
     log.info("storage proxy for %s listening on %s:%d (%d threads); stop it with SIGTERM or Ctrl-C",
              safe_url(url), host, bound, threads)
+    if address_file is not None:
+        log.info("address %s written to %s", announce(address_file, host, bound), address_file)
     if ready is not None:
         ready.set()
     stop.wait()
     log.info("stopping: %d client(s) called; calls in flight get %.0f s", len(clients.seen), STOP_GRACE_S)
+    if address_file is not None:
+        unannounce(address_file)
     server.stop(STOP_GRACE_S).wait()
     log.info("stopped")
     return len(clients.seen)
 
 
-def start(url: str, *, host: str, port: int, threads: int) -> int:
+def start(url: str, *, host: str, port: int, threads: int, address_file: Path | None = None) -> int:
     """`sweep storage serve`: every problem of the options at once, grpcio there, the database
     reachable (and its tables created) before listening; then `serve`. Raises StorageError."""
     problems = []
@@ -130,8 +160,10 @@ def start(url: str, *, host: str, port: int, threads: int) -> int:
         check_database_url(url)
     except StorageError as exc:
         problems.append(str(exc))
-    if not 0 < port < 65536:
-        problems.append(f"--port: {port} is out of range; expected 1-65535")
+    if not 0 <= port < 65536:
+        problems.append(f"--port: {port} is out of range; expected 1-65535 (or 0: a free port)")
+    if address_file is not None and not address_file.parent.is_dir():
+        problems.append(f"--address-file: {address_file.parent} is not a directory")
     if threads < 1:
         problems.append(f"--threads: {threads} is out of range; expected >= 1")
     if problems:
@@ -145,4 +177,4 @@ def start(url: str, *, host: str, port: int, threads: int) -> int:
     except Exception as exc:  # any driver's error: say it and stop before serving
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise StorageError(f"--storage: {safe_url(url)} cannot be reached ({type(exc).__name__}: {first})") from None
-    return serve(url, host=host, port=port, threads=threads)
+    return serve(url, host=host, port=port, threads=threads, address_file=address_file)

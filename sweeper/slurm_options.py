@@ -4,6 +4,7 @@ storage checked as the workers will see them (sweeper/slurm.py submits)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from trainer import yamlfile
 from trainer.config import ConfigError
 from trainer.names import nearest
 
-SLURM_KEYS = ["partition", "gpus_per_task", "time", "workers", "extra"]
+SLURM_KEYS = ["partition", "gpus_per_task", "time", "workers", "proxy", "extra"]
 DEFAULT_TIME_MIN = 60  # submitit's own default is 5 minutes; a worker requeues itself at its limit anyway
 SIGNAL_DELAY_S = 90  # SIGTERM this long before the time limit: time to stop jobs at a safe point and requeue
 # sbatch options the launcher sets itself: overriding them would break logs, arrays or requeueing.
@@ -34,6 +35,7 @@ class SlurmOptions:
     time_min: int = DEFAULT_TIME_MIN
     workers: int = 1
     extra: dict[str, str] = field(default_factory=dict)
+    proxy: bool = False  # one `sweep storage serve` job in front of the database, shared by the workers
 
 
 def parse_time(value: str) -> int | None:
@@ -61,6 +63,10 @@ def _check(where: str, key: str, value: Any) -> Any:
         least = 0 if key == "gpus_per_task" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{where}: {value!r} is not allowed; expected an integer >= {least}")
+        return value
+    if key == "proxy":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} is not allowed; expected true or false")
         return value
     if key == "time":
         minutes = parse_time(str(value))
@@ -113,10 +119,10 @@ def file_options(path: Path) -> dict[str, Any]:
 
 
 def resolve_options(path: Path, *, partition: str | None, gpus_per_task: int | None, time: str | None,
-                    workers: int | None, extra: list[str] | None) -> SlurmOptions:
+                    workers: int | None, extra: list[str] | None, proxy: bool | None = None) -> SlurmOptions:
     """The file's `slurm:` block, with the command line's --slurm-… options over it."""
     found = file_options(path)
-    cli = {"partition": partition, "gpus_per_task": gpus_per_task, "time": time, "workers": workers}
+    cli = {"partition": partition, "gpus_per_task": gpus_per_task, "time": time, "workers": workers, "proxy": proxy}
     for key, value in cli.items():
         if value is not None:
             found[key] = _check(f"--slurm-{key.replace('_', '-')}", key, value)
@@ -128,7 +134,23 @@ def resolve_options(path: Path, *, partition: str | None, gpus_per_task: int | N
         k, v = _check_extra(f"--slurm-extra {item}", key, value)
         extras[k] = v
     return SlurmOptions(partition=found.get("partition"), gpus_per_task=found.get("gpus_per_task", 0),
-                        time_min=found.get("time", DEFAULT_TIME_MIN), workers=found.get("workers", 1), extra=extras)
+                        time_min=found.get("time", DEFAULT_TIME_MIN), workers=found.get("workers", 1), extra=extras,
+                        proxy=found.get("proxy", False))
+
+
+def check_proxy(where: str, url: str) -> None:
+    """A proxy for the sweep (`where`: --slurm-proxy, or the file's slurm.proxy) needs a database
+    storage it can front, and grpcio; ConfigError saying what to give otherwise."""
+    fix = "give --storage postgresql://USER@HOST:PORT/DB (or mysql://…), reachable from the nodes"
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme is None:
+        raise ConfigError(f"{where}: the storage is the journal file {url}; the proxy fronts a database only: {fix}")
+    if scheme == "grpc":
+        raise ConfigError(f"{where}: --storage {url} is a proxy already; drop {where}, or {fix}")
+    if scheme not in ("postgresql", "postgres", "mysql"):
+        raise ConfigError(f"{where}: --storage {url} is not a database the workers' proxy can front; {fix}")
+    if importlib.util.find_spec("grpc") is None:
+        raise ConfigError(f"{where}: the proxy and its workers need grpcio: pip install -e '.[cluster]'")
 
 
 def check_reachable(runs_dir: Path, storage: str | None) -> tuple[Path, str]:

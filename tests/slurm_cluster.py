@@ -79,7 +79,7 @@ SlurmdPidFile={root}/slurmd.pid
 SlurmctldLogFile={root}/slurmctld.log
 SlurmdLogFile={root}/slurmd.log
 SchedulerType=sched/backfill
-SchedulerParameters=defer_batch=0
+SchedulerParameters=defer_batch=0,bf_interval=1
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MinJobAge=300

@@ -63,9 +63,13 @@ def slurm_options(
                                                       help="Workers in the array (default: 1).")] = None,
     slurm_extra: Annotated[list[str] | None, typer.Option(
         "--slurm-extra", help="Any sbatch option, e.g. --slurm-extra account=lab --slurm-extra mem=16G.")] = None,
+    slurm_proxy: Annotated[bool | None, typer.Option(
+        "--slurm-proxy/--no-slurm-proxy",
+        help="Also submit one job running `sweep storage serve` in front of the --storage database (postgresql://, "
+             "mysql://); the workers share it instead of a connection pool each. It stops when they are done.")] = None,
 ) -> SlurmRequest:
     return SlurmRequest(submit=slurm, partition=slurm_partition, gpus_per_task=slurm_gpus_per_task, time=slurm_time,
-                        workers=slurm_workers, extra=slurm_extra)
+                        workers=slurm_workers, extra=slurm_extra, proxy=slurm_proxy)
 
 
 # What a sweep command's `workers` and `slurm` parameters default to, for mypy and readers: Typer

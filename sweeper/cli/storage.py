@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,9 +23,13 @@ def serve(
                                               "sqlite:///FILE).")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; workers on other "
                                            "machines need it).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on; workers use --storage grpc://HOST:PORT.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free one); workers use --storage "
+                                           "grpc://HOST:PORT.")] = DEFAULT_PORT,
     threads: Annotated[int, typer.Option(help="Calls served at once (each holds one database connection "
                                               "while it runs).")] = 16,
+    address_file: Annotated[Path | None, typer.Option(
+        help="Once listening, write where (JSON: host, port, pid) to this file, atomically; removed when it "
+             "stops. A wildcard --host is written as this machine's name.")] = None,
 ) -> None:
     """Run Optuna's gRPC storage proxy in front of a database, in the foreground (SIGTERM or Ctrl-C
     stop it); workers then take --storage grpc://HOST:PORT."""
@@ -32,6 +37,6 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        proxy.start(storage, host=host, port=port, threads=threads)
+        proxy.start(storage, host=host, port=port, threads=threads, address_file=address_file)
     except proxy.StorageError as exc:
         raise fail(exc) from None
