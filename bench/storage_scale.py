@@ -52,6 +52,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 THREADS_PER_PROC = 100
+IDLE_MAX_S = 8.0  # a worker that found nothing to take looks again after --poll-s, doubling up to this
 
 
 # -- services -------------------------------------------------------------------------------------
@@ -165,12 +166,23 @@ class Proxy:
 # -- the sweep --------------------------------------------------------------------------------------
 
 
+# The grid's axes, as a sweep file has them: a few values each, the seeds last; their product
+# covers 10,000 jobs, and a bench of M jobs takes the first M points.
+AXES = {"lr": [1e-5, 2e-5, 3e-5, 5e-5, 1e-4], "batch_size": [8, 16, 32, 64], "dropout": [0.0, 0.1, 0.2, 0.3, 0.4],
+        "max_len": [64, 128, 256, 384, 512], "weight_decay": [0.0, 0.01, 0.1, 0.3], "seed": [1, 2, 3, 4, 5]}
+
+
 def grid(jobs: int) -> Any:
+    import itertools
+
     from sweeper.spec import Grid, Job
     from trainer.config import build_job
 
-    return Grid(name="scale", description="", path=Path("scale.yaml"), axes={},
-                jobs=[Job(config=build_job({"seed": i}), point={"seed": i}) for i in range(jobs)])
+    points = [dict(zip(AXES, values, strict=True)) for values in itertools.islice(itertools.product(*AXES.values()), jobs)]
+    if len(points) < jobs:
+        raise ValueError(f"--jobs: at most {len(points)} (the product of the bench's axes)")
+    return Grid(name="scale", description="", path=Path("scale.yaml"), axes=AXES,
+                jobs=[Job(config=build_job(point), point=point) for point in points])
 
 
 def worker_thread(index: int, args: argparse.Namespace, the_grid: Any, runs: Path, out: list[dict[str, Any]],
@@ -189,6 +201,7 @@ def worker_thread(index: int, args: argparse.Namespace, the_grid: Any, runs: Pat
         record["storage"] = storage
         store = SweepStore(storage, the_grid.name, lock_dir=runs if "://" not in args.storage else None)
         source = GridSource(the_grid, store, runs_dir=runs)
+        idle = args.poll_s
         while True:
             started = time.perf_counter()
             source.tick()
@@ -196,8 +209,10 @@ def worker_thread(index: int, args: argparse.Namespace, the_grid: Any, runs: Pat
             if ticket is None:
                 if source.exhausted():
                     break
-                time.sleep(args.poll_s * rng.uniform(0.5, 1.5))
+                time.sleep(idle * rng.uniform(0.5, 1.5))
+                idle = min(idle * 2, IDLE_MAX_S)
                 continue
+            idle = args.poll_s
             record["claims"].append((ticket.job.id, time.perf_counter() - started, time.time()))
             if abandon.is_set():
                 with lock:
@@ -416,9 +431,11 @@ def main() -> None:
     p.add_argument("--restart-db", action="store_true")
     p.add_argument("--restart-proxy", action="store_true")
     p.add_argument("--job-s", type=float, default=0.05, help="how long a job runs (a sleep)")
-    p.add_argument("--poll-s", type=float, default=1.0, help="a worker with nothing to take looks again after this")
-    p.add_argument("--heartbeat-s", type=float, default=2.0)
-    p.add_argument("--stale-s", type=float, default=10.0, help="a silent worker's jobs are taken over after this")
+    p.add_argument("--poll-s", type=float, default=1.0, help="a worker with nothing to take looks again after this "
+                   f"(doubling while it finds nothing, up to {IDLE_MAX_S:.0f} s)")
+    p.add_argument("--heartbeat-s", type=float, default=5.0)
+    p.add_argument("--stale-s", type=float, default=60.0, help="a silent worker's jobs are taken over after this "
+                   "(sweep's own default: 120)")
     p.add_argument("--retry-s", type=float, default=120.0, help="a worker gives up on an unreachable storage after this")
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--json", type=Path)

@@ -120,7 +120,7 @@ def serve(url: str, *, host: str, port: int, threads: int, ready: threading.Even
     stop = stop or threading.Event()
     # A short database outage (a restart) is ridden out here; a longer one is answered "storage
     # unreachable", and each worker waits and tries again (sweeper/reconnect.py).
-    storage = ReconnectingStorage(ProxyCache(database(url)), url, retry_s=DATABASE_RETRY_S)
+    storage = ReconnectingStorage(ProxyCache(database(url, connections=threads + 1)), url, retry_s=DATABASE_RETRY_S)
     clients = ConnectionLog()
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="proxy"),
                          interceptors=[clients.interceptor()])

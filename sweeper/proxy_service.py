@@ -19,6 +19,7 @@ answers it so:
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import optuna
@@ -32,6 +33,8 @@ from sweeper.trial_reads import read_trials
 
 # A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
 DIRECT_MAX = 512
+# How old a whole-study answer may be (from when its read finished): see ProxyService._shared.
+WHOLE_FRESH_S = 5.0
 
 
 class ProxyCache(optuna.storages._CachedStorage):
@@ -40,6 +43,7 @@ class ProxyCache(optuna.storages._CachedStorage):
         self._flights = threading.Condition()
         self._started: dict[int, int] = {}  # reads of a study started, and finished
         self._done: dict[int, int] = {}
+        self._done_at: dict[int, float] = {}  # when the last read finished (time.monotonic)
         self._running: set[int] = set()
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
@@ -61,18 +65,18 @@ class ProxyCache(optuna.storages._CachedStorage):
                 self._flights.notify_all()
             raise
         with self._flights:
-            self._done[study_id] = started
+            self._done[study_id], self._done_at[study_id] = started, time.monotonic()
             self._running.discard(study_id)
             self._flights.notify_all()
 
-    def whole(self, study_id: int) -> tuple[int, list[FrozenTrial]]:
-        """Every trial of the study, as fresh as `get_all_trials` gives it, with the number of the
-        shared read it is at least as new as."""
+    def whole(self, study_id: int) -> tuple[float, list[FrozenTrial]]:
+        """Every trial of the study, as fresh as `get_all_trials` gives it, and when the shared read
+        it is at least as new as finished (time.monotonic)."""
         self._read_trials_from_remote_storage(study_id)
         with self._flights:
-            version = self._done.get(study_id, 0)
+            done_at = self._done_at[study_id]
         with self._lock:
-            return version, sorted(self._studies[study_id].trials.values(), key=lambda t: t.number)
+            return done_at, sorted(self._studies[study_id].trials.values(), key=lambda t: t.number)
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: BaseDistribution) -> None:
@@ -94,7 +98,8 @@ class ProxyService(OptunaStorageProxyService):
         self._storage, self._cache = storage, storage.backend
         self._protos: dict[int, tuple[FrozenTrial, api_pb2.Trial]] = {}
         self._newest: dict[int, int] = {}  # each study's highest trial id seen
-        self._wholes: dict[int, tuple[int, api_pb2.GetTrialsReply]] = {}  # the last whole-study answer
+        self._wholes: dict[int, tuple[float, api_pb2.GetTrialsReply]] = {}  # the last whole-study answer
+        self._created: dict[int, float] = {}  # when a trial was last created here (time.monotonic)
 
     def GetTrials(self, request: api_pb2.GetTrialsRequest, context: Any) -> api_pb2.GetTrialsReply:  # noqa: N802
         """A small request (a worker's turn: a sample and the newest trials) is read as asked,
@@ -117,18 +122,32 @@ class ProxyService(OptunaStorageProxyService):
         return api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials])
 
     def _shared(self, study_id: int, included: set[int], newer_than: int) -> api_pb2.GetTrialsReply:
-        """From ProxyCache's shared reads; a whole-study answer is built once per read."""
+        """From ProxyCache's shared reads. A whole-study request (a worker's first reading) is
+        answered with the last such answer while the read it came from finished at most
+        WHOLE_FRESH_S before the request (and no trial was created here since): a thousand workers
+        starting at once cost a few reads."""
+        arrived = time.monotonic()
+        whole = not included and newer_than < 0
+        held = self._wholes.get(study_id)
+        if whole and held is not None and arrived - held[0] <= WHOLE_FRESH_S and held[0] > self._created.get(study_id, 0):
+            return held[1]
         cache = self._cache
-        version, trials = self._storage.run(lambda: cache.whole(study_id))
+        done_at, trials = self._storage.run(lambda: cache.whole(study_id))
         if trials:
             self._newest[study_id] = max(self._newest.get(study_id, -1), max(t._trial_id for t in trials))
-        whole = not included and newer_than < 0
-        if whole and (held := self._wholes.get(study_id)) is not None and held[0] == version:
+        if whole and held is not None and held[0] == done_at:
             return held[1]
         reply = api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials
                                                if t._trial_id > newer_than or t._trial_id in included])
         if whole:
-            self._wholes[study_id] = (version, reply)
+            self._wholes[study_id] = (done_at, reply)
+        return reply
+
+    def CreateNewTrial(self, request: api_pb2.CreateNewTrialRequest, context: Any) -> api_pb2.CreateNewTrialReply:  # noqa: N802
+        """A new trial is in every whole-study answer after it (read-your-writes for a first reading
+        right after an enqueue): the answers read before are not given again."""
+        reply = super().CreateNewTrial(request, context)
+        self._created[request.study_id] = time.monotonic()
         return reply
 
     def _proto(self, trial: FrozenTrial) -> api_pb2.Trial:

@@ -95,11 +95,15 @@ def rdb_storage(url: str) -> optuna.storages.BaseStorage:
     return optuna.storages._CachedStorage(database(url))
 
 
-def database(url: str) -> optuna.storages.RDBStorage:
+def database(url: str, *, connections: int | None = None) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage, with connections checked before use: after a database restart the
-    pool's dead connections are replaced instead of failing the next call. (The gRPC proxy puts a
-    cache of its own on it: sweeper/proxy_service.py.)"""
-    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    pool's dead connections are replaced instead of failing the next call. `connections`: the
+    pool's size (SQLAlchemy's default, 5 + 10 overflow, otherwise), for the gRPC proxy, which
+    serves that many calls at once (and puts a cache of its own on it: sweeper/proxy_service.py)."""
+    engine: dict[str, object] = {"pool_pre_ping": True}
+    if connections is not None and not url.startswith("sqlite"):
+        engine.update(pool_size=connections, max_overflow=0)
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
 
 
 def _grpc_proxy(url: str, timeout_s: float) -> optuna.storages.BaseStorage:

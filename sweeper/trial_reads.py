@@ -9,7 +9,9 @@ workers of one machine cannot afford). Anything else (a journal, memory: replaye
 process) is read whole and filtered, and its trials are the storage's own objects: read-only.
 
 `skip_attrs`: user attributes a caller never looks at, left out of what it keeps (and, from the
-proxy, not even decoded) where the trials are built for this call: a saving, not a promise.
+proxy, not even decoded) where the trials are built for this call, and with them the trials'
+parameters (a parameter carries its distribution, every choice of it): a lean reading, for a
+worker; a saving, not a promise.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ def read_trials(storage: optuna.storages.BaseStorage, study_id: int, *, ids: Col
         for trial in trials:  # built for this call: ours to trim
             for key in skip_attrs:
                 trial.user_attrs.pop(key, None)
+            if skip_attrs:
+                trial.params.clear()
+                trial.distributions.clear()
     elif type(storage).__name__ == "GrpcStorageProxy":
         trials = _grpc_trials(storage, study_id, ids, newer_than, skip_attrs)
     else:
@@ -65,5 +70,8 @@ def _grpc_trials(proxy: optuna.storages.BaseStorage, study_id: int, ids: Collect
         for key in skip_attrs:
             if key in proto.user_attributes:
                 del proto.user_attributes[key]
+        if skip_attrs:  # a lean reading: no parameters either (each carries its distribution's every choice)
+            proto.params.clear()
+            proto.distributions.clear()
         trials.append(_from_proto_trial(proto))
     return trials
