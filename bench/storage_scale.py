@@ -221,8 +221,7 @@ def worker_thread(index: int, args: argparse.Namespace, the_grid: Any, runs: Pat
                 if mine:  # killed right after its claim: it never speaks to the storage again
                     record["abandoned"] = True
                     return
-            source.heartbeat(ticket)  # the scheduler's first turn after a launch
-            left = args.job_s
+            left = args.job_s  # the claim wrote the first heartbeat; the next is due after --heartbeat-s
             while left > 0:
                 time.sleep(min(left, args.heartbeat_s))
                 left -= args.heartbeat_s
@@ -434,8 +433,8 @@ def main() -> None:
     p.add_argument("--poll-s", type=float, default=1.0, help="a worker with nothing to take looks again after this "
                    f"(doubling while it finds nothing, up to {IDLE_MAX_S:.0f} s)")
     p.add_argument("--heartbeat-s", type=float, default=5.0)
-    p.add_argument("--stale-s", type=float, default=60.0, help="a silent worker's jobs are taken over after this "
-                   "(sweep's own default: 120)")
+    p.add_argument("--stale-s", type=float, default=120.0, help="a silent worker's jobs are taken over after this "
+                   "(sweep's own default)")
     p.add_argument("--retry-s", type=float, default=120.0, help="a worker gives up on an unreachable storage after this")
     p.add_argument("--timeout-s", type=float, default=3600.0)
     p.add_argument("--json", type=Path)

@@ -33,6 +33,10 @@ from sweeper.trial_reads import read_trials
 
 # A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
 DIRECT_MAX = 512
+# A client's gRPC metadata key asking for lean trials (its value: the user attributes to leave
+# out; parameters are left out too): what a worker reads (sweeper/trial_reads.py). Optuna's own
+# clients never send it, and get every trial whole.
+LEAN_KEY = "sweep-lean"
 # How old a whole-study answer may be (from when its read finished): see ProxyService._shared.
 WHOLE_FRESH_S = 5.0
 
@@ -96,9 +100,9 @@ class ProxyService(OptunaStorageProxyService):
             raise TypeError("ProxyService serves a ReconnectingStorage(ProxyCache(database))")
         super().__init__(storage)
         self._storage, self._cache = storage, storage.backend
-        self._protos: dict[int, tuple[FrozenTrial, api_pb2.Trial]] = {}
+        self._protos: dict[tuple[int, str], tuple[FrozenTrial, api_pb2.Trial]] = {}
         self._newest: dict[int, int] = {}  # each study's highest trial id seen
-        self._wholes: dict[int, tuple[float, api_pb2.GetTrialsReply]] = {}  # the last whole-study answer
+        self._wholes: dict[tuple[int, str], tuple[float, api_pb2.GetTrialsReply]] = {}  # the last whole answers
         self._created: dict[int, float] = {}  # when a trial was last created here (time.monotonic)
 
     def GetTrials(self, request: api_pb2.GetTrialsRequest, context: Any) -> api_pb2.GetTrialsReply:  # noqa: N802
@@ -109,26 +113,27 @@ class ProxyService(OptunaStorageProxyService):
 
         study_id, newer_than = request.study_id, request.trial_id_greater_than
         included = set(request.included_trial_ids)
+        lean = dict(context.invocation_metadata()).get(LEAN_KEY, "")
         newest = self._newest.get(study_id, -1)
         try:
             if newest >= 0 and len(included) + max(0, newest - newer_than) <= DIRECT_MAX:
                 trials = read_trials(self._backend, study_id, ids=included, newer_than=newer_than)
             else:
-                return self._shared(study_id, included, newer_than)
+                return self._shared(study_id, included, newer_than, lean)
         except KeyError as exc:
             context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(exc))
         if trials:
             self._newest[study_id] = max(newest, max(t._trial_id for t in trials))
-        return api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials])
+        return api_pb2.GetTrialsReply(trials=[self._proto(t, lean) for t in trials])
 
-    def _shared(self, study_id: int, included: set[int], newer_than: int) -> api_pb2.GetTrialsReply:
+    def _shared(self, study_id: int, included: set[int], newer_than: int, lean: str) -> api_pb2.GetTrialsReply:
         """From ProxyCache's shared reads. A whole-study request (a worker's first reading) is
         answered with the last such answer while the read it came from finished at most
         WHOLE_FRESH_S before the request (and no trial was created here since): a thousand workers
         starting at once cost a few reads."""
         arrived = time.monotonic()
         whole = not included and newer_than < 0
-        held = self._wholes.get(study_id)
+        held = self._wholes.get((study_id, lean))
         if whole and held is not None and arrived - held[0] <= WHOLE_FRESH_S and held[0] > self._created.get(study_id, 0):
             return held[1]
         cache = self._cache
@@ -137,10 +142,10 @@ class ProxyService(OptunaStorageProxyService):
             self._newest[study_id] = max(self._newest.get(study_id, -1), max(t._trial_id for t in trials))
         if whole and held is not None and held[0] == done_at:
             return held[1]
-        reply = api_pb2.GetTrialsReply(trials=[self._proto(t) for t in trials
+        reply = api_pb2.GetTrialsReply(trials=[self._proto(t, lean) for t in trials
                                                if t._trial_id > newer_than or t._trial_id in included])
         if whole:
-            self._wholes[study_id] = (done_at, reply)
+            self._wholes[study_id, lean] = (done_at, reply)
         return reply
 
     def CreateNewTrial(self, request: api_pb2.CreateNewTrialRequest, context: Any) -> api_pb2.CreateNewTrialReply:  # noqa: N802
@@ -150,10 +155,18 @@ class ProxyService(OptunaStorageProxyService):
         self._created[request.study_id] = time.monotonic()
         return reply
 
-    def _proto(self, trial: FrozenTrial) -> api_pb2.Trial:
-        held = self._protos.get(trial._trial_id)
+    def _proto(self, trial: FrozenTrial, lean: str) -> api_pb2.Trial:
+        """The trial's protocol buffer; `lean` (a client's LEAN_KEY): without those user attributes
+        and without parameters (sweeper/trial_reads.py)."""
+        held = self._protos.get((trial._trial_id, lean))
         if held is not None and held[0] is trial:
             return held[1]
         proto = _to_proto_trial(trial)
-        self._protos[trial._trial_id] = (trial, proto)
+        if lean:
+            for key in lean.split(","):
+                if key in proto.user_attributes:
+                    del proto.user_attributes[key]
+            proto.params.clear()
+            proto.distributions.clear()
+        self._protos[trial._trial_id, lean] = (trial, proto)
         return proto

@@ -178,7 +178,8 @@ class Scheduler:
                 proc = subprocess.Popen([*COMMAND, *args], stdout=out, stderr=subprocess.STDOUT,
                                         env={**os.environ, **run.slot.env, "PYTHONUNBUFFERED": "1", **env},
                                         preexec_fn=die_with_parent)  # noqa: PLW1509 - only a prctl call
-        run.proc, run.started, run.last_beat = proc, time.time(), 0.0
+        run.proc, run.started = proc, time.time()
+        run.last_beat = run.started  # the claim wrote the first heartbeat
         p = self.progress[ticket.job.id]
         last = run.epochs[-1] if run.epochs else {}  # a retry resumes after them (events are not read again)
         p.state, p.started, p.note = RUNNING, time.time(), run.slot.name

@@ -60,7 +60,10 @@ def _grpc_trials(proxy: optuna.storages.BaseStorage, study_id: int, ids: Collect
     request = api_pb2.GetTrialsRequest(study_id=study_id, included_trial_ids=list(ids),
                                        trial_id_greater_than=newer_than)
     try:
-        reply = proxy._stub.GetTrials(request)  # type: ignore[attr-defined]
+        # `sweep storage serve` leaves out what is skipped (LEAN_KEY, sweeper/proxy_service.py);
+        # Optuna's own proxy ignores the metadata, and it is left out here.
+        metadata = (("sweep-lean", ",".join(skip_attrs)),) if skip_attrs else None
+        reply = proxy._stub.GetTrials(request, metadata=metadata)  # type: ignore[attr-defined]
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             raise KeyError(f"no study with id {study_id}") from exc
