@@ -23,12 +23,12 @@ import time
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
 from optuna.storages._grpc.auto_generated import api_pb2
 from optuna.storages._grpc.servicer import OptunaStorageProxyService, _to_proto_trial
 from optuna.trial import FrozenTrial
 
 from sweeper.reconnect import ReconnectingStorage
+from sweeper.storage import TrialCache
 from sweeper.trial_reads import read_trials
 
 # A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
@@ -41,7 +41,7 @@ LEAN_KEY = "sweep-lean"
 WHOLE_FRESH_S = 5.0
 
 
-class ProxyCache(optuna.storages._CachedStorage):
+class ProxyCache(TrialCache):
     def __init__(self, backend: optuna.storages.RDBStorage) -> None:
         super().__init__(backend)
         self._flights = threading.Condition()
@@ -81,17 +81,6 @@ class ProxyCache(optuna.storages._CachedStorage):
             done_at = self._done_at[study_id]
         with self._lock:
             return done_at, sorted(self._studies[study_id].trials.values(), key=lambda t: t.number)
-
-    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
-                        distribution: BaseDistribution) -> None:
-        """Optuna's cache answers KeyError for a trial it has not read (a proxy started after the
-        trial was: a restarted one): the database is asked directly then."""
-        with self._lock:
-            known = trial_id in self._trial_id_to_study_id_and_number
-        if known:
-            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
-        else:
-            self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
 
 
 class ProxyService(OptunaStorageProxyService):

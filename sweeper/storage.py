@@ -92,7 +92,22 @@ def open_storage(url: str, *, readonly: bool = False, connect_timeout_s: float =
 def rdb_storage(url: str) -> optuna.storages.BaseStorage:
     """A database as Optuna opens a URL itself: its RDB storage (`database`) behind its in-process
     trial cache."""
-    return optuna.storages._CachedStorage(database(url))
+    return TrialCache(database(url))
+
+
+class TrialCache(optuna.storages._CachedStorage):
+    """Optuna's in-process trial cache, which answers KeyError for a parameter of a trial it has not
+    read (a worker reads past it, sweeper/trial_reads.py; a restarted proxy has read none): the
+    database is asked directly then."""
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: optuna.distributions.BaseDistribution) -> None:
+        with self._lock:
+            known = trial_id in self._trial_id_to_study_id_and_number
+        if known:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        else:
+            self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
 
 
 def database(url: str, *, connections: int | None = None) -> optuna.storages.RDBStorage:

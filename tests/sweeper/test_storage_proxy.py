@@ -211,10 +211,12 @@ def test_proxy_with_a_tenth_killed_the_database_restarted_and_the_proxy_restarte
     assert "SIGKILL to 1 process(es) of 5 workers; 1 worker thread(s)" in out["events"][0]
     # The killed workers' claims (the stopped thread's at least) were taken over after their heartbeat.
     assert out["trial_states"]["lost"] >= 1 and out["claimed_more_than_once"] >= 1
-    # Every worker that outlived the faults saw the proxy go (the proxy itself rode out the database
-    # restart), said so in a line, and went on to the end.
-    assert out["workers_finished_cleanly"] == out["workers_that_reconnected"] == 24
-    assert 24 <= out["reconnect_warnings"] <= 48
+    # Every worker that outlived the faults went on to the end; those that called while the proxy
+    # was gone (an idle worker backs off, and may sleep through it) said so in a line each (the
+    # proxy itself rode out the database restart).
+    assert out["workers_finished_cleanly"] == 24
+    assert 1 <= out["workers_that_reconnected"] <= 24
+    assert out["workers_that_reconnected"] <= out["reconnect_warnings"] <= 2 * out["workers_that_reconnected"]
     assert out["db_connections_peak"] <= 20  # the proxy's pool, not 24 workers' pools
     assert out["proxy_exit_code"] == 0
 
