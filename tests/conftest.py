@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Before anything imports huggingface_hub / datasets / wandb: no network, ever.
@@ -144,3 +145,19 @@ def tiny_job(model: Path, data: Path, **overrides: object) -> dict:
         else:
             job[key] = value
     return job
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server (bench/storage_scale.py's), one per test module that asks."""
+    import shutil
+
+    from bench.storage_scale import Postgres, pg_bin
+
+    if not pg_bin("initdb") or not pg_bin("pg_ctl"):
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl); .ci/run installs Debian's postgresql")
+    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))  # not pytest's tmp: the postgres user runs it
+    server = Postgres(root)
+    yield server.url
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)

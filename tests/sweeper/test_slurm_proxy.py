@@ -8,14 +8,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -105,17 +102,12 @@ def test_a_worker_runs_on_its_proxys_address_and_follows_it_when_it_moves(tmp_pa
 # -- on a real one-node SLURM, with a real PostgreSQL ----------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[str]:
-    from bench.storage_scale import Postgres, pg_bin
-
-    if not pg_bin("initdb") or not pg_bin("pg_ctl"):
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl); .ci/run installs Debian's postgresql")
-    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))  # not pytest's tmp: the postgres user runs it
-    server = Postgres(root)
-    yield server.url
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+def submit_with_proxy(env: dict[str, str], path: Path, runs: Path, database: str) -> tuple[str, str]:
+    """`sweep grid FILE --slurm --slurm-proxy` on one slot; the worker array's id and the proxy job's."""
+    done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--storage", database, "--slurm", "--slurm-proxy",
+                 "--parallel", "1")
+    assert done.returncode == 0, done.stderr
+    return submitted(done.stdout), done.stdout.split("as SLURM job ")[-1].split(";")[0]
 
 
 def test_a_grid_on_two_workers_through_the_sweeps_proxy_runs_each_job_once(
@@ -167,10 +159,7 @@ def test_sweep_cancel_stops_the_proxy_with_its_workers(cluster: slurm_cluster.Cl
     env = {**env, "SWEEP_SLURM_GRACE_S": "1"}
     path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1,), name="c")
     runs = tmp_path / "runs"
-    done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--storage", postgres, "--slurm", "--slurm-proxy",
-                 "--parallel", "1")
-    assert done.returncode == 0, done.stderr
-    array, proxy = submitted(done.stdout), done.stdout.split("as SLURM job ")[-1].split(";")[0]
+    array, proxy = submit_with_proxy(env, path, runs, postgres)
     worker = runs / "c" / "slurm" / f"worker-{array}.json"
     wait_for("the worker's orchestrator on the proxy", lambda: worker.exists() and '"proxy": "' in worker.read_text())
     cancelled = sweep(env, "cancel", "c", "--runs-dir", str(runs))
@@ -190,10 +179,7 @@ def test_a_proxy_that_dies_is_served_again_and_its_worker_follows_it(
     env = {**env, "SWEEP_PROXY_POLL_S": "1"}
     path = grid_file(tmp_path, tiny_models["bert"], long_data, epochs=3, lrs=(1e-3,), seeds=(1,), name="m")
     runs = tmp_path / "runs"
-    done = sweep(env, "grid", str(path), "--runs-dir", str(runs), "--storage", postgres, "--slurm", "--slurm-proxy",
-                 "--parallel", "1")
-    assert done.returncode == 0, done.stderr
-    array, proxy = submitted(done.stdout), done.stdout.split("as SLURM job ")[-1].split(";")[0]
+    array, proxy = submit_with_proxy(env, path, runs, postgres)
     folder = runs / "m" / "slurm"
     wait_for("the worker to reach the proxy", lambda: "connected (1 so far)" in (folder / f"{proxy}_0_log.err").read_text()
              if (folder / f"{proxy}_0_log.err").exists() else False)

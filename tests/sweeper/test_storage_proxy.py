@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from bench.storage_scale import Postgres, free_port, grid, pg_bin
+from bench.storage_scale import free_port, grid
 from sweeper.cli import app
 from sweeper.proxy import serve
 from sweeper.reconnect import ReconnectingStorage, transient
@@ -30,19 +28,6 @@ from sweeper.store import SweepStore
 from tests.conftest import REPO
 
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed (pip install -e '.[dev]')")
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not pg_bin("initdb") or not pg_bin("pg_ctl"):
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl); .ci/run installs Debian's postgresql")
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="sweep-pg-"))  # not pytest's tmp: the postgres user runs it
-    server = Postgres(root)
-    yield server.url
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 class Served:
