@@ -275,6 +275,7 @@ def split(n: int, parts: int) -> list[int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from optuna.trial import TrialState
 
+    from sweeper.grid_source import distributions
     from sweeper.storage import open_storage
     from sweeper.store import SweepStore
 
@@ -294,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 url = proxy.url
         the_grid = grid(args.jobs)
         monitor = SweepStore(open_storage(url), the_grid.name, lock_dir=runs if "://" not in url else None)
-        monitor.sync(the_grid.jobs)  # enqueued once, so the workers' first sync only reads
+        monitor.sync(the_grid.jobs, distributions(the_grid))  # enqueued once, so the workers' first sync only reads
         counter = pg.connections() if pg else None
         procs = args.procs or max(1, math.ceil(args.workers / THREADS_PER_PROC))
         sizes = split(args.workers, procs)

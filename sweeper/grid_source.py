@@ -18,10 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.scheduler import Progress, Ticket
 from sweeper.spec import Grid, Job
-from sweeper.store import SweepStore, owner_gone, param_choice
+from sweeper.store import SweepStore, lost_lately, owner_gone, param_choice
 from sweeper.trial_view import TrialView
 from trainer.config import ConfigError, JobConfig, build_job
-from trainer.jobdir import EVENTS_FILE, FAILED, FINISHED, INTERRUPTED, JOB_FILE, LOST, RUNNING, WAITING, progress
+from trainer.jobdir import EVENTS_FILE, FAILED, FINISHED, INTERRUPTED, JOB_FILE, LOST, RUNNING, SURPLUS, WAITING, progress
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def distributions(grid: Grid) -> dict[str, CategoricalDistribution]:
     return {key: CategoricalDistribution(list(choices)) for key, choices in values.items()}
 
 
-# A take that loses this many claims to other workers stops; the next turn samples wider.
+# A take that loses this many claims to other workers stops; the next turn reads again.
 LOST_RACES = 3
 
 
@@ -52,7 +52,7 @@ class GridSource:
         self.remaining: list[Job] = []
         self.runs_dir = runs_dir
         self.view = TrialView(store, [job.id for job in grid.jobs])
-        self.view.load(store.sync(grid.jobs))
+        self.view.load(store.sync(grid.jobs, self.distributions))
         self.view.drain_changed()
         for job in grid.jobs:
             self._judge(job)
@@ -73,7 +73,20 @@ class GridSource:
         for job_id in self.view.drain_changed():
             if job_id not in self.mine:
                 self._judge(self.progress[job_id].job)
+            self._drop_duplicates(job_id)
         self._remaining()
+
+    def _drop_duplicates(self, job_id: str) -> None:
+        """A finished job's WAITING trials (queued twice: two workers found its trial failed at once)
+        end SURPLUS: never run, and out of every worker's open sample."""
+        trials = self.by_job.get(job_id, [])
+        first = self.store.canonical(trials)
+        if first is None or first.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return
+        for trial in trials:
+            if trial.state == TrialState.WAITING:
+                self.store.fail(self.store.trial_id(trial), f"queued twice: job {job_id} ran as trial {first.number}",
+                                status=SURPLUS)
 
     def _judge(self, job: Job) -> None:
         """The job's progress, as its trials say."""
@@ -103,27 +116,30 @@ class GridSource:
 
     def take(self) -> Ticket | None:
         self.view.races = 0
-        for job in self.remaining:
-            if job.id in self.mine or job.id not in self.view.fresh:
-                continue
+        candidates = [job for job in self.remaining if job.id not in self.mine and job.id in self.view.fresh]
+        if self.view.sampled:  # a crowd of workers: in grid order, all would race for the same first jobs
+            self.view.rng.shuffle(candidates)
+        for job in candidates:
             trial = self.store.canonical(self.by_job.get(job.id, []))
+            took_over = False
             if trial is not None and trial.state == TrialState.RUNNING and owner_gone(trial, me=self.store.pid):
                 owner = f"{trial.user_attrs.get('host')}:{trial.user_attrs.get('pid')}"
                 if not self.store.fail(self.store.trial_id(trial), f"worker {owner} lost", status=LOST):
                     continue  # another worker took it over first, and queues it again: not a second time
                 log.warning("job %s: its worker %s is gone; running it again (it resumes)", job.id, owner)
-                trial = None
+                trial, took_over = None, True
+            if trial is None and not took_over and lost_lately(self.by_job.get(job.id, [])):
+                continue  # the worker that took it over queues it again
             if trial is None:  # never enqueued, or its last trial failed (an earlier run's): again
-                self.view.load(self.store.sync([job]))
+                self.view.load(self.store.sync([job], self.distributions, grace=not took_over))
                 self.view.read_new()
                 trial = self.store.canonical(self.by_job.get(job.id, []))
             if trial is None or trial.state != TrialState.WAITING:
                 continue  # another worker has it
-            if not self.store.claim(trial, self.distributions):
+            if not self.store.claim(trial):
                 if self.view.lost_race() >= LOST_RACES:
                     return None  # crowded: read again (a wider sample) before trying more
                 continue
-            self.view.won()
             self.mine.add(job.id)
             trial_id = self.store.trial_id(trial)
             env = {**self.wandb_env, "WANDB_RUN_GROUP": self.name, "WANDB_NAME": f"{self.name}/{job.id}",
@@ -172,7 +188,7 @@ class GridSource:
     def interrupt(self, ticket: Ticket) -> None:
         """Back in the queue at once: its trial ends `interrupted` and a fresh one waits for it."""
         self.store.fail(ticket.handle, f"interrupted at {time.strftime('%F %T')}", status=INTERRUPTED)
-        self.store.sync([ticket.job])
+        self.store.sync([ticket.job], self.distributions)
         self.mine.discard(ticket.job.id)
         p = self.progress[ticket.job.id]
         p.state, p.note = WAITING, "interrupted, queued (resumes from its last epoch)"

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial
 
 from sweeper.reconnect import ReconnectingStorage
 from sweeper.storage import TrialCache
-from sweeper.trial_reads import read_trials
+from sweeper.trial_reads import open_ids, read_trials
 
 # A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
 DIRECT_MAX = 512
@@ -37,8 +37,10 @@ DIRECT_MAX = 512
 # out; parameters are left out too): what a worker reads (sweeper/trial_reads.py). Optuna's own
 # clients never send it, and get every trial whole.
 LEAN_KEY = "sweep-lean"
-# How old a whole-study answer may be (from when its read finished): see ProxyService._shared.
-WHOLE_FRESH_S = 5.0
+# A client's key asking for an open sample too (its value: "start,limit"; sweeper/trial_reads.py).
+OPEN_KEY = "sweep-open"
+# How old a whole-study answer may be (from when its read started): see ProxyService._shared.
+WHOLE_FRESH_S = 60.0
 
 
 class ProxyCache(TrialCache):
@@ -47,7 +49,7 @@ class ProxyCache(TrialCache):
         self._flights = threading.Condition()
         self._started: dict[int, int] = {}  # reads of a study started, and finished
         self._done: dict[int, int] = {}
-        self._done_at: dict[int, float] = {}  # when the last read finished (time.monotonic)
+        self._read_at: dict[int, float] = {}  # when the last read to finish started (time.monotonic)
         self._running: set[int] = set()
 
     def _read_trials_from_remote_storage(self, study_id: int) -> None:
@@ -57,6 +59,7 @@ class ProxyCache(TrialCache):
                 if study_id not in self._running:
                     self._running.add(study_id)
                     self._started[study_id] = started = self._started.get(study_id, 0) + 1
+                    started_at = time.monotonic()
                     break
                 self._flights.wait()
             else:
@@ -69,18 +72,18 @@ class ProxyCache(TrialCache):
                 self._flights.notify_all()
             raise
         with self._flights:
-            self._done[study_id], self._done_at[study_id] = started, time.monotonic()
+            self._done[study_id], self._read_at[study_id] = started, started_at
             self._running.discard(study_id)
             self._flights.notify_all()
 
     def whole(self, study_id: int) -> tuple[float, list[FrozenTrial]]:
         """Every trial of the study, as fresh as `get_all_trials` gives it, and when the shared read
-        it is at least as new as finished (time.monotonic)."""
+        it is at least as new as started (time.monotonic): it holds every write made before then."""
         self._read_trials_from_remote_storage(study_id)
         with self._flights:
-            done_at = self._done_at[study_id]
+            read_at = self._read_at[study_id]
         with self._lock:
-            return done_at, sorted(self._studies[study_id].trials.values(), key=lambda t: t.number)
+            return read_at, sorted(self._studies[study_id].trials.values(), key=lambda t: t.number)
 
 
 class ProxyService(OptunaStorageProxyService):
@@ -102,39 +105,49 @@ class ProxyService(OptunaStorageProxyService):
 
         study_id, newer_than = request.study_id, request.trial_id_greater_than
         included = set(request.included_trial_ids)
-        lean = dict(context.invocation_metadata()).get(LEAN_KEY, "")
+        metadata = dict(context.invocation_metadata())
+        lean = metadata.get(LEAN_KEY, "")
+        start, limit = (int(x) for x in metadata.get(OPEN_KEY, "0,0").split(","))
+        sample = (start, limit) if limit > 0 else None
         newest = self._newest.get(study_id, -1)
         try:
             if newest >= 0 and len(included) + max(0, newest - newer_than) <= DIRECT_MAX:
-                trials = read_trials(self._backend, study_id, ids=included, newer_than=newer_than)
+                trials = read_trials(self._backend, study_id, ids=included, newer_than=newer_than, open_sample=sample,
+                                     skip_attrs=[key for key in lean.split(",") if key])
             else:
-                return self._shared(study_id, included, newer_than, lean)
+                return self._shared(study_id, included, newer_than, lean, sample)
         except KeyError as exc:
             context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(exc))
         if trials:
             self._newest[study_id] = max(newest, max(t._trial_id for t in trials))
         return api_pb2.GetTrialsReply(trials=[self._proto(t, lean) for t in trials])
 
-    def _shared(self, study_id: int, included: set[int], newer_than: int, lean: str) -> api_pb2.GetTrialsReply:
+    def _shared(self, study_id: int, included: set[int], newer_than: int, lean: str,
+                sample: tuple[int, int] | None = None) -> api_pb2.GetTrialsReply:
         """From ProxyCache's shared reads. A whole-study request (a worker's first reading) is
-        answered with the last such answer while the read it came from finished at most
-        WHOLE_FRESH_S before the request (and no trial was created here since): a thousand workers
-        starting at once cost a few reads."""
+        answered with the last such answer while the read it came from started at most
+        WHOLE_FRESH_S before the request (and after the last trial created here): a thousand workers
+        starting at once cost a few reads. An older answer is safe to give, where no trial was
+        created since: a finished trial never changes, and a worker reads again what it believed
+        unfinished before it acts on it (sweeper/trial_view.py); 5 s was too short at 1,000
+        workers, whose first readings came over minutes, each few seconds a whole new read."""
         arrived = time.monotonic()
         whole = not included and newer_than < 0
         held = self._wholes.get((study_id, lean))
         if whole and held is not None and arrived - held[0] <= WHOLE_FRESH_S and held[0] > self._created.get(study_id, 0):
             return held[1]
         cache = self._cache
-        done_at, trials = self._storage.run(lambda: cache.whole(study_id))
+        read_at, trials = self._storage.run(lambda: cache.whole(study_id))
         if trials:
             self._newest[study_id] = max(self._newest.get(study_id, -1), max(t._trial_id for t in trials))
-        if whole and held is not None and held[0] == done_at:
+        if whole and held is not None and held[0] == read_at:
             return held[1]
+        if sample is not None:
+            included = included | open_ids(trials, *sample)
         reply = api_pb2.GetTrialsReply(trials=[self._proto(t, lean) for t in trials
                                                if t._trial_id > newer_than or t._trial_id in included])
         if whole:
-            self._wholes[study_id, lean] = (done_at, reply)
+            self._wholes[study_id, lean] = (read_at, reply)
         return reply
 
     def CreateNewTrial(self, request: api_pb2.CreateNewTrialRequest, context: Any) -> api_pb2.CreateNewTrialReply:  # noqa: N802

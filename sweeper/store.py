@@ -65,10 +65,23 @@ class JobState:
 
 
 # User attributes a worker never reads (it has the grid's configurations), left out of its reads.
-WORKER_SKIPS = ("config", "log_tail")
+WORKER_SKIPS = ("config", "log_tail", "point")
 
 # What `fail` writes; found on a COMPLETE or PRUNED trial only when it lost a race to a finish.
 FAILED_STATUSES = (FAILED, LOST, INTERRUPTED)
+
+
+# A job whose last trial was taken over (LOST) this recently is queued again by the worker that
+# took it over, not by one that reads the failure: a thousand idle workers that read it at once
+# queued one job fifty times (issue 28). Past it (the taker died in between), anyone does.
+REQUEUE_GRACE_S = float(os.environ.get("SWEEP_REQUEUE_GRACE_S", "30"))
+
+
+def lost_lately(trials: list[FrozenTrial]) -> bool:
+    last = trials[-1] if trials else None
+    if last is None or last.state != TrialState.FAIL or last.user_attrs.get("status") != LOST:
+        return False
+    return last.datetime_complete is not None and time.time() - last.datetime_complete.timestamp() < REQUEUE_GRACE_S
 
 
 def owner_gone(trial: FrozenTrial, *, me: int | None = None) -> bool:
@@ -127,10 +140,13 @@ class SweepStore:
     def trials_by_job(self) -> dict[str, list[FrozenTrial]]:
         return self.group(self.study.get_trials(deepcopy=False))
 
-    def read(self, ids: Collection[int] = (), newer_than: int = -1) -> list[FrozenTrial]:
-        """The trials with these storage ids and those newer than `newer_than` (by default: all),
-        fresh from the storage, without what a worker never reads (WORKER_SKIPS)."""
-        return read_trials(self.storage, self.study_id, ids=ids, newer_than=newer_than, skip_attrs=WORKER_SKIPS)
+    def read(self, ids: Collection[int] = (), newer_than: int = -1,
+             open_sample: tuple[int, int] | None = None) -> list[FrozenTrial]:
+        """The trials with these storage ids, those newer than `newer_than` (by default: all) and an
+        open sample (sweeper/trial_reads.py), fresh from the storage, without what a worker never
+        reads (WORKER_SKIPS)."""
+        return read_trials(self.storage, self.study_id, ids=ids, newer_than=newer_than, skip_attrs=WORKER_SKIPS,
+                           open_sample=open_sample)
 
     @staticmethod
     def group(trials: Iterable[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
@@ -177,25 +193,46 @@ class SweepStore:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def sync(self, jobs: list[Job]) -> dict[str, list[FrozenTrial]]:
-        """Enqueue every job that has no live trial yet. Returns the trials it decided on (`read`,
-        every one): the trials it enqueued are newer than any of them."""
+    def sync(self, jobs: list[Job], distributions: dict[str, CategoricalDistribution] | None = None, *,
+             grace: bool = True) -> dict[str, list[FrozenTrial]]:
+        """Enqueue every job that has no live trial yet (with its swept values as parameters, where
+        `distributions` has them), but one just taken over (`lost_lately`) unless `grace` is off: the
+        caller took it over. Returns the trials it decided on (`read`, every one): the trials it
+        enqueued are newer than any of them."""
         with self._local_lock():
             by_job = self.group(self.read())
             for job in jobs:
-                if self.canonical(by_job.get(job.id, [])) is None:
-                    self.enqueue(job, attempt=len(by_job.get(job.id, [])) + 1)
+                trials = by_job.get(job.id, [])
+                if self.canonical(trials) is None and not (grace and lost_lately(trials)):
+                    self.enqueue(job, attempt=len(by_job.get(job.id, [])) + 1, distributions=distributions)
             return by_job
 
-    def enqueue(self, job: Job, *, attempt: int = 1) -> None:
-        self.study.enqueue_trial(
-            {},
-            user_attrs={"job_id": job.id, "point": job.point, "config": job.config.to_dict(), "attempt": attempt},
-        )
+    def enqueue(self, job: Job, *, attempt: int = 1, distributions: dict[str, CategoricalDistribution] | None = None) -> None:
+        """A WAITING trial for the job. Its swept values are its parameters from the start (so
+        `trials_dataframe()` and optuna-dashboard show them, and a claim need not write them:
+        one call per swept key fewer for each job, issue 28)."""
+        attrs = {"job_id": job.id, "point": job.point, "config": job.config.to_dict(), "attempt": attempt}
+        params: dict[str, Any] = {}
+        dists: dict[str, optuna.distributions.BaseDistribution] = {}
+        for key, value in job.point.items():
+            dist, choice = (distributions or {}).get(key), param_choice(value)
+            if dist is not None and choice in dist.choices:
+                params[key], dists[key] = choice, dist
+        try:
+            self._add_waiting(attrs, params, dists)
+        except ValueError:  # the grid file's values changed since earlier trials: Optuna wants one space
+            log.debug("job %s: its swept values are not parameters (they differ from earlier trials')", job.id)
+            self._add_waiting(attrs, {}, {})
+
+    def _add_waiting(self, attrs: dict[str, Any], params: dict[str, Any],
+                     dists: dict[str, optuna.distributions.BaseDistribution]) -> None:
+        self.study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=params, distributions=dists,
+                                                       user_attrs=attrs, system_attrs={"fixed_params": {}}))
 
     def claim(self, trial: FrozenTrial, distributions: dict[str, CategoricalDistribution] | None = None) -> bool:
         """WAITING -> RUNNING, atomically; False when another worker got there first. The winner
-        records its owner, a first heartbeat and the trial's swept values as parameters."""
+        records its owner, a first heartbeat and, where `distributions` are given, the trial's swept
+        values as parameters (a grid's trials have them from `enqueue` on)."""
         trial_id = self.trial_id(trial)
         try:
             won = self.storage.set_trial_state_values(trial_id, TrialState.RUNNING)

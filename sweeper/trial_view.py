@@ -1,20 +1,21 @@
 """What one worker knows of its sweep's trials, kept up to date at a bounded cost per turn.
 
-A sweep with up to READ_ALL unfinished jobs has their trials read whole each turn: what the worker knows is
-what the storage holds. Past that (a big sweep, many workers: issue 28, where a thousand workers
-each reading 5,000 trials each turn swamped the storage), a turn reads every trial newer than the
-newest it has seen, and a sample of the unfinished ones:
-- of the jobs it believes waiting, SAMPLE drawn from the first 2 x (running + SAMPLE) in grid
-  order, a window that doubles each time a claim is lost to another worker and halves after a
-  claim won at once: claims stay near grid order, and a thousand workers starting together
-  spread over the queue instead of all racing for the same few;
-- of the jobs it believes running, SAMPLE at random: their owners' heartbeats, so that a gone
-  worker's job is found and taken over.
-A finished trial never changes (Optuna refuses any write to one), so it is read once. What the
-worker believes of a job it did not read this turn may be stale: it acts only on the jobs read
-this turn (`fresh`), and a claim is atomic in the storage, so staleness costs a lost race at
-worst, never a job run twice. A job with no unfinished trial is fresh as it is (nothing of it
-can change but a new trial, and every turn reads those).
+A sweep with up to READ_ALL unfinished jobs has their trials read whole each turn: what the
+worker knows is what the storage holds. Past that (a big sweep, many workers: issue 28, where a
+thousand workers each reading 5,000 trials each turn swamped the storage), a turn reads every
+trial newer than the newest it has seen, and an open sample (sweeper/trial_reads.py): SAMPLE
+of the trials WAITING now and SAMPLE of those RUNNING now, the first of each by id from a random
+point, as the storage has them. What a worker believes of a job it did not read this turn may be
+stale; it acts only on the jobs read this turn (`fresh`), and a claim is atomic in the storage,
+so staleness costs a lost race at worst, never a job run twice. Asking the storage what is open,
+rather than sampling its own beliefs, keeps a thousand workers' claims on jobs that are waiting,
+spread over the queue, without each worker reading every other's every finish: an earlier view
+that sampled its beliefs spent the second half of a 5,000-job sweep reading jobs long finished.
+A job with no unfinished trial is fresh as it is (nothing of it can change but a new trial, and
+every turn reads those). A job read this turn is read whole: its trials believed unfinished
+that the sample lacks are read too. When the sample holds fewer than SAMPLE of each state, it is
+every open trial: the trials believed open that it lacks have finished, and are read (once, at
+the end of a sweep: what ends the worker's loop).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Iterable
 from optuna.trial import FrozenTrial
 
 from sweeper.store import SweepStore
+from sweeper.trial_reads import OPEN
 
 READ_ALL = 256
 SAMPLE = 16
@@ -38,11 +40,13 @@ class TrialView:
         self.store = store
         self.jobs = set(job_ids)
         self.by_job: dict[str, list[FrozenTrial]] = {}
-        self.newest = -1
+        self.settled = set(job_ids)  # jobs without an unfinished trial (kept by `merge`: a turn costs no pass over every job)
+        self.newest = -1  # the highest and lowest trial ids seen (an open sample starts between)
+        self.oldest: int | None = None
         self.fresh: set[str] = set()
         self.changed: set[str] = set()  # jobs whose trials were read since `drain_changed`
-        self.spread = 1  # the waiting sample's window, in units of its narrowest: see `lost_race`
         self.races = 0  # claims lost in this take
+        self.sampled = False  # the last turn read a sample (a big sweep), not every unfinished trial
         self.rng = rng or random.Random()
 
     def merge(self, trials: Iterable[FrozenTrial]) -> set[str]:
@@ -50,6 +54,7 @@ class TrialView:
         touched = set()
         for trial in trials:
             self.newest = max(self.newest, trial._trial_id)
+            self.oldest = trial._trial_id if self.oldest is None else min(self.oldest, trial._trial_id)
             job_id = trial.user_attrs.get("job_id")
             if job_id not in self.jobs:  # not this grid's (its file changed since)
                 continue
@@ -61,6 +66,11 @@ class TrialView:
             else:
                 held[at] = trial
             touched.add(job_id)
+        for job_id in touched:
+            if any(not t.state.is_finished() for t in self.by_job[job_id]):
+                self.settled.discard(job_id)
+            else:
+                self.settled.add(job_id)
         self.changed |= touched
         return touched
 
@@ -83,26 +93,32 @@ class TrialView:
     def refresh(self, waiting: list[str], running: list[str]) -> set[str]:
         """This turn's reading: `waiting` and `running` are the jobs believed so (in grid order,
         none finished, none this worker's); returns the jobs whose trials were read."""
-        if len(waiting) + len(running) <= READ_ALL:
-            picked = [*waiting, *running]
-        else:
-            window = waiting[:self.spread * 2 * (len(running) + SAMPLE)]
-            picked = [*self.rng.sample(window, min(SAMPLE, len(window))),
-                      *self.rng.sample(running, min(SAMPLE, len(running)))]
-        ids = [t._trial_id for job_id in picked for t in self.by_job.get(job_id, []) if not t.state.is_finished()]
-        read = self.store.read(ids, newer_than=self.newest - ID_SLACK)
+        believed = [*waiting, *running]
+        self.sampled = len(believed) > READ_ALL
+        if not self.sampled:
+            touched = self.merge(self.store.read(self._open_ids(believed), newer_than=self.newest - ID_SLACK))
+            self.fresh = set(believed) | touched
+            return touched
+        oldest = self.oldest or 0
+        start = self.rng.randint(oldest, max(oldest, self.newest))
+        read = self.store.read((), newer_than=self.newest - ID_SLACK, open_sample=(start, SAMPLE))
         touched = self.merge(read)
-        self.fresh = set(picked) | touched
+        seen = {t._trial_id for t in read}
+        complete = all(sum(t.state == state for t in read) < SAMPLE for state in OPEN)  # every open trial
+        # What a job read now still has believed unfinished (its first trial, when a second was sampled):
+        # read too, so that a job read this turn is known whole.
+        doubt = [i for i in self._open_ids(sorted(touched)) if i not in seen]
+        if complete:
+            doubt = [i for i in self._open_ids(believed) if i not in seen]
+        if doubt:
+            touched |= self.merge(self.store.read(doubt, newer_than=self.newest - ID_SLACK))
+        self.fresh = touched | self.settled
         return touched
 
+    def _open_ids(self, job_ids: list[str]) -> list[int]:
+        return [t._trial_id for job_id in job_ids for t in self.by_job.get(job_id, []) if not t.state.is_finished()]
+
     def lost_race(self) -> int:
-        """Another worker claimed a job first: the waiting sample's window doubles (a crowd of
-        workers spreads over the queue); returns the races lost in this take."""
-        self.spread = min(self.spread * 2, 1 << 16)
+        """Another worker claimed a job first; returns the races lost in this take."""
         self.races += 1
         return self.races
-
-    def won(self) -> None:
-        """A claim won at the first try narrows the window again (back towards grid order)."""
-        if not self.races:
-            self.spread = max(1, self.spread // 2)
