@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.scheduler import Progress, Ticket
 from sweeper.spec import Grid, Job
 from sweeper.store import SweepStore, lost_lately, owner_gone, param_choice
-from sweeper.trial_view import TrialView
+from sweeper.trial_view import ID_SLACK, TrialView
 from trainer.config import ConfigError, JobConfig, build_job
 from trainer.jobdir import EVENTS_FILE, FAILED, FINISHED, INTERRUPTED, JOB_FILE, LOST, RUNNING, SURPLUS, WAITING, progress
 
@@ -131,7 +131,9 @@ class GridSource:
             if trial is None and not took_over and lost_lately(self.by_job.get(job.id, [])):
                 continue  # the worker that took it over queues it again
             if trial is None:  # never enqueued, or its last trial failed (an earlier run's): again
-                self.view.load(self.store.sync([job], self.distributions, grace=not took_over))
+                known = [t._trial_id for t in self.by_job.get(job.id, [])]  # and those newer: not the whole sweep
+                self.view.load(self.store.sync([job], self.distributions, grace=not took_over, ids=known,
+                                               newer_than=max(-1, self.view.newest - ID_SLACK)))
                 self.view.read_new()
                 trial = self.store.canonical(self.by_job.get(job.id, []))
             if trial is None or trial.state != TrialState.WAITING:

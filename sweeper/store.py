@@ -194,13 +194,14 @@ class SweepStore:
     # -- writing ------------------------------------------------------------------------------
 
     def sync(self, jobs: list[Job], distributions: dict[str, CategoricalDistribution] | None = None, *,
-             grace: bool = True) -> dict[str, list[FrozenTrial]]:
+             grace: bool = True, ids: Collection[int] = (), newer_than: int = -1) -> dict[str, list[FrozenTrial]]:
         """Enqueue every job that has no live trial yet (with its swept values as parameters, where
         `distributions` has them), but one just taken over (`lost_lately`) unless `grace` is off: the
-        caller took it over. Returns the trials it decided on (`read`, every one): the trials it
-        enqueued are newer than any of them."""
+        caller took it over. It decides on a fresh `read(ids, newer_than)` (by default every trial:
+        a caller that knows the jobs' trials names them, and the newest it has seen), which it
+        returns: the trials it enqueued are newer than any of them."""
         with self._local_lock():
-            by_job = self.group(self.read())
+            by_job = self.group(self.read(ids, newer_than))
             for job in jobs:
                 trials = by_job.get(job.id, [])
                 if self.canonical(trials) is None and not (grace and lost_lately(trials)):
