@@ -23,7 +23,9 @@ real code): one warning line per worker per outage, counted in `reconnect_warnin
 
 Written to --json: workers, jobs, completed, completed_more_than_once, never_completed,
 claims_per_s, claim_p50_s, claim_p99_s, db_connections_peak, killed_workers, db_restarts,
-proxy_restarts, wall_s, and what went wrong (worker_errors with the first messages).
+proxy_restarts, wall_s, memory_peak_gb (the worker processes' and the proxy's resident memory, summed,
+at its highest), and what went wrong (worker_errors with the first messages; workers_died_unplanned:
+worker processes that died of a signal the bench did not send, such as the kernel's OOM killer).
 
     python bench/storage_scale.py --backend proxy --workers 1000 --jobs 5000 --kill-fraction 0.1 --restart-db --json out.json
 """
@@ -64,6 +66,15 @@ def pg_bin(name: str) -> str | None:
         return found
     candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
     return str(candidates[-1]) if candidates else None
+
+
+def resident_gb(pid: int) -> float:
+    """A process's resident memory (0 once it is gone)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def free_port() -> int:
@@ -316,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             workers.append((subprocess.Popen(cmd, env={**env, "SWEEP_HOST": f"bench-host-{i}"}, stdout=log,
                                              stderr=subprocess.STDOUT, cwd=REPO), log))
         started = time.time()
-        peak, db_restarts, proxy_restarts, killed, events = 0, 0, 0, 0, []
+        peak, db_restarts, proxy_restarts, killed, events, memory_peak = 0, 0, 0, 0, [], 0.0
         faults = []
         if to_kill:
             faults.append((0.25, "kill"))
@@ -331,6 +342,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for p, _ in workers:
                     p.kill()
                 break
+            rss = sum(resident_gb(p.pid) for p, _ in workers if p.poll() is None)
+            memory_peak = max(memory_peak, rss + (resident_gb(proxy.proc.pid) if proxy and proxy.proc else 0.0))
             if counter is not None:
                 row = counter.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
                 peak = max(peak, int(row.fetchone()[0]) - 1)  # not our own
@@ -384,6 +397,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         latencies = sorted(c[1] for r in records for c in r["claims"])
         claims = Counter(c[0] for r in records for c in r["claims"])
         errors = [r["error"] for r in records if r["error"]]
+        # A worker process that died of a signal the bench did not send (the kernel's OOM killer).
+        unplanned = [(i, -p.returncode) for i, (p, _) in enumerate(workers) if i not in sigkill and (p.returncode or 0) < 0]
         tracebacks = sum(b"Traceback" in (root / f"w{i}.log").read_bytes() for i in range(procs))
         proxy_code = proxy.stop() if proxy else None
         return {
@@ -397,6 +412,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "claim_p99_s": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 4) if latencies else None,
             "db_connections_peak": peak if pg else None,
             "killed_workers": killed, "db_restarts": db_restarts, "proxy_restarts": proxy_restarts,
+            "workers_died_unplanned": sum(sizes[i] for i, _ in unplanned),
+            "unplanned_deaths": [f"process {i} ({sizes[i]} workers): signal {sig}" for i, sig in unplanned],
+            "memory_peak_gb": round(memory_peak, 1),
             "trial_states": dict(states),
             "reconnect_warnings": sum(r["reconnect_warnings"] for r in records),
             "workers_that_reconnected": sum(1 for r in records if r["reconnect_warnings"]),
