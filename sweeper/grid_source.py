@@ -140,7 +140,7 @@ class GridSource:
                 continue  # another worker has it
             if not self.store.claim(trial):
                 if self.view.lost_race() >= LOST_RACES:
-                    return None  # crowded: read again (a wider sample) before trying more
+                    return None  # crowded: read again (a new sample) before trying more
                 continue
             self.mine.add(job.id)
             trial_id = self.store.trial_id(trial)

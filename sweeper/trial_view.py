@@ -109,7 +109,7 @@ class TrialView:
         # read too, so that a job read this turn is known whole.
         doubt = [i for i in self._open_ids(sorted(touched)) if i not in seen]
         if complete:
-            doubt = [i for i in self._open_ids(believed) if i not in seen]
+            doubt = sorted({*doubt, *(i for i in self._open_ids(believed) if i not in seen)})
         if doubt:
             touched |= self.merge(self.store.read(doubt, newer_than=self.newest - ID_SLACK))
         self.fresh = touched | self.settled
