@@ -29,16 +29,10 @@ from optuna.trial import FrozenTrial
 
 from sweeper.reconnect import ReconnectingStorage
 from sweeper.storage import TrialCache
-from sweeper.trial_reads import open_ids, read_trials
+from sweeper.trial_reads import LEAN_KEY, OPEN_KEY, open_ids, read_trials
 
 # A GetTrials asking for about this many trials or fewer is read as asked (see ProxyService).
 DIRECT_MAX = 512
-# A client's gRPC metadata key asking for lean trials (its value: the user attributes to leave
-# out; parameters are left out too): what a worker reads (sweeper/trial_reads.py). Optuna's own
-# clients never send it, and get every trial whole.
-LEAN_KEY = "sweep-lean"
-# A client's key asking for an open sample too (its value: "start,limit"; sweeper/trial_reads.py).
-OPEN_KEY = "sweep-open"
 # How old a whole-study answer may be (from when its read started): see ProxyService._shared.
 WHOLE_FRESH_S = 60.0
 
@@ -120,7 +114,8 @@ class ProxyService(OptunaStorageProxyService):
             context.abort(code=grpc.StatusCode.NOT_FOUND, details=str(exc))
         if trials:
             self._newest[study_id] = max(newest, max(t._trial_id for t in trials))
-        return api_pb2.GetTrialsReply(trials=[self._proto(t, lean) for t in trials])
+        # Read for this call (lean where asked): no conversion of theirs to keep, nothing to leave out.
+        return api_pb2.GetTrialsReply(trials=[_to_proto_trial(t) for t in trials])
 
     def _shared(self, study_id: int, included: set[int], newer_than: int, lean: str,
                 sample: tuple[int, int] | None = None) -> api_pb2.GetTrialsReply:

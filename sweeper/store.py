@@ -205,7 +205,7 @@ class SweepStore:
             for job in jobs:
                 trials = by_job.get(job.id, [])
                 if self.canonical(trials) is None and not (grace and lost_lately(trials)):
-                    self.enqueue(job, attempt=len(by_job.get(job.id, [])) + 1, distributions=distributions)
+                    self.enqueue(job, attempt=len(trials) + 1, distributions=distributions)
             return by_job
 
     def enqueue(self, job: Job, *, attempt: int = 1, distributions: dict[str, CategoricalDistribution] | None = None) -> None:

@@ -33,6 +33,10 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.reconnect import ReconnectingStorage
 
 OPEN = (TrialState.WAITING, TrialState.RUNNING)
+# The gRPC metadata keys of a worker's read through `sweep storage serve` (sweeper/proxy_service.py):
+# the user attributes to leave out (a lean read), and "start,limit" of an open sample.
+LEAN_KEY = "sweep-lean"
+OPEN_KEY = "sweep-open"
 
 
 def read_trials(storage: optuna.storages.BaseStorage, study_id: int, *, ids: Collection[int], newer_than: int,
@@ -139,14 +143,14 @@ def _grpc_trials(proxy: optuna.storages.BaseStorage, study_id: int, ids: Collect
     request = api_pb2.GetTrialsRequest(study_id=study_id, included_trial_ids=list(ids),
                                        trial_id_greater_than=newer_than)
     try:
-        # `sweep storage serve` leaves out what is skipped and adds the open sample (LEAN_KEY and
-        # OPEN_KEY, sweeper/proxy_service.py); Optuna's own proxy ignores the metadata (no open
-        # sample, then: a worker reads the whole sweep once it finds none), and the skipped is left out here.
+        # `sweep storage serve` leaves out what is skipped and adds the open sample; Optuna's own
+        # proxy ignores the metadata (no open sample, then: a worker reads the whole sweep once it
+        # finds none), and the skipped is left out here.
         metadata = []
         if skip_attrs:
-            metadata.append(("sweep-lean", ",".join(skip_attrs)))
+            metadata.append((LEAN_KEY, ",".join(skip_attrs)))
         if open_sample:
-            metadata.append(("sweep-open", f"{open_sample[0]},{open_sample[1]}"))
+            metadata.append((OPEN_KEY, f"{open_sample[0]},{open_sample[1]}"))
         reply = proxy._stub.GetTrials(request, metadata=metadata or None)  # type: ignore[attr-defined]
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
